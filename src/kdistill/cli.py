@@ -1,0 +1,140 @@
+"""The `kdistill` command: `run`, `methods`, `layers`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdistill", description="Knowledge distillation for PyTorch models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run an experiment (no file: the built-in digits demo)")
+    run.add_argument("config", nargs="?", help="experiment YAML; omitted: the built-in demo")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config field, e.g. --set training.epochs=5 (repeatable)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its directory")
+    run.add_argument("--output-dir", help="run directory (must not exist yet)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    commands.add_parser("methods", help="list distillation methods, their options and references")
+
+    layers = commands.add_parser("layers", help="list a model's module paths and output shapes")
+    layers.add_argument("model", help="registered model name or package.module:factory")
+    layers.add_argument("--input-shape", default="3,32,32", help="shape of one sample, e.g. 3,32,32")
+    layers.add_argument("--num-classes", type=int, default=10)
+    layers.add_argument("--options", default="{}", help="model options as YAML, e.g. '{hidden: [64]}'")
+    layers.add_argument("--checkpoint", help="weights to load first (optional)")
+    return parser
+
+
+def _fail_config(console: Console, problems: list[str]) -> int:
+    console.print("[bold red]kdistill: invalid configuration[/]", highlight=False)
+    for line in problems:
+        console.print(f"  {line}", highlight=False, markup=False)
+    return EXIT_CONFIG
+
+
+def command_run(args: argparse.Namespace, console: Console) -> int:
+    from kdistill.config import ConfigError, load_config
+    from kdistill.engine import TrainingInterrupted
+    from kdistill.experiment import new_run_dir, run_experiment
+
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            if not (run_dir / "config.yaml").is_file():
+                raise ConfigError([f"--resume {run_dir}: not a run directory (no config.yaml)"])
+            if args.config or args.overrides:
+                raise ConfigError(["--resume takes the run's own config; drop the config file and --set"])
+            config = load_config(run_dir / "config.yaml")
+        else:
+            overrides = list(args.overrides)
+            if args.output_dir:
+                overrides.append(f"output_dir={args.output_dir}")
+            config = load_config(args.config, overrides)
+            run_dir = new_run_dir(config)
+        console.print(f"run directory: {run_dir}", highlight=False)
+        result = run_experiment(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    except ConfigError as error:
+        return _fail_config(console, error.problems)
+    except TrainingInterrupted as interrupted:
+        console.print(f"\ninterrupted; a resumable checkpoint is at {interrupted.checkpoint}\n"
+                      f"continue with: kdistill run --resume {run_dir}", highlight=False)
+        return EXIT_INTERRUPTED
+    from kdistill.report import TABLE_HEADER, gap_sentence, table_rows
+
+    table = Table(title=f"{config.name}: test set")
+    for column in TABLE_HEADER:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in table_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    console.print(gap_sentence(result), highlight=False)
+    console.print(f"report: {run_dir / 'report.md'}", highlight=False)
+    return 0
+
+
+def command_methods(console: Console) -> int:
+    from kdistill.methods import METHODS, method_options
+
+    table = Table(title="distillation methods (config: methods: [{name: ..., key: value}])", show_lines=True)
+    for column in ("name", "what it does", "options (defaults)", "reference"):
+        table.add_column(column)
+    seen = set()
+    for name, cls in METHODS.items():
+        if cls in seen:
+            continue
+        seen.add(cls)
+        aliases = [n for n, c in METHODS.items() if c is cls and n != cls.name]
+        label = cls.name + (f"\n(also: {', '.join(aliases)})" if aliases else "")
+        options = ", ".join(f"{k}={v}" for k, v in method_options(cls).items())
+        table.add_row(label, cls.summary, options, cls.reference)
+    console.print(table)
+    return 0
+
+
+def command_layers(args: argparse.Namespace, console: Console) -> int:
+    import torch
+    import yaml
+
+    from kdistill.models import build_model, load_weights
+    from kdistill.registry import RegistryError
+    from kdistill.taps import describe_layers
+
+    try:
+        shape = tuple(int(s) for s in args.input_shape.split(","))
+        model = build_model(args.model, args.num_classes, shape, yaml.safe_load(args.options) or {})
+        if args.checkpoint:
+            load_weights(model, args.checkpoint)
+    except (RegistryError, ValueError, TypeError, FileNotFoundError) as error:
+        return _fail_config(console, [str(error)])
+    table = Table(title=f"{args.model}: tappable module paths for input {shape}")
+    for column in ("path", "module", "output shape"):
+        table.add_column(column)
+    for path, kind, out in describe_layers(model, torch.zeros(2, *shape)):
+        table.add_row(path, kind, out)
+    console.print(table)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console()
+    if args.command == "run":
+        return command_run(args, console)
+    if args.command == "methods":
+        return command_methods(console)
+    return command_layers(args, console)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The schema of one experiment: load YAML, apply `--set` overrides, validate before any work.
+
+Every problem becomes a `ConfigError` whose lines each name a field and the fix, e.g.
+`methods[1].temperature: must be > 0 (got -1)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdistill.registry import RegistryError
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; `problems` are `field: message` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NormalizeSpec(Strict):
+    mean: list[float]
+    std: list[float]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> NormalizeSpec:
+        if len(self.mean) != len(self.std):
+            raise ValueError("mean and std must have the same number of channels")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be > 0")
+        return self
+
+
+class AugmentSpec(Strict):
+    crop_padding: int = Field(0, ge=0)
+    horizontal_flip: bool = False
+
+
+class DataSpec(Strict):
+    name: str = "digits"
+    root: Path | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    train_limit: int | None = Field(None, gt=0)
+    batch_size: int = Field(128, gt=0)
+    eval_batch_size: int = Field(512, gt=0)
+    num_workers: int = Field(0, ge=0)
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+
+    @field_validator("root")
+    @classmethod
+    def _root_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().exists():
+            raise ValueError(f"path does not exist: {value}")
+        return value.expanduser() if value is not None else None
+
+
+class OptimizerSpec(Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    nesterov: bool = False
+
+
+class ScheduleSpec(Strict):
+    name: Literal["constant", "step", "multistep", "cosine"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_size: int = Field(30, gt=0)
+    milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])
+    gamma: float = Field(0.1, gt=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+
+
+class TrainingSpec(Strict):
+    epochs: int = Field(20, gt=0)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    grad_clip: float | None = Field(None, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value != "auto" and value.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return value
+
+
+class ModelSpec(Strict):
+    """An architecture by registry name or `module:factory`, with optional weights."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: Path | None = None
+    normalize: NormalizeSpec | None = None
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_file():
+            raise ValueError(f"file does not exist: {value}")
+        return value.expanduser() if value is not None else None
+
+
+class TeacherSpec(ModelSpec):
+    """Without a checkpoint the teacher is trained first, with `training` (default: the run's)."""
+
+    training: TrainingSpec | None = None
+
+
+class MethodSpec(BaseModel):
+    """`name` plus the method's own options (checked against the method's constructor)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def default_methods() -> list[MethodSpec]:
+    return [MethodSpec(name="soft_target", weight=0.9, temperature=4.0),
+            MethodSpec(name="hard_label", weight=0.1)]
+
+
+class ExperimentConfig(Strict):
+    name: str = "experiment"
+    seed: int = 0
+    output_dir: Path | None = None
+    data: DataSpec = Field(default_factory=DataSpec)
+    teacher: TeacherSpec
+    student: ModelSpec
+    methods: list[MethodSpec] = Field(default_factory=default_methods, min_length=1)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    baseline: bool = True  # also train the student from scratch, same seed and epochs
+
+
+# loading --------------------------------------------------------------------------------------------
+def _format_location(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "config"
+
+
+def _pydantic_problems(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if p not in ("function-after",))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key; remove it or check its spelling"
+        elif item["type"] == "missing":
+            message = "required; add it"
+        problems.append(f"{_format_location(loc)}: {message}")
+    return problems
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """`a.b.c=value` (lists by index: `methods.0.weight=0.5`); the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise ConfigError([f"--set {assignment}: expected key=value"])
+    key, _, text = assignment.partition("=")
+    value = yaml.safe_load(text) if text != "" else None
+    parts = key.strip().split(".")
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError([f"--set {key}: '{where}' is not an index of a list of {len(node)}"])
+            node = node[int(part)]
+        else:
+            if not isinstance(node.get(part, {}), dict | list):
+                raise ConfigError([f"--set {key}: '{where}' is a value, not a section"])
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError([f"--set {key}: '{last}' is not an index of a list of {len(node)}"])
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def load_raw(path: str | Path | None) -> dict[str, Any]:
+    if path is None:
+        from importlib.resources import files
+
+        return yaml.safe_load(files("kdistill.presets").joinpath("digits.yaml").read_text())
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: no such config file"])
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError([f"{path}: not valid YAML ({error})"]) from error
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections"])
+    return raw
+
+
+def validate(raw: dict[str, Any]) -> ExperimentConfig:
+    """Schema checks, then the checks that need the registries (names, method options)."""
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_pydantic_problems(error)) from None
+    problems = semantic_problems(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def semantic_problems(config: ExperimentConfig) -> list[str]:
+    from kdistill.data import DATASETS
+    from kdistill.methods import build_method
+    from kdistill.models import MODELS, _WRN_NAME
+
+    problems = []
+    try:
+        DATASETS.get(config.data.name)
+    except RegistryError as error:
+        problems.append(f"data.name: {error}")
+    for where, spec in (("teacher", config.teacher), ("student", config.student)):
+        if not _WRN_NAME.match(spec.name.lower()):
+            try:
+                MODELS.get(spec.name)
+            except RegistryError as error:
+                problems.append(f"{where}.name: {error}")
+    for index, spec in enumerate(config.methods):
+        try:
+            build_method(spec.name, spec.options())
+        except RegistryError as error:
+            problems.append(f"methods[{index}].name: {error}")
+        except ValueError as error:
+            problems.append(f"methods[{index}].{error}")
+    return problems
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    raw = load_raw(path)
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    return validate(raw)
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

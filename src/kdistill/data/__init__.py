@@ -1,0 +1,26 @@
+"""Dataset registry: built-in loaders by name, user data sets by `module:function`."""
+
+from __future__ import annotations
+
+from kdistill.data.base import DataBundle, InMemoryDataset, batch_collate, limit_samples, split_validation
+from kdistill.data.digits import load_digits_bundle
+from kdistill.data.image_folder import load_image_folder_bundle
+from kdistill.data.mnist import load_mnist_bundle
+from kdistill.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+DATASETS.register("digits")(load_digits_bundle)
+DATASETS.register("mnist")(load_mnist_bundle)
+DATASETS.register("image-folder", "image_folder", "cifar10-jpeg")(load_image_folder_bundle)
+
+__all__ = [
+    "DATASETS",
+    "DataBundle",
+    "InMemoryDataset",
+    "batch_collate",
+    "limit_samples",
+    "load_digits_bundle",
+    "load_image_folder_bundle",
+    "load_mnist_bundle",
+    "split_validation",
+]

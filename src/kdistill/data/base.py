@@ -1,0 +1,96 @@
+"""The shape every data set takes inside kdistill.
+
+Built-in data sets live in memory as tensors and serve whole batches at once (`__getitems__`),
+which keeps the Python per-sample overhead out of small-model training where it would dominate.
+Each batch is a dict: `input`, `label`, and `index` (the sample's position, which augmentation
+replay and contrastive memories need). User data sets may yield anything; see `engine.batch`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import Dataset
+
+
+class InMemoryDataset(Dataset):
+    """Inputs and labels held as tensors; batches are sliced, not collated."""
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, classes: list[str] | None = None) -> None:
+        if len(inputs) != len(labels):
+            raise ValueError(f"{len(inputs)} inputs but {len(labels)} labels")
+        self.inputs = inputs
+        self.labels = labels.long()
+        self.classes = classes or [str(c) for c in range(int(self.labels.max()) + 1)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"input": self.inputs[index], "label": self.labels[index], "index": torch.tensor(index)}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return {"input": self.inputs[idx], "label": self.labels[idx], "index": idx}
+
+    def subset(self, indices: torch.Tensor) -> InMemoryDataset:
+        """A new data set of the chosen samples, re-indexed from 0."""
+        return InMemoryDataset(self.inputs[indices], self.labels[indices], self.classes)
+
+    def fingerprint(self) -> str:
+        """A digest of the contents and order: what a cache of outputs on this data depends on."""
+        digest = hashlib.sha256()
+        for tensor in (self.inputs, self.labels):
+            digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+            digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+
+def batch_collate(batch: object) -> object:
+    """`InMemoryDataset.__getitems__` already returns a batch; nothing to collate."""
+    return batch
+
+
+@dataclass
+class DataBundle:
+    """The splits of one data set and what a model needs to know about its inputs."""
+
+    name: str
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    val: Dataset | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    image: bool = False
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        sample = self.train[0]
+        x = sample["input"] if isinstance(sample, dict) else sample[0]
+        return tuple(x.shape)
+
+
+def split_validation(train: InMemoryDataset, fraction: float, seed: int) -> tuple[InMemoryDataset, InMemoryDataset]:
+    """Hold out a seeded, stratified fraction of the training set for validation."""
+    generator = torch.Generator().manual_seed(seed)
+    val_idx: list[torch.Tensor] = []
+    for label in train.labels.unique():
+        members = (train.labels == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        val_idx.append(members[: round(len(members) * fraction)])
+    val = torch.cat(val_idx).sort().values
+    keep = torch.ones(len(train), dtype=torch.bool)
+    keep[val] = False
+    return train.subset(keep.nonzero().flatten()), train.subset(val)
+
+
+def limit_samples(data: InMemoryDataset, limit: int, seed: int) -> InMemoryDataset:
+    """A seeded random subset of `limit` samples (benchmarks on a budget)."""
+    if limit >= len(data):
+        return data
+    generator = torch.Generator().manual_seed(seed)
+    return data.subset(torch.randperm(len(data), generator=generator)[:limit].sort().values)

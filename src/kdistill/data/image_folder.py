@@ -1,0 +1,104 @@
+"""Images in `split/class/*.jpg` layout, from a directory or a `.tar.gz` of one.
+
+Decoding tens of thousands of small JPEGs takes a while, so the decoded uint8 arrays are cached
+under `~/.cache/kdistill` (or `$KDISTILL_CACHE`), keyed by the source's path, size and mtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from kdistill.data.base import DataBundle, InMemoryDataset
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KDISTILL_CACHE", Path.home() / ".cache" / "kdistill"))
+
+
+def _iter_files(root: Path):
+    """Yield (relative posix path, bytes) for every image under `root` (directory or tarball)."""
+    if root.is_dir():
+        for path in sorted(root.rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                yield path.relative_to(root).as_posix(), path.read_bytes()
+        return
+    with tarfile.open(root, "r:*") as archive:
+        for member in archive:
+            if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
+                yield member.name.lstrip("./"), archive.extractfile(member).read()
+
+
+def _decode(root: Path, size: tuple[int, int] | None) -> dict[str, dict[str, list[np.ndarray]]]:
+    by_split: dict[str, dict[str, list[tuple[str, np.ndarray]]]] = defaultdict(lambda: defaultdict(list))
+    for name, payload in _iter_files(root):
+        parts = name.split("/")
+        if len(parts) < 3:
+            continue
+        split, label = parts[-3], parts[-2]
+        image = Image.open(io.BytesIO(payload)).convert("RGB")
+        if size is not None and image.size != size:
+            image = image.resize(size, Image.BILINEAR)
+        by_split[split][label].append((name, np.asarray(image, dtype=np.uint8)))
+    return {s: {c: [a for _, a in sorted(v, key=lambda t: t[0])] for c, v in cls.items()} for s, cls in by_split.items()}
+
+
+def load_image_folder_bundle(
+    root: str | Path,
+    train_split: str = "train",
+    test_split: str = "test",
+    image_size: int | None = None,
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+    std: tuple[float, ...] = (0.229, 0.224, 0.225),
+) -> DataBundle:
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    stat = root.stat()
+    key = hashlib.sha256(f"{root.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{image_size}".encode()).hexdigest()[:16]
+    cached = cache_dir() / f"image-folder-{key}.npz"
+    if cached.exists():
+        stored = np.load(cached, allow_pickle=False)
+        classes = [str(c) for c in stored["classes"]]
+        arrays = {s: (stored[f"{s}_x"], stored[f"{s}_y"]) for s in (train_split, test_split)}
+    else:
+        size = (image_size, image_size) if image_size else None
+        decoded = _decode(root, size)
+        for split in (train_split, test_split):
+            if split not in decoded:
+                raise FileNotFoundError(f"{root} has no '{split}/<class>/' images (found splits: {sorted(decoded)})")
+        classes = sorted(decoded[train_split])
+        arrays = {}
+        for split in (train_split, test_split):
+            xs, ys = [], []
+            for label_index, label in enumerate(classes):
+                images = decoded[split].get(label, [])
+                xs.extend(images)
+                ys.extend([label_index] * len(images))
+            arrays[split] = (np.stack(xs).transpose(0, 3, 1, 2).copy(), np.asarray(ys, dtype=np.int64))
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(cached.name + ".tmp.npz")
+        np.savez(tmp, classes=np.asarray(classes), **{f"{s}_x": a[0] for s, a in arrays.items()},
+                 **{f"{s}_y": a[1] for s, a in arrays.items()})
+        os.replace(tmp, cached)
+    datasets = {s: InMemoryDataset(torch.from_numpy(x), torch.from_numpy(y), classes) for s, (x, y) in arrays.items()}
+    return DataBundle(
+        name=f"image-folder:{root.name}",
+        train=datasets[train_split],
+        test=datasets[test_split],
+        num_classes=len(classes),
+        mean=tuple(mean),
+        std=tuple(std),
+        image=True,
+        classes=classes,
+    )

@@ -1,0 +1,92 @@
+"""Batch-level input preprocessing: scaling, standard augmentations, normalisation.
+
+Augmentation runs on whole batches (on the training device) and draws each sample's parameters
+from a counter-based hash of (seed, epoch, sample index) instead of a stateful RNG. So the same
+sample in the same epoch gets the same crop and flip whatever the batch order, the number of
+loader workers, or an interruption and resume: runs reproduce, and a teacher-output cache can
+replay exactly the views it was computed on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+_PRIME = 2_147_483_647  # 2^31 - 1: products with the multipliers below stay inside int64
+_MULTIPLIERS = (48_271, 69_621, 40_692)
+
+
+def hash_uniform_ints(seed: int, epoch: int, indices: torch.Tensor, draws: int) -> torch.Tensor:
+    """`draws` pseudo-random ints in [0, 2^31 - 1) per index, a pure function of its arguments."""
+    state = (indices.long() * 2_654_435 + (seed % _PRIME) * 97 + epoch * 1_000_003 + 12_345) % _PRIME
+    out = []
+    for draw in range(draws + 3):
+        multiplier = _MULTIPLIERS[draw % len(_MULTIPLIERS)]
+        state = (state * multiplier + draw * 7_919 + indices.long()) % _PRIME
+        if draw >= 3:  # a few warm-up rounds decorrelate neighbouring indices
+            out.append(state)
+    return torch.stack(out, dim=1)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random crop with zero padding and horizontal flip (the CIFAR recipe), per sample."""
+
+    crop_padding: int = 0
+    horizontal_flip: bool = False
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.crop_padding > 0 or self.horizontal_flip
+
+    def parameters(self, indices: torch.Tensor, epoch: int) -> torch.Tensor:
+        """(N, 3) ints: row offset, column offset, flip; what a replay needs to redo a view."""
+        draws = hash_uniform_ints(self.seed, epoch, indices, 3)
+        span = 2 * self.crop_padding + 1
+        return torch.stack([draws[:, 0] % span, draws[:, 1] % span, draws[:, 2] % 2 * int(self.horizontal_flip)], 1)
+
+    def __call__(self, images: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
+        if not self.active:
+            return images
+        params = self.parameters(indices.cpu(), epoch).to(images.device)
+        return apply_augmentation(images, params, self.crop_padding)
+
+
+def apply_augmentation(images: torch.Tensor, params: torch.Tensor, padding: int) -> torch.Tensor:
+    batch, _, height, width = images.shape
+    if padding > 0:
+        padded = F.pad(images, (padding, padding, padding, padding))
+        rows = params[:, 0, None] + torch.arange(height, device=images.device)  # (B, H)
+        cols = params[:, 1, None] + torch.arange(width, device=images.device)  # (B, W)
+        b = torch.arange(batch, device=images.device)[:, None, None]
+        images = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    flip = params[:, 2].bool()
+    if flip.any():
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    return images.contiguous()
+
+
+def to_float(inputs: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [0, 1]; float inputs pass through."""
+    if inputs.dtype == torch.uint8:
+        return inputs.float().div_(255.0)
+    return inputs
+
+
+class Normalize(torch.nn.Module):
+    """Per-channel (x - mean) / std; each model (teacher or student) has its own."""
+
+    def __init__(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+        super().__init__()
+        self.enabled = mean is not None and std is not None
+        self.register_buffer("mean", torch.tensor(mean or [0.0]).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std or [1.0]).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if not self.enabled or not torch.is_tensor(inputs) or inputs.dim() != 4:
+            return inputs
+        return (inputs - self.mean.to(inputs.device)) / self.std.to(inputs.device)

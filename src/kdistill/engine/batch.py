@@ -1,0 +1,91 @@
+"""Batches and outputs of any shape: tensors, tuples, dicts, Hugging Face output objects.
+
+Nothing in the loop assumes `(x, y)` or images. A batch is split into what the model takes, the
+labels, and the sample indices (when the data set provides them); model outputs are narrowed to
+their logits by one small rule set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+LABEL_KEYS = ("label", "labels", "target", "targets", "y")
+INDEX_KEYS = ("index", "indices", "idx")
+
+
+def to_device(value: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    if torch.is_tensor(value):
+        return value.to(device, non_blocking=non_blocking)
+    if isinstance(value, Mapping):
+        return {k: to_device(v, device, non_blocking) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return type(value)(to_device(v, device, non_blocking) for v in value)
+    return value
+
+
+def split_batch(batch: Any) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
+    """(model inputs, labels, sample indices) of one batch."""
+    if isinstance(batch, Mapping):
+        label_key = next((k for k in LABEL_KEYS if k in batch), None)
+        index_key = next((k for k in INDEX_KEYS if k in batch), None)
+        labels = batch[label_key] if label_key else None
+        indices = batch[index_key] if index_key else None
+        if "input" in batch:
+            return batch["input"], labels, indices
+        inputs = {k: v for k, v in batch.items() if k not in (label_key, index_key)}
+        return inputs, labels, indices
+    if isinstance(batch, tuple | list):
+        if len(batch) == 2:
+            return batch[0], batch[1], None
+        if len(batch) == 3:
+            return batch[0], batch[1], batch[2]
+        raise ValueError(f"a tuple batch must be (inputs, labels) or (inputs, labels, indices), got {len(batch)} items")
+    return batch, None, None
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """Dict inputs are keyword arguments (`input_ids=..., attention_mask=...`); others positional."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    return model(inputs)
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits inside a model output: the tensor itself, `.logits`, `['logits']`, or element 0."""
+    if torch.is_tensor(output):
+        return output
+    if isinstance(output, Mapping) and "logits" in output:
+        return output["logits"]
+    if hasattr(output, "logits") and torch.is_tensor(output.logits):
+        return output.logits
+    if isinstance(output, tuple | list) and output and torch.is_tensor(output[0]):
+        return output[0]
+    raise TypeError(
+        f"cannot find logits in a model output of type {type(output).__name__}; return a tensor, a dict "
+        "with 'logits', an object with .logits, or a tuple whose first element is the logits"
+    )
+
+
+def batch_size_of(inputs: Any) -> int:
+    if torch.is_tensor(inputs):
+        return inputs.shape[0]
+    if isinstance(inputs, Mapping):
+        return batch_size_of(next(iter(inputs.values())))
+    if isinstance(inputs, tuple | list):
+        return batch_size_of(inputs[0])
+    raise TypeError(f"cannot tell the batch size of {type(inputs).__name__}")
+
+
+def detach_clone(value: Any) -> Any:
+    """Normal tensors from inference-mode ones, so losses may save them for backward."""
+    if torch.is_tensor(value):
+        return value.clone() if value.is_inference() else value
+    if isinstance(value, Mapping):
+        return {k: detach_clone(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return type(value)(detach_clone(v) for v in value)
+    return value

@@ -1,0 +1,470 @@
+"""The one training loop.
+
+A step: batch -> teacher outputs (eval mode, `torch.inference_mode`) -> student forward -> every
+method's loss terms -> weighted sum -> backward. Methods add terms; they never own a loop. With no
+teacher and only `HardLabel`, the same loop trains a teacher or a student from scratch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from kdistill.data.base import InMemoryDataset, batch_collate
+from kdistill.data.transforms import Augment, Normalize, to_float
+from kdistill.engine.batch import batch_size_of, call_model, detach_clone, logits_of, split_batch, to_device
+from kdistill.engine.checkpoint import atomic_save, load_checkpoint
+from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler
+from kdistill.engine.sampler import EpochBatchSampler
+from kdistill.engine.seed import derive_seed
+from kdistill.methods.base import Method, StepContext
+from kdistill.methods.logits import HardLabel
+from kdistill.taps import LayerTaps
+
+CHECKPOINT_FORMAT = 1
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised after Ctrl-C once a resumable checkpoint has been written."""
+
+    def __init__(self, checkpoint: Path | None) -> None:
+        super().__init__(f"interrupted; checkpoint at {checkpoint}" if checkpoint else "interrupted")
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class Participant:
+    """A model in the loop with the input normalisation it was trained with."""
+
+    model: nn.Module
+    normalize: Normalize
+    taps: LayerTaps | None = None
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' was asked for, but CUDA is not available here")
+    return resolved
+
+
+def _as_normalize(norm: Normalize | tuple | None) -> Normalize:
+    if isinstance(norm, Normalize):
+        return norm
+    if norm is None:
+        return Normalize(None, None)
+    mean, std = norm
+    return Normalize(mean, std)
+
+
+class Distiller:
+    """Train `student` from `teacher` (or teachers, or labels alone) with a list of methods.
+
+    >>> Distiller(teacher, student, [SoftTarget(temperature=4, weight=0.9), HardLabel(weight=0.1)])
+    ...     .fit(train_set, val_set, epochs=30)
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module | Sequence[nn.Module] | None,
+        student: nn.Module,
+        methods: Sequence[Method] = (),
+        *,
+        optimizer: OptimizerSettings | None = None,
+        schedule: ScheduleSettings | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        grad_clip: float | None = None,
+        seed: int = 0,
+        augment: Augment | None = None,
+        student_normalization: Normalize | tuple | None = None,
+        teacher_normalization: Normalize | tuple | Sequence[Normalize | tuple | None] | None = None,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+        description: str = "train",
+        teacher_aggregator: Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor] | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)} (got '{precision}')")
+        self.precision = precision
+        teachers = [] if teacher is None else list(teacher) if isinstance(teacher, list | tuple) else [teacher]
+        if isinstance(teacher_normalization, list):
+            teacher_norms = [_as_normalize(n) for n in teacher_normalization]
+        else:
+            teacher_norms = [_as_normalize(teacher_normalization) for _ in teachers]
+        if len(teacher_norms) != len(teachers):
+            raise ValueError(f"{len(teachers)} teachers but {len(teacher_norms)} teacher normalisations")
+        self.methods = nn.ModuleList(methods or [HardLabel()])
+        self._label_methods()
+        if not teachers:
+            needy = [m.name for m in self.methods if m.needs_teacher]
+            if needy:
+                raise ValueError(f"methods {needy} need a teacher, but none was given")
+        self.student = Participant(student, _as_normalize(student_normalization))
+        self.teachers = [Participant(t, n) for t, n in zip(teachers, teacher_norms, strict=True)]
+        self.teacher_aggregator = teacher_aggregator
+        self.optimizer_settings = optimizer or OptimizerSettings()
+        self.schedule_settings = schedule or ScheduleSettings()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.grad_clip = grad_clip
+        self.seed = seed
+        self.augment = augment or Augment()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        self.description = description
+        self.history: list[dict[str, Any]] = []
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+        self._stop_requested = False
+        self._built = False
+        self._attach_taps()
+
+    # set-up ---------------------------------------------------------------------------------------
+    def _label_methods(self) -> None:
+        seen: dict[str, int] = {}
+        for method in self.methods:
+            count = seen.get(method.name, 0)
+            method.label = method.name if count == 0 else f"{method.name}{count + 1}"
+            seen[method.name] = count + 1
+
+    def _attach_taps(self) -> None:
+        """Resolve every tap now, so a misspelt layer fails before any training."""
+        student_taps = [t for m in self.methods for t in m.student_taps()]
+        self.student.taps = LayerTaps(self.student.model, student_taps, "student") if student_taps else None
+        for index, teacher in enumerate(self.teachers):
+            taps = [t for m in self.methods if m.teacher_index() == index for t in m.teacher_taps()]
+            teacher.taps = LayerTaps(teacher.model, taps, f"teacher {index}") if taps else None
+        for method in self.methods:
+            if method.teacher_taps() and method.teacher_index() >= len(self.teachers):
+                raise ValueError(f"{method.label} taps teacher {method.teacher_index()}, but there are "
+                                 f"{len(self.teachers)} teacher(s)")
+
+    def _taps(self) -> list[LayerTaps]:
+        return [p.taps for p in [self.student, *self.teachers] if p.taps is not None]
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Student parameters plus the methods' own (adapters, embeddings); never a teacher's."""
+        return [*self.student.model.parameters(), *self.methods.parameters()]
+
+    def make_loader(self, data: Dataset | DataLoader, train: bool) -> DataLoader:
+        if isinstance(data, DataLoader):
+            return data
+        batch_size = self.batch_size if train else self.eval_batch_size
+        sampler = EpochBatchSampler(len(data), batch_size, shuffle=train, seed=self.seed)
+        collate = batch_collate if isinstance(data, InMemoryDataset) else None
+        return DataLoader(
+            data,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=self.num_workers > 0,
+        )
+
+    # one step -------------------------------------------------------------------------------------
+    def prepare_inputs(self, batch: Any, epoch: int, train: bool) -> tuple[Any, Any, Any]:
+        batch = to_device(batch, self.device, non_blocking=True)
+        inputs, labels, indices = split_batch(batch)
+        if torch.is_tensor(inputs):
+            inputs = to_float(inputs)
+            if train and self.augment.active:
+                if indices is None:
+                    raise ValueError("augmentation needs sample indices; yield an 'index' with each sample")
+                inputs = self.augment(inputs, indices, epoch)
+        return inputs, labels, indices
+
+    def _forward(self, participant: Participant, inputs: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        model_inputs = participant.normalize(inputs) if torch.is_tensor(inputs) else inputs
+        if participant.taps is not None:
+            participant.taps.clear()
+        output = call_model(participant.model, model_inputs)
+        features = participant.taps.collect() if participant.taps is not None else {}
+        return logits_of(output), features
+
+    def teacher_outputs(self, inputs: Any) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+        logits, features = [], []
+        if not self.teachers:
+            return logits, features
+        with torch.inference_mode(), self._autocast():
+            for teacher in self.teachers:
+                out, feats = self._forward(teacher, inputs)
+                logits.append(out)
+                features.append(feats)
+        return detach_clone(logits), detach_clone(features)
+
+    def step_context(self, batch: Any, epoch: int, num_epochs: int) -> tuple[StepContext, int]:
+        inputs, labels, indices = self.prepare_inputs(batch, epoch, train=True)
+        teacher_logits, teacher_features = self.teacher_outputs(inputs)
+        if self.teacher_aggregator is not None and teacher_logits:
+            teacher_logits = [self.teacher_aggregator(teacher_logits, labels), *teacher_logits]
+        with self._autocast():
+            student_logits, student_features = self._forward(self.student, inputs)
+        ctx = StepContext(student_logits, labels, teacher_logits, student_features, teacher_features,
+                          indices, epoch, num_epochs)
+        return ctx, batch_size_of(inputs)
+
+    def train_step(self, batch: Any, epoch: int, num_epochs: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
+        ctx, size = self.step_context(batch, epoch, num_epochs)
+        with self._autocast():
+            terms: dict[str, torch.Tensor] = {}
+            for method in self.methods:
+                terms.update(method(ctx))
+            loss = sum(terms.values())
+        assert self.optimizer is not None and self.scheduler is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        terms = {k: v.detach() for k, v in terms.items()}
+        terms["loss"] = loss.detach()
+        correct = (ctx.student_logits.detach().argmax(1) == ctx.labels).sum() if ctx.labels is not None \
+            else torch.zeros((), device=self.device)
+        return terms, correct, size
+
+    # fitting --------------------------------------------------------------------------------------
+    def _build(self, loader: DataLoader, epochs: int) -> None:
+        """Move models, build lazy method parts from one batch, create the optimiser."""
+        self.student.model.to(self.device)
+        for participant in [self.student, *self.teachers]:
+            participant.normalize.to(self.device)
+        for teacher in self.teachers:
+            teacher.model.to(self.device).eval()
+            teacher.model.requires_grad_(False)
+        self.methods.to(self.device)
+        if isinstance(loader.batch_sampler, EpochBatchSampler):
+            loader.batch_sampler.set_epoch(0)
+        first = next(iter(loader))
+        was_training = self.student.model.training
+        self.student.model.eval()
+        with torch.no_grad():
+            ctx, _ = self.step_context(first, 0, epochs)
+            for method in self.methods:
+                method.build(ctx)
+        self.student.model.train(was_training)
+        self.methods.to(self.device)
+        self.optimizer = build_optimizer(self.trainable_parameters(), self.optimizer_settings)
+        self.scheduler = build_scheduler(self.optimizer, self.schedule_settings, epochs, len(loader))
+        if self.precision == "fp16" and self.device.type == "cuda":
+            self.scaler = torch.amp.GradScaler("cuda")
+        self._built = True
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoints" / "last.pt" if self.run_dir else None
+
+    def state_dict(self, epoch: int, step_in_epoch: int, running: dict[str, torch.Tensor]) -> dict[str, Any]:
+        assert self.optimizer is not None and self.scheduler is not None
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "student": self.student.model.state_dict(),
+            "methods": self.methods.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else {},
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "running": {k: v.detach().cpu() for k, v in running.items()},
+            "history": json.dumps(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> tuple[int, int, dict[str, torch.Tensor]]:
+        assert self.optimizer is not None and self.scheduler is not None
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
+        self.student.model.load_state_dict(state["student"])
+        self.methods.load_state_dict(state["methods"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.history = json.loads(state["history"])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        running = {k: v.to(self.device) for k, v in state["running"].items()}
+        return state["epoch"], state["step_in_epoch"], running
+
+    def save_checkpoint(self, epoch: int, step_in_epoch: int, running: dict[str, torch.Tensor]) -> Path | None:
+        path = self.checkpoint_path
+        if path is not None:
+            atomic_save(self.state_dict(epoch, step_in_epoch, running), path)
+        return path
+
+    def request_stop(self) -> None:
+        """Stop after the current step, leaving a resumable checkpoint (what Ctrl-C does)."""
+        self._stop_requested = True
+
+    @contextlib.contextmanager
+    def _interrupt_handler(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._stop_requested:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def fit(self, train: Dataset | DataLoader, val: Dataset | DataLoader | None = None, epochs: int = 10,
+            resume: bool = False) -> list[dict[str, Any]]:
+        """Train for `epochs`; with `resume`, continue from `run_dir`'s last checkpoint."""
+        loader = self.make_loader(train, train=True)
+        self._build(loader, epochs)
+        start_epoch, start_step, running = 0, 0, {}
+        if resume:
+            if self.checkpoint_path is None or not self.checkpoint_path.exists():
+                raise FileNotFoundError(f"nothing to resume: no checkpoint at {self.checkpoint_path}")
+            start_epoch, start_step, running = self.load_state_dict(load_checkpoint(self.checkpoint_path))
+        elif self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "metrics.jsonl").write_text("")
+        self._stop_requested = False
+        with self._interrupt_handler(), self._progress_bar() as progress:
+            try:
+                for epoch in range(start_epoch, epochs):
+                    self._run_epoch(loader, val, epoch, epochs, start_step if epoch == start_epoch else 0,
+                                    running if epoch == start_epoch else {}, progress)
+            finally:
+                for taps in self._taps():
+                    taps.clear()
+        self.detach_taps()
+        if self.run_dir is not None:
+            atomic_save(self.student.model.state_dict(), self.run_dir / "student.pt")
+        return self.history
+
+    def _run_epoch(self, loader: DataLoader, val: Any, epoch: int, epochs: int, start_step: int,
+                   running: dict[str, torch.Tensor], progress: Any) -> None:
+        if start_step == 0:
+            torch.manual_seed(derive_seed(self.seed, epoch))
+            running = {}
+        sampler = loader.batch_sampler
+        if isinstance(sampler, EpochBatchSampler):
+            sampler.set_epoch(epoch, start_step)
+        elif start_step:
+            raise RuntimeError("mid-epoch resume needs kdistill's own loader; pass a Dataset to fit()")
+        self.student.model.train()
+        for method in self.methods:
+            method.train()
+        task = progress.add_task(f"{self.description} epoch {epoch + 1}/{epochs}", total=len(loader),
+                                 completed=start_step) if progress else None
+        started = time.perf_counter()
+        step = start_step
+        for batch in loader:
+            terms, correct, size = self.train_step(batch, epoch, epochs)
+            for key, value in terms.items():
+                running[key] = running.get(key, 0) + value * size
+            running["correct"] = running.get("correct", 0) + correct
+            running["samples"] = running.get("samples", 0) + torch.tensor(float(size), device=self.device)
+            step += 1
+            if task is not None:
+                progress.advance(task)
+            if self._stop_requested:
+                path = self.save_checkpoint(epoch, step, running)
+                raise TrainingInterrupted(path)
+        if task is not None:
+            progress.remove_task(task)
+        elapsed = time.perf_counter() - started
+        samples = float(running.pop("samples"))
+        record: dict[str, Any] = {"stage": self.description, "epoch": epoch + 1,
+                                  "lr": self.optimizer.param_groups[0]["lr"]}
+        record["train/acc"] = float(running.pop("correct")) / samples
+        for key, value in running.items():
+            record[f"train/{key}"] = float(value) / samples
+        record["epoch_time_s"] = elapsed
+        record["samples_per_s"] = samples / elapsed if elapsed > 0 else math.nan
+        if val is not None:
+            record.update({f"val/{k}": v for k, v in self.evaluate(val).items()})
+        self.history.append(record)
+        if self.run_dir is not None:
+            with open(self.run_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        self.save_checkpoint(epoch + 1, 0, {})
+        if self._stop_requested:
+            raise TrainingInterrupted(self.checkpoint_path)
+
+    def _progress_bar(self) -> contextlib.AbstractContextManager:
+        if not self.progress:
+            return contextlib.nullcontext(None)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), transient=True)
+
+    def detach_taps(self) -> None:
+        for taps in self._taps():
+            taps.detach()
+
+    # evaluation -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, data: Dataset | DataLoader, which: str | int = "student") -> dict[str, float]:
+        """Accuracy and cross-entropy of the student (or teacher `which`) on `data`."""
+        participant = self.student if which == "student" else self.teachers[int(which)]
+        return evaluate_model(participant.model, self.make_loader(data, train=False), self.device,
+                              participant.normalize, self._autocast)
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader: DataLoader, device: torch.device, normalize: Normalize | None = None,
+                   autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    model.to(device)
+    normalize = (normalize or Normalize(None, None)).to(device)
+    correct, total, loss = 0.0, 0, 0.0
+    for batch in loader:
+        inputs, labels, _ = split_batch(to_device(batch, device))
+        if torch.is_tensor(inputs):
+            inputs = normalize(to_float(inputs))
+        with autocast():
+            logits = logits_of(call_model(model, inputs)).float()
+        correct += float((logits.argmax(1) == labels).sum())
+        loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        total += labels.shape[0]
+    model.train(was_training)
+    return {"acc": correct / max(total, 1), "loss": loss / max(total, 1)}

@@ -1,0 +1,48 @@
+"""Method registry. Each method is an `nn.Module` returning named loss terms; see `base.Method`."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from kdistill.methods.base import Method, StepContext
+from kdistill.methods.logits import HardLabel, LogitMSE, SoftTarget
+from kdistill.registry import Registry
+
+METHODS: Registry = Registry("method")
+for _method in (HardLabel, SoftTarget, LogitMSE):
+    METHODS.register(_method.name)(_method)
+METHODS.register("kd", "hinton")(SoftTarget)
+METHODS.register("ce", "cross_entropy")(HardLabel)
+
+
+def method_options(cls: type[Method]) -> dict[str, Any]:
+    """Config keys a method accepts, with their defaults (from its constructor)."""
+    return {
+        name: (param.default if param.default is not inspect.Parameter.empty else "<required>")
+        for name, param in inspect.signature(cls.__init__).parameters.items()
+        if name != "self" and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+    }
+
+
+def build_method(name: str, options: dict[str, Any]) -> Method:
+    """Instantiate a method from config; unknown keys and bad values raise ValueError('key: why')."""
+    cls = METHODS.get(name)
+    accepted = method_options(cls)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not an option of '{name}'; accepted: {', '.join(accepted)}")
+    missing = [k for k, v in accepted.items() if v == "<required>" and k not in options]
+    if missing:
+        raise ValueError(f"{missing[0]}: required by '{name}'")
+    try:
+        method = cls(**options)
+    except TypeError as error:
+        raise ValueError(f"bad options for '{name}': {error}") from error
+    if not isinstance(method, Method):
+        raise ValueError(f"'{name}' did not produce a kdistill Method")
+    return method
+
+
+__all__ = ["METHODS", "HardLabel", "LogitMSE", "Method", "SoftTarget", "StepContext", "build_method",
+           "method_options"]

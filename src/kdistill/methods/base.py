@@ -1,0 +1,87 @@
+"""What every distillation method is: an `nn.Module` that turns one step's outputs into loss terms.
+
+Methods never run a loop. The engine gives them a `StepContext` (logits, labels, the outputs of
+the layers they asked to tap, the epoch) and sums the weighted terms they return. A method may own
+trainable parts (adapters, embeddings); those are optimised with the student, saved in
+checkpoints, and never part of the exported student.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class StepContext:
+    student_logits: torch.Tensor
+    labels: torch.Tensor | None = None
+    teacher_logits: list[torch.Tensor] = field(default_factory=list)  # one per teacher
+    student_features: dict[str, Any] = field(default_factory=dict)  # tap text -> output
+    teacher_features: list[dict[str, Any]] = field(default_factory=list)  # per teacher
+    indices: torch.Tensor | None = None
+    epoch: int = 0
+    num_epochs: int = 1
+
+    @property
+    def teacher(self) -> torch.Tensor:
+        """The (first or aggregated) teacher's logits; an error if the run has no teacher."""
+        if not self.teacher_logits:
+            raise RuntimeError("this method needs a teacher, but the run has none")
+        return self.teacher_logits[0]
+
+
+def require_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name}: must be > 0 (got {value})")
+
+
+def require_non_negative(name: str, value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"{name}: must be >= 0 (got {value})")
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set the class attributes and implement `loss_terms`."""
+
+    name: ClassVar[str] = "method"
+    summary: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    needs_teacher: ClassVar[bool] = True
+    needs_labels: ClassVar[bool] = False
+    uses_logits: ClassVar[bool] = True  # logit methods need matching label spaces
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        require_non_negative("weight", weight)
+        self.weight = float(weight)
+        self.label = self.name
+
+    # taps -------------------------------------------------------------------------------------
+    def student_taps(self) -> list[str]:
+        return []
+
+    def teacher_taps(self) -> list[str]:
+        return []
+
+    def teacher_index(self) -> int:
+        return 0
+
+    # lifecycle ----------------------------------------------------------------------------------
+    def build(self, ctx: StepContext) -> None:
+        """Called once with a first batch's outputs, before the optimiser exists: create adapters."""
+
+    def loss_terms(self, ctx: StepContext) -> torch.Tensor | dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        terms = self.loss_terms(ctx)
+        if torch.is_tensor(terms):
+            return {self.label: self.weight * terms}
+        return {f"{self.label}.{key}": self.weight * value for key, value in terms.items()}
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}"

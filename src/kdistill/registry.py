@@ -1,0 +1,83 @@
+"""Name -> factory registries, with `package.module:attribute` plugins.
+
+Everything a config names (a dataset, a model, a method) is looked up here, so nothing in the
+toolkit is hard-wired to one data set or architecture, and a user's own code plugs in by import
+path without registering anything.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class RegistryError(KeyError):
+    """A name that is neither registered nor an importable `module:attribute`."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain.
+        return str(self.args[0])
+
+
+def normalise_name(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def import_attribute(path: str) -> object:
+    """Import `package.module:attribute` (attribute may be dotted)."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise RegistryError(f"'{path}' is not of the form 'package.module:attribute'")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ImportError as error:
+        raise RegistryError(f"cannot import module '{module_name}' from '{path}': {error}") from error
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise RegistryError(f"module '{module_name}' has no attribute '{attribute}' (from '{path}')")
+        obj = getattr(obj, part)
+    return obj
+
+
+class Registry(Generic[T]):
+    """A case- and dash-insensitive mapping from names to factories."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, *names: str) -> Callable[[T], T]:
+        def decorate(obj: T) -> T:
+            for name in names:
+                key = normalise_name(name)
+                if key in self._entries and self._entries[key] is not obj:
+                    raise ValueError(f"{self.kind} '{name}' is already registered")
+                self._entries[key] = obj
+            return obj
+
+        return decorate
+
+    def get(self, name: str) -> T:
+        if ":" in name:
+            return import_attribute(name)  # type: ignore[return-value]
+        key = normalise_name(name)
+        if key in self._entries:
+            return self._entries[key]
+        close = difflib.get_close_matches(key, self._entries, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+        raise RegistryError(
+            f"unknown {self.kind} '{name}'; {hint}known: {', '.join(sorted(self._entries))}; "
+            "or give your own as 'package.module:attribute'"
+        )
+
+    def __contains__(self, name: str) -> bool:
+        return normalise_name(name) in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._entries))
+
+    def items(self) -> list[tuple[str, T]]:
+        return sorted(self._entries.items())

@@ -1,0 +1,53 @@
+"""Run directory -> `report.md`: the comparison table, each stage's last epoch, the config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kdistill.config import ExperimentConfig, dump_config
+
+if TYPE_CHECKING:
+    from kdistill.experiment import ExperimentResult
+
+
+def human_bytes(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+def table_rows(result: ExperimentResult) -> list[list[str]]:
+    return [[r.role, f"{100 * r.accuracy:.2f}", f"{r.parameters:,}", human_bytes(r.size_bytes),
+             f"{r.latency_ms:.3f}"] for r in result.rows]
+
+
+TABLE_HEADER = ["model", "test acc %", "parameters", "size", "CPU latency ms / batch of 64"]
+
+
+def gap_sentence(result: ExperimentResult) -> str:
+    gap = result.gap_recovered
+    if gap is None:
+        return "Gap recovered: n/a (needs a teacher, a scratch student and a distilled student)."
+    return f"Distillation recovered {100 * gap:.1f} % of the teacher-student accuracy gap."
+
+
+def write_report(run_dir: Path, config: ExperimentConfig, result: ExperimentResult) -> Path:
+    lines = [f"# {config.name}", "", f"Run directory: `{run_dir}`", "",
+             "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
+    lines += ["", gap_sentence(result), "", "## Stages (last epoch)", ""]
+    for metrics_file in sorted(run_dir.glob("*/metrics.jsonl")):
+        records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+        if records:
+            last = records[-1]
+            shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items()
+                              if k != "stage")
+            lines.append(f"- `{metrics_file.parent.name}`: {shown}")
+    lines += ["", "## Resolved config", "", "```yaml", dump_config(config).rstrip(), "```", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
