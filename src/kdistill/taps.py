@@ -2,7 +2,9 @@
 
 Models are never edited: a tap is a forward hook that keeps the module's latest output. A tap is
 written `path` or `path:selector`, where the selector narrows a tuple / dict / model-output object
-(`encoder.layer.3:0`, `bert:last_hidden_state`).
+(`encoder.layer.3:0`, `bert:last_hidden_state`). The selector `input` reads the module's first
+input instead of its output: `linear:input` is the penultimate embedding of a classifier whose
+pooling is functional.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def select(output: Any, selector: str | None, where: str) -> Any:
     """Narrow a module output: an int indexes a sequence, a name reads a key or an attribute."""
     if selector is None:
         return output
+    if selector == "input":
+        raise TapError(f"{where}: 'input' is read by the hook, not selected from the output")
     if selector.lstrip("-").isdigit() and isinstance(output, list | tuple):
         return output[int(selector)]
     if isinstance(output, dict) and selector in output:
@@ -78,8 +82,12 @@ class LayerTaps:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _hook_for(self, tap: Tap):
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            self._outputs[tap] = output
+        if tap.selector == "input":
+            def hook(_module: nn.Module, inputs: Any, _output: Any) -> None:
+                self._outputs[tap] = inputs[0]
+        else:
+            def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+                self._outputs[tap] = output
 
         return hook
 
@@ -112,7 +120,8 @@ class LayerTaps:
                 f"{self.owner}: tapped module(s) {missing} did not run during the forward pass; "
                 "tap a module that forward() calls"
             )
-        outputs = {str(t): select(self._outputs[t], t.selector, f"{self.owner} tap '{t}'") for t in self.taps}
+        outputs = {str(t): self._outputs[t] if t.selector == "input"
+                   else select(self._outputs[t], t.selector, f"{self.owner} tap '{t}'") for t in self.taps}
         self._outputs.clear()
         return outputs
 

@@ -139,6 +139,7 @@ class Distiller:
         self.scaler: torch.amp.GradScaler | None = None
         self._stop_requested = False
         self._built = False
+        self.num_samples: int | None = None
         self._attach_taps()
 
     # set-up ---------------------------------------------------------------------------------------
@@ -187,6 +188,9 @@ class Distiller:
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=self.num_workers > 0,
+            # Its own generator: creating an iterator must not draw from the global RNG, or a run
+            # resumed mid-epoch would shift every later dropout mask by one draw.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     # one step -------------------------------------------------------------------------------------
@@ -228,7 +232,7 @@ class Distiller:
         with self._autocast():
             student_logits, student_features = self._forward(self.student, inputs)
         ctx = StepContext(student_logits, labels, teacher_logits, student_features, teacher_features,
-                          indices, epoch, num_epochs)
+                          indices, epoch, num_epochs, self.num_samples)
         return ctx, batch_size_of(inputs)
 
     def train_step(self, batch: Any, epoch: int, num_epochs: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
@@ -236,7 +240,10 @@ class Distiller:
         with self._autocast():
             terms: dict[str, torch.Tensor] = {}
             for method in self.methods:
-                terms.update(method(ctx))
+                if method.active(epoch):
+                    terms.update(method(ctx))
+            if not terms:
+                raise RuntimeError(f"no method is active in epoch {epoch}; check start_epoch / end_epoch")
             loss = sum(terms.values())
         assert self.optimizer is not None and self.scheduler is not None
         self.optimizer.zero_grad(set_to_none=True)
@@ -269,6 +276,8 @@ class Distiller:
             teacher.model.to(self.device).eval()
             teacher.model.requires_grad_(False)
         self.methods.to(self.device)
+        for taps in self._taps():
+            taps.attach()
         if isinstance(loader.batch_sampler, EpochBatchSampler):
             loader.batch_sampler.set_epoch(0)
         first = next(iter(loader))
@@ -355,6 +364,7 @@ class Distiller:
             resume: bool = False) -> list[dict[str, Any]]:
         """Train for `epochs`; with `resume`, continue from `run_dir`'s last checkpoint."""
         loader = self.make_loader(train, train=True)
+        self.num_samples = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
         self._build(loader, epochs)
         start_epoch, start_step, running = 0, 0, {}
         if resume:

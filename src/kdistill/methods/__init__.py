@@ -25,8 +25,16 @@ def method_options(cls: type[Method]) -> dict[str, Any]:
     }
 
 
+COMMON_OPTIONS = ("start_epoch", "end_epoch")
+
+
 def build_method(name: str, options: dict[str, Any]) -> Method:
-    """Instantiate a method from config; unknown keys and bad values raise ValueError('key: why')."""
+    """Instantiate a method from config; unknown keys and bad values raise ValueError('key: why').
+
+    Every method also takes `start_epoch` / `end_epoch`: the epochs [start, end) it is active in.
+    """
+    options = dict(options)
+    window = {key: options.pop(key) for key in COMMON_OPTIONS if key in options}
     cls = METHODS.get(name)
     accepted = method_options(cls)
     unknown = sorted(set(options) - set(accepted))
@@ -41,6 +49,12 @@ def build_method(name: str, options: dict[str, Any]) -> Method:
         raise ValueError(f"bad options for '{name}': {error}") from error
     if not isinstance(method, Method):
         raise ValueError(f"'{name}' did not produce a kdistill Method")
+    start, end = window.get("start_epoch", 0), window.get("end_epoch")
+    if not isinstance(start, int) or start < 0:
+        raise ValueError(f"start_epoch: must be an integer >= 0 (got {start!r})")
+    if end is not None and (not isinstance(end, int) or end <= start):
+        raise ValueError(f"end_epoch: must be an integer > start_epoch (got {end!r})")
+    method.start_epoch, method.end_epoch = start, end
     return method
 
 

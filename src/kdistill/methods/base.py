@@ -25,6 +25,7 @@ class StepContext:
     indices: torch.Tensor | None = None
     epoch: int = 0
     num_epochs: int = 1
+    num_samples: int | None = None  # size of the training set (contrastive memories are sized to it)
 
     @property
     def teacher(self) -> torch.Tensor:
@@ -59,6 +60,13 @@ class Method(nn.Module):
         require_non_negative("weight", weight)
         self.weight = float(weight)
         self.label = self.name
+        # Active epochs [start_epoch, end_epoch); set from config keys of the same names. This is how
+        # FitNets' two stages are written: a hint with end_epoch=N, KD with start_epoch=N.
+        self.start_epoch = 0
+        self.end_epoch: int | None = None
+
+    def active(self, epoch: int) -> bool:
+        return epoch >= self.start_epoch and (self.end_epoch is None or epoch < self.end_epoch)
 
     # taps -------------------------------------------------------------------------------------
     def student_taps(self) -> list[str]:

@@ -1,0 +1,128 @@
+"""The training loop: the teacher stays frozen, runs reproduce, and resume equals no interruption."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kdistill import Distiller, OptimizerSettings, ScheduleSettings, TrainingInterrupted
+from kdistill.data.transforms import Augment
+from kdistill.methods import HardLabel, Method, SoftTarget
+from kdistill.models import build_model
+
+OPT = OptimizerSettings(name="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+
+def make(digits, run_dir=None, teacher=None, methods=None, seed=0, dropout=0.2, augment=True):
+    bundle, _, _ = digits
+    torch.manual_seed(123)
+    student = build_model("mlp", 10, (1, 8, 8), {"hidden": [32], "dropout": dropout})
+    if teacher is None:
+        torch.manual_seed(7)
+        teacher = build_model("cnn", 10, (1, 8, 8), {"channels": [8, 16]})
+    methods = methods or [SoftTarget(weight=0.7, temperature=4.0), HardLabel(weight=0.3)]
+    return Distiller(teacher, student, methods, optimizer=OPT, schedule=ScheduleSettings(name="cosine", warmup_epochs=1),
+                     batch_size=64, seed=seed, run_dir=run_dir, progress=False,
+                     augment=Augment(crop_padding=1 if augment else 0, horizontal_flip=False, seed=seed),
+                     student_normalization=(bundle.mean, bundle.std), teacher_normalization=(bundle.mean, bundle.std))
+
+
+def test_teacher_gets_no_gradient_and_no_optimizer_state(digits):
+    _, train, _ = digits
+    distiller = make(digits)
+    teacher = distiller.teachers[0].model
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    distiller.fit(train, epochs=1)
+    assert all(p.grad is None for p in teacher.parameters())
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, before[key]), f"teacher {key} changed"  # BN stats too: eval mode
+    optimised = {id(p) for group in distiller.optimizer.param_groups for p in group["params"]}
+    assert not optimised & {id(p) for p in teacher.parameters()}
+    assert {id(p) for p in distiller.student.model.parameters()} <= optimised
+
+
+def test_same_seed_same_result_other_seed_differs(digits):
+    _, train, _ = digits
+    a, b, c = make(digits, seed=3), make(digits, seed=3), make(digits, seed=4)
+    for d in (a, b, c):
+        d.fit(train, epochs=2)
+    wa, wb, wc = (d.student.model.head.weight for d in (a, b, c))
+    assert torch.equal(wa, wb)
+    assert not torch.allclose(wa, wc)
+
+
+class StopAtStep(Method):
+    """Asks the distiller to stop (as Ctrl-C does) once it has seen `stop_at` training steps."""
+
+    name = "stop_at_step"
+    needs_teacher = False
+
+    def __init__(self, distiller_ref: list, stop_at: int) -> None:
+        super().__init__(weight=0.0)
+        self.distiller_ref, self.stop_at, self.seen = distiller_ref, stop_at, 0
+
+    def loss_terms(self, ctx):
+        if torch.is_grad_enabled():
+            self.seen += 1
+            if self.seen == self.stop_at:
+                self.distiller_ref[0].request_stop()
+        return ctx.student_logits.sum() * 0
+
+
+@pytest.mark.parametrize("stop_at", [5, 17])  # mid-epoch 1, mid-epoch 2 (17 steps/epoch)
+def test_resumed_run_equals_uninterrupted(digits, tmp_path, stop_at):
+    _, train, val = digits
+    epochs = 3
+    reference = make(digits, tmp_path / "ref")
+    reference.fit(train, val, epochs=epochs)
+
+    ref = []
+    interrupted = make(digits, tmp_path / "run",
+                       methods=[SoftTarget(weight=0.7, temperature=4.0), HardLabel(weight=0.3), StopAtStep(ref, stop_at)])
+    ref.append(interrupted)
+    with pytest.raises(TrainingInterrupted):
+        interrupted.fit(train, val, epochs=epochs)
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+    resumed = make(digits, tmp_path / "run",
+                   methods=[SoftTarget(weight=0.7, temperature=4.0), HardLabel(weight=0.3), StopAtStep([None], 10**9)])
+    resumed.fit(train, val, epochs=epochs, resume=True)
+    for (name, a), (_, b) in zip(reference.student.model.state_dict().items(),
+                                 resumed.student.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), f"{name} differs after resume"
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert resumed.history[-1]["val/acc"] == reference.history[-1]["val/acc"]
+    for key in ("train/loss", "train/acc"):
+        assert resumed.history[0][key] == pytest.approx(reference.history[0][key], rel=1e-6)
+    # the run directory's final student is the same weights
+    saved = torch.load(tmp_path / "run" / "student.pt", weights_only=True)
+    assert torch.equal(saved["head.weight"], reference.student.model.head.weight)
+
+
+def test_training_beats_chance_and_logs_every_term(digits, tmp_path):
+    bundle, train, val = digits
+    # the teacher here is untrained, so the soft term gets a small weight
+    distiller = make(digits, tmp_path / "run", methods=[SoftTarget(weight=0.05), HardLabel(weight=0.95)])
+    history = distiller.fit(train, val, epochs=3)
+    last = history[-1]
+    for key in ("train/soft_target", "train/hard_label", "train/loss", "lr", "epoch_time_s", "val/acc"):
+        assert key in last
+    assert last["val/acc"] > 0.5
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+
+
+def test_no_teacher_with_teacher_method_is_an_error():
+    student = build_model("mlp", 10, (1, 8, 8))
+    with pytest.raises(ValueError, match="need a teacher"):
+        Distiller(None, student, [SoftTarget()])
+
+
+def test_bf16_autocast_trains(digits):
+    _, train, val = digits
+    distiller = make(digits, augment=False)
+    distiller.precision = "bf16"
+    history = distiller.fit(train, val, epochs=2)
+    assert torch.isfinite(torch.tensor(history[-1]["train/loss"]))
+    assert history[-1]["val/acc"] > 0.4
