@@ -5,15 +5,22 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from kdistill.methods.adapters import build_adapter
 from kdistill.methods.base import Method, StepContext
-from kdistill.methods.logits import HardLabel, LogitMSE, SoftTarget
+from kdistill.methods.contrastive import CRD
+from kdistill.methods.features import NST, PKT, RKD, AttentionTransfer, Hint, SimilarityPreserving
+from kdistill.methods.logits import DIST, DKD, HardLabel, LogitMSE, SoftTarget
 from kdistill.registry import Registry
 
 METHODS: Registry = Registry("method")
-for _method in (HardLabel, SoftTarget, LogitMSE):
+for _method in (HardLabel, SoftTarget, LogitMSE, DKD, DIST, Hint, AttentionTransfer, SimilarityPreserving,
+                RKD, PKT, NST, CRD):
     METHODS.register(_method.name)(_method)
 METHODS.register("kd", "hinton")(SoftTarget)
 METHODS.register("ce", "cross_entropy")(HardLabel)
+METHODS.register("fitnets", "fitnet")(Hint)
+METHODS.register("at", "attention")(AttentionTransfer)
+METHODS.register("similarity_preserving")(SimilarityPreserving)
 
 
 def method_options(cls: type[Method]) -> dict[str, Any]:
@@ -58,5 +65,6 @@ def build_method(name: str, options: dict[str, Any]) -> Method:
     return method
 
 
-__all__ = ["METHODS", "HardLabel", "LogitMSE", "Method", "SoftTarget", "StepContext", "build_method",
-           "method_options"]
+__all__ = ["CRD", "DIST", "DKD", "METHODS", "NST", "PKT", "RKD", "AttentionTransfer", "HardLabel", "Hint",
+           "LogitMSE", "Method", "SimilarityPreserving", "SoftTarget", "StepContext", "build_adapter",
+           "build_method", "method_options"]

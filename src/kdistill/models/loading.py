@@ -44,18 +44,19 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load `path` into `model` strictly; a mismatch names the missing and unexpected keys."""
     state = read_weights(path)
-    result = model.load_state_dict(state, strict=False)
-    shape_errors = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(model.state_dict()[k].shape)}"
-        for k, v in state.items()
-        if k in model.state_dict() and model.state_dict()[k].shape != v.shape
-    ]
-    if result.missing_keys or result.unexpected_keys or shape_errors:
+    own = model.state_dict()
+    # checkpoints from before PyTorch 0.4.1 lack BatchNorm's step counter; it is never used in eval
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shape_errors = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                    for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if missing or unexpected or shape_errors:
         problems = []
-        if result.missing_keys:
-            problems.append(f"missing {result.missing_keys[:5]}")
-        if result.unexpected_keys:
-            problems.append(f"unexpected {result.unexpected_keys[:5]}")
+        if missing:
+            problems.append(f"missing {missing[:5]}")
+        if unexpected:
+            problems.append(f"unexpected {unexpected[:5]}")
         problems.extend(shape_errors[:5])
         raise ValueError(f"{path} does not fit the model ({type(model).__name__}): " + "; ".join(problems))
+    model.load_state_dict(state, strict=False)
     return model

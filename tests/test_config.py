@@ -1,0 +1,119 @@
+"""Each kind of bad config gets one clear line naming the field; the CLI exits 2 without a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdistill.cli import main
+from kdistill.config import ConfigError, apply_override, load_config, load_raw, validate
+
+
+def demo_raw() -> dict:
+    return load_raw(None)
+
+
+def problems_of(raw: dict) -> list[str]:
+    with pytest.raises(ConfigError) as error:
+        validate(raw)
+    return error.value.problems
+
+
+def test_demo_preset_is_valid():
+    config = validate(demo_raw())
+    assert config.data.name == "digits" and config.methods[0].name == "soft_target"
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda r: r["training"].update(epochz=3), "training.epochz: unknown key"),
+    (lambda r: r["training"].update(epochs="many"), "training.epochs: Input should be a valid integer"),
+    (lambda r: r["training"].update(epochs=0), "training.epochs: Input should be greater than 0"),
+    (lambda r: r["methods"][0].update(temperature=-1), "methods[0].temperature: must be > 0"),
+    (lambda r: r["methods"][1].update(name="hard_lable"), "methods[1].name: unknown method 'hard_lable'; did you mean"),
+    (lambda r: r["student"].update(name="resnet21"), "student.name: unknown model 'resnet21'"),
+    (lambda r: r["teacher"].update(checkpoint="/nonexistent/teacher.pt"), "teacher.checkpoint: Value error, file does not exist"
+     .replace("Value error, ", "")),
+    (lambda r: r["data"].update(root="/nonexistent/mnist"), "data.root: path does not exist"),
+    (lambda r: r["data"].update(name="mnits"), "data.name: unknown dataset 'mnits'; did you mean 'mnist'"),
+    (lambda r: r["training"]["optimizer"].update(name="adam"), "training.optimizer.name: Input should be 'sgd' or 'adamw'"),
+    (lambda r: r.pop("student"), "student: required; add it"),
+    (lambda r: r["methods"][0].update(start_epoch=-1), "methods[0].start_epoch: must be an integer >= 0"),
+])
+def test_each_bad_field_is_named(edit, expected):
+    raw = demo_raw()
+    edit(raw)
+    problems = problems_of(raw)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_overrides_reach_nested_fields_and_lists():
+    raw = demo_raw()
+    apply_override(raw, "training.epochs=5")
+    apply_override(raw, "methods.0.temperature=8")
+    apply_override(raw, "data.augment.crop_padding=2")
+    config = validate(raw)
+    assert config.training.epochs == 5
+    assert config.methods[0].options()["temperature"] == 8
+    assert config.data.augment.crop_padding == 2
+    with pytest.raises(ConfigError, match="not an index"):
+        apply_override(raw, "methods.7.weight=1")
+    with pytest.raises(ConfigError, match="expected key=value"):
+        apply_override(raw, "training.epochs")
+
+
+def test_teacher_checkpoint_of_wrong_class_count(tmp_path):
+    import torch
+
+    from kdistill.models import build_model
+
+    path = tmp_path / "teacher.pt"
+    torch.save(build_model("mlp", 7, (1, 8, 8), {"hidden": [16]}).state_dict(), path)
+    raw = demo_raw()
+    raw["teacher"] = {"name": "mlp", "options": {"hidden": [16]}, "checkpoint": str(path)}
+    config = validate(raw)
+    from kdistill.experiment import run_experiment
+
+    with pytest.raises(ConfigError, match=r"teacher.checkpoint: .*head.weight: checkpoint \(7, 16\) vs model \(10, 16\)"
+                       r".*10 classes"):
+        run_experiment(config, tmp_path / "run", progress=False)
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kdistill.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_bad_config_exits_2_without_traceback(tmp_path):
+    raw = demo_raw()
+    raw["methods"][0]["temperature"] = 0
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = run_cli(["run", str(path), "--no-progress"], tmp_path)
+    assert result.returncode == 2
+    assert "methods[0].temperature: must be > 0" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    result = run_cli(["run", str(path), "--set", "methods.0.temperature=2", "--set", "training.epochz=1"], tmp_path)
+    assert result.returncode == 2 and "training.epochz: unknown key" in result.stdout
+
+
+def test_existing_run_directory_is_never_overwritten(tmp_path):
+    existing = tmp_path / "run"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("precious")
+    code = main(["run", "--output-dir", str(existing), "--no-progress"])
+    assert code == 2
+    assert (existing / "keep.txt").read_text() == "precious"
+    assert not (existing / "config.yaml").exists()
+
+
+def test_missing_config_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
