@@ -104,3 +104,10 @@ def test_feature_tensor_rejects_tuples_with_a_selector_hint():
     assert torch.is_tensor(feature_tensor(torch.zeros(1), "x", "student"))
     with pytest.raises(ValueError, match=r"'encoder:0'"):
         feature_tensor((torch.zeros(1),), "encoder", "student")
+
+
+def test_non_integer_downsampling_uses_adaptive_average_windows():
+    x = torch.arange(36.0).reshape(1, 1, 6, 6)
+    windows = [(0, 2), (1, 3), (3, 5), (4, 6)]  # floor(i*6/4) .. ceil((i+1)*6/4)
+    expected = torch.tensor([[x[0, 0, a:b, c:d].mean() for c, d in windows] for a, b in windows])
+    assert torch.allclose(resize_map(x, (4, 4))[0, 0], expected)

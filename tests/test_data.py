@@ -10,9 +10,9 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from conftest import require_shared
 from PIL import Image
 
-from conftest import require_shared
 from kdistill.data import load_image_folder_bundle, load_mnist_bundle, split_validation
 from kdistill.data.mnist import read_idx
 from kdistill.data.transforms import Augment, apply_augmentation

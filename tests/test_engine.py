@@ -21,7 +21,8 @@ def make(digits, run_dir=None, teacher=None, methods=None, seed=0, dropout=0.2, 
         torch.manual_seed(7)
         teacher = build_model("cnn", 10, (1, 8, 8), {"channels": [8, 16]})
     methods = methods or [SoftTarget(weight=0.7, temperature=4.0), HardLabel(weight=0.3)]
-    return Distiller(teacher, student, methods, optimizer=OPT, schedule=ScheduleSettings(name="cosine", warmup_epochs=1),
+    schedule = ScheduleSettings(name="cosine", warmup_epochs=1)
+    return Distiller(teacher, student, methods, optimizer=OPT, schedule=schedule,
                      batch_size=64, seed=seed, run_dir=run_dir, progress=False,
                      augment=Augment(crop_padding=1 if augment else 0, horizontal_flip=False, seed=seed),
                      student_normalization=(bundle.mean, bundle.std), teacher_normalization=(bundle.mean, bundle.std))
@@ -77,8 +78,8 @@ def test_resumed_run_equals_uninterrupted(digits, tmp_path, stop_at):
     reference.fit(train, val, epochs=epochs)
 
     ref = []
-    interrupted = make(digits, tmp_path / "run",
-                       methods=[SoftTarget(weight=0.7, temperature=4.0), HardLabel(weight=0.3), StopAtStep(ref, stop_at)])
+    methods = [SoftTarget(weight=0.7, temperature=4.0), HardLabel(weight=0.3), StopAtStep(ref, stop_at)]
+    interrupted = make(digits, tmp_path / "run", methods=methods)
     ref.append(interrupted)
     with pytest.raises(TrainingInterrupted):
         interrupted.fit(train, val, epochs=epochs)

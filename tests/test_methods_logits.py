@@ -15,7 +15,8 @@ from kdistill.methods import DIST, DKD, METHODS, StepContext, build_method
 from kdistill.models import build_model
 
 
-def _logits(seed: int = 0, batch: int = 5, classes: int = 6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _logits(seed: int = 0, batch: int = 5,
+            classes: int = 6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     student = torch.randn(batch, classes, generator=generator) * 2
     teacher = torch.randn(batch, classes, generator=generator) * 3

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import require_shared
+
 from kdistill.data import load_image_folder_bundle
 from kdistill.data.transforms import Normalize
 from kdistill.engine import evaluate_model

@@ -90,7 +90,7 @@ def command_methods(console: Console) -> int:
     for column in ("name", "what it does", "options (defaults)", "reference"):
         table.add_column(column)
     seen = set()
-    for name, cls in METHODS.items():
+    for _name, cls in METHODS.items():
         if cls in seen:
             continue
         seen.add(cls)

@@ -229,7 +229,7 @@ def validate(raw: dict[str, Any]) -> ExperimentConfig:
 def semantic_problems(config: ExperimentConfig) -> list[str]:
     from kdistill.data import DATASETS
     from kdistill.methods import build_method
-    from kdistill.models import MODELS, _WRN_NAME
+    from kdistill.models import _WRN_NAME, MODELS
 
     problems = []
     try:

@@ -63,7 +63,8 @@ def resolve_module(model: nn.Module, path: str, owner: str = "model") -> nn.Modu
     if path in modules:
         return modules[path]
     close = difflib.get_close_matches(path, list(modules), n=5, cutoff=0.4)
-    hint = f"closest: {', '.join(close)}" if close else f"top-level modules: {', '.join(n for n, _ in model.named_children())}"
+    children = ", ".join(n for n, _ in model.named_children())
+    hint = f"closest: {', '.join(close)}" if close else f"top-level modules: {children}"
     raise TapError(
         f"{owner} ({type(model).__name__}) has no module '{path}'; {hint}. "
         "Run `kdistill layers MODEL` to list every path."

@@ -50,7 +50,9 @@ def _decode(root: Path, size: tuple[int, int] | None) -> dict[str, dict[str, lis
         if size is not None and image.size != size:
             image = image.resize(size, Image.BILINEAR)
         by_split[split][label].append((name, np.asarray(image, dtype=np.uint8)))
-    return {s: {c: [a for _, a in sorted(v, key=lambda t: t[0])] for c, v in cls.items()} for s, cls in by_split.items()}
+    return {split: {label: [array for _, array in sorted(items, key=lambda item: item[0])]
+                    for label, items in classes.items()}
+            for split, classes in by_split.items()}
 
 
 def load_image_folder_bundle(

@@ -151,7 +151,8 @@ class CRD(FeatureMethod):
             mask = negatives.unsqueeze(0) == indices.unsqueeze(1)
         else:
             indices = ctx.indices.reshape(-1).long() if ctx.indices is not None else None
-            neg_s, neg_t = self.memory_s, self.memory_t
+            # copies: autograd needs these values after the queue is overwritten below
+            neg_s, neg_t = self.memory_s.clone(), self.memory_t.clone()
             mask = self.queue_index.unsqueeze(0) == indices.unsqueeze(1) if indices is not None else None
         loss = (info_nce(vs, vt, neg_t, self.nce_temperature, mask)
                 + info_nce(vt, vs, neg_s, self.nce_temperature, mask))
@@ -167,15 +168,17 @@ class CRD(FeatureMethod):
                 mixed = buffer[indices] * self.momentum + new * (1 - self.momentum)
                 buffer.index_copy_(0, indices, F.normalize(mixed, dim=1))
             return
-        size = self.memory_s.shape[0]
-        if len(vs) > size:  # a batch larger than the queue: keep its last entries
-            vs, vt = vs[-size:], vt[-size:]
-            indices = indices[-size:] if indices is not None else None
-        slots = (torch.arange(len(vs), device=vs.device) + self.queue_pointer) % size  # no host sync
+        # entry j of the batch goes to slot (pointer + j) % size, as if enqueued one by one; a batch
+        # larger than the queue keeps its last `size` entries. Tensor arithmetic: no host sync.
+        size, count = self.memory_s.shape[0], len(vs)
+        dropped = max(count - size, 0)
+        vs, vt = vs[dropped:], vt[dropped:]
+        indices = indices[dropped:] if indices is not None else None
+        slots = (torch.arange(dropped, count, device=vs.device) + self.queue_pointer) % size
         self.memory_s[slots] = vs
         self.memory_t[slots] = vt
         self.queue_index[slots] = indices if indices is not None else -1
-        self.queue_pointer.copy_((self.queue_pointer + len(vs)) % size)
+        self.queue_pointer.copy_((self.queue_pointer + count) % size)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, feature_dim={self.feature_dim}, "
