@@ -44,7 +44,7 @@ class InMemoryDataset(Dataset):
         digest = hashlib.sha256()
         for tensor in (self.inputs, self.labels):
             digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
-            digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+            digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()[:16]
 
 

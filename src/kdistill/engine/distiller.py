@@ -8,6 +8,7 @@ teacher and only `HardLabel`, the same loop trains a teacher or a student from s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import signal
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kdistill.data.base import InMemoryDataset, batch_collate
 from kdistill.data.transforms import Augment, Normalize, to_float
+from kdistill.engine.cache import CacheSettings, TeacherCache, open_cache
 from kdistill.engine.batch import batch_size_of, call_model, detach_clone, logits_of, split_batch, to_device
 from kdistill.engine.checkpoint import atomic_save, load_checkpoint
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler
@@ -101,6 +103,8 @@ class Distiller:
         progress: bool = True,
         description: str = "train",
         teacher_aggregator: Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor] | None = None,
+        teacher_cache: CacheSettings | None = None,
+        channels_last: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         if precision not in PRECISIONS:
@@ -140,6 +144,16 @@ class Distiller:
         self._stop_requested = False
         self._built = False
         self.num_samples: int | None = None
+        self.channels_last = channels_last
+        self.cache_settings = teacher_cache
+        self.cache: TeacherCache | None = None
+        if teacher_cache is not None:
+            if len(self.teachers) != 1:
+                raise ValueError(f"the teacher cache holds one teacher's outputs; this run has {len(self.teachers)}")
+            tapping = [m.label for m in self.methods if m.teacher_taps()]
+            if tapping:
+                raise ValueError(f"the teacher cache holds logits only, but {tapping} read teacher layers; "
+                                 "turn the cache off for feature methods")
         self._attach_taps()
 
     # set-up ---------------------------------------------------------------------------------------
@@ -202,7 +216,11 @@ class Distiller:
             if train and self.augment.active:
                 if indices is None:
                     raise ValueError("augmentation needs sample indices; yield an 'index' with each sample")
-                inputs = self.augment(inputs, indices, epoch)
+                # with a cache of K views, epoch e replays view e mod K: the inputs the teacher saw
+                view = epoch % self.cache.settings.views if self.cache is not None else epoch
+                inputs = self.augment(inputs, indices, view)
+            if self.channels_last and inputs.dim() == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
         return inputs, labels, indices
 
     def _forward(self, participant: Participant, inputs: Any) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -213,10 +231,15 @@ class Distiller:
         features = participant.taps.collect() if participant.taps is not None else {}
         return logits_of(output), features
 
-    def teacher_outputs(self, inputs: Any) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    def teacher_outputs(self, inputs: Any, indices: torch.Tensor | None = None,
+                        epoch: int = 0) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
         logits, features = [], []
         if not self.teachers:
             return logits, features
+        if self.cache is not None:
+            if indices is None:
+                raise ValueError("the teacher cache needs sample indices; yield an 'index' with each sample")
+            return [self.cache.lookup(indices, epoch, self.device)], [{}]
         with torch.inference_mode(), self._autocast():
             for teacher in self.teachers:
                 out, feats = self._forward(teacher, inputs)
@@ -226,7 +249,7 @@ class Distiller:
 
     def step_context(self, batch: Any, epoch: int, num_epochs: int) -> tuple[StepContext, int]:
         inputs, labels, indices = self.prepare_inputs(batch, epoch, train=True)
-        teacher_logits, teacher_features = self.teacher_outputs(inputs)
+        teacher_logits, teacher_features = self.teacher_outputs(inputs, indices, epoch)
         if self.teacher_aggregator is not None and teacher_logits:
             teacher_logits = [self.teacher_aggregator(teacher_logits, labels), *teacher_logits]
         with self._autocast():
@@ -276,6 +299,10 @@ class Distiller:
             teacher.model.to(self.device).eval()
             teacher.model.requires_grad_(False)
         self.methods.to(self.device)
+        if self.channels_last:
+            self.student.model.to(memory_format=torch.channels_last)
+        if self.cache_settings is not None and self.cache is None:
+            self.cache = self._open_cache(loader)
         for taps in self._taps():
             taps.attach()
         if isinstance(loader.batch_sampler, EpochBatchSampler):
@@ -294,6 +321,22 @@ class Distiller:
         if self.precision == "fp16" and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
         self._built = True
+
+    def _open_cache(self, loader: DataLoader) -> TeacherCache:
+        dataset = loader.dataset
+        teacher = self.teachers[0]
+        in_order = self.make_loader(dataset, train=False)
+        first = to_device(next(iter(in_order)), self.device)
+        inputs, _, _ = split_batch(first)
+        with torch.inference_mode():
+            num_classes = logits_of(call_model(teacher.model, teacher.normalize(to_float(inputs)))).shape[1]
+        settings = self.cache_settings
+        if settings.temperature is None:
+            temperatures = [float(m.temperature) for m in self.methods if hasattr(m, "temperature")]
+            settings = dataclasses.replace(settings, temperature=max(temperatures, default=1.0))
+        with self._progress_bar() as progress:
+            return open_cache(settings, teacher.model, dataset, in_order, teacher.normalize,
+                              self.augment, num_classes, self.device, progress)
 
     @property
     def checkpoint_path(self) -> Path | None:

@@ -1,0 +1,227 @@
+"""Teacher-output cache: run the teacher once, reuse its logits every epoch.
+
+The logits live in `.npy` files opened as memory maps, so a cache may exceed RAM. A cache is
+valid only for what it was computed from: the teacher's weights, the data (contents and order),
+the preprocessing (normalisation, augmentation and its seed), the number of views, the storage
+format. All of it goes into the cache key; a change gives a new key and a new cache, and a cache
+is used only when its `meta.json` (written last, atomically) says it is complete for that key.
+
+With random augmentation the teacher would see other inputs every epoch. The cache stores K
+augmented views per sample, and training replays them: epoch e uses view e mod K, with exactly
+the crop and flip the cache was computed on (augmentation is a pure function of seed, epoch and
+sample index; see `kdistill.data.transforms`). Never are outputs used that were computed on
+other inputs.
+
+For many classes `top_k` keeps the k largest logits per sample and one fill value for the rest,
+chosen so the remaining classes keep their total probability mass at the distillation
+temperature T: `fill = T * (logsumexp(rest / T) - log(C - k))`. At T the reconstruction is exact
+for the top-k probabilities and the rest's total mass; only the spread inside the rest is lost
+(measured: top-20 of 100 classes within 1.3 % of the full soft-target loss at T=4, see tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdistill.data.transforms import Augment, Normalize, to_float
+from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
+
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    directory: Path
+    dtype: str = "float16"  # float16 | float32
+    top_k: int | None = None
+    views: int = 1  # augmented views per sample (with augmentation); 1 without
+    temperature: float | None = None  # top-k fill preserves the rest's mass at this T (default: the methods')
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float16", "float32"):
+            raise ValueError(f"cache dtype: must be float16 or float32 (got {self.dtype})")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"cache top_k: must be >= 1 (got {self.top_k})")
+        if self.views < 1:
+            raise ValueError(f"cache views: must be >= 1 (got {self.views})")
+
+
+def state_digest(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def dataset_digest(dataset: Any) -> str:
+    if hasattr(dataset, "fingerprint"):
+        return dataset.fingerprint()
+    raise ValueError(
+        f"the teacher cache needs to identify the data set; {type(dataset).__name__} has no fingerprint(). "
+        "Use an InMemoryDataset or give your data set a fingerprint() method (a digest of contents and order)"
+    )
+
+
+class TeacherCache:
+    """Cached logits of one teacher on one data set, addressed by (view, sample index)."""
+
+    def __init__(self, settings: CacheSettings, key: str, num_samples: int, num_classes: int) -> None:
+        self.settings = settings
+        self.key = key
+        self.path = Path(settings.directory) / key
+        self.num_samples = num_samples
+        self.num_classes = num_classes
+        self._arrays: dict[str, np.ndarray] = {}
+
+    # key ------------------------------------------------------------------------------------------
+    @staticmethod
+    def make_key(settings: CacheSettings, teacher: nn.Module, dataset: Any, normalize: Normalize,
+                 augment: Augment) -> str:
+        parts = {
+            "format": CACHE_FORMAT,
+            "teacher": state_digest(teacher),
+            "teacher_class": type(teacher).__qualname__,
+            "data": dataset_digest(dataset),
+            "normalize": [normalize.enabled, normalize.mean.flatten().tolist(), normalize.std.flatten().tolist()],
+            "augment": [augment.crop_padding, augment.horizontal_flip, augment.seed] if augment.active else None,
+            "views": settings.views if augment.active else 1,
+            "dtype": settings.dtype,
+            "top_k": settings.top_k,
+            "temperature": settings.temperature if settings.top_k is not None else None,
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+    # storage --------------------------------------------------------------------------------------
+    def _file(self, name: str) -> Path:
+        return self.path / f"{name}.npy"
+
+    def is_complete(self) -> bool:
+        meta = self.path / "meta.json"
+        if not meta.exists():
+            return False
+        info = json.loads(meta.read_text())
+        return info.get("key") == self.key and info.get("complete") is True
+
+    def _open(self, mode: str) -> None:
+        views = self.settings.views
+        dtype = np.float16 if self.settings.dtype == "float16" else np.float32
+        if self.settings.top_k is None:
+            shapes = {"logits": ((views, self.num_samples, self.num_classes), dtype)}
+        else:
+            k = min(self.settings.top_k, self.num_classes)
+            index_dtype = np.int16 if self.num_classes < 2**15 else np.int32
+            shapes = {"values": ((views, self.num_samples, k), dtype),
+                      "indices": ((views, self.num_samples, k), index_dtype),
+                      "fill": ((views, self.num_samples), np.float32)}
+        for name, (shape, dtype_) in shapes.items():
+            if mode == "w+":
+                self._arrays[name] = np.lib.format.open_memmap(self._file(name), mode="w+", dtype=dtype_, shape=shape)
+            else:
+                self._arrays[name] = np.load(self._file(name), mmap_mode="r")
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.glob("*.npy"))
+
+    # writing --------------------------------------------------------------------------------------
+    def _store(self, view: int, indices: np.ndarray, logits: torch.Tensor) -> None:
+        logits = logits.float().cpu()
+        if self.settings.top_k is None:
+            self._arrays["logits"][view, indices] = logits.numpy()
+            return
+        k = self._arrays["values"].shape[2]
+        values, top = logits.topk(k, dim=1)
+        rest_count = self.num_classes - k
+        if rest_count > 0:
+            temperature = self.settings.temperature or 1.0
+            masked = logits.scatter(1, top, float("-inf"))
+            fill = temperature * (torch.logsumexp(masked / temperature, dim=1) - math.log(rest_count))
+        else:
+            fill = torch.full((logits.shape[0],), float("-inf"))
+        self._arrays["values"][view, indices] = values.numpy()
+        self._arrays["indices"][view, indices] = top.numpy()
+        self._arrays["fill"][view, indices] = fill.numpy()
+
+    @torch.inference_mode()
+    def build(self, teacher: nn.Module, loader: Any, normalize: Normalize, augment: Augment,
+              device: torch.device, progress: Any = None) -> None:
+        """Compute every view of every sample; `meta.json` is written only once all are stored."""
+        if self.path.exists():
+            shutil.rmtree(self.path)  # an incomplete or foreign cache under our key: start over
+        self.path.mkdir(parents=True)
+        self._open("w+")
+        teacher.eval()
+        views = self.settings.views if augment.active else 1
+        task = progress.add_task("caching teacher outputs", total=views * len(loader)) if progress else None
+        seen = np.zeros(self.num_samples, dtype=np.int64)
+        for view in range(views):
+            for batch in loader:
+                inputs, _, indices = split_batch(to_device(batch, device))
+                if indices is None:
+                    raise ValueError("the teacher cache needs sample indices; yield an 'index' with each sample")
+                inputs = to_float(inputs)
+                if augment.active:
+                    inputs = augment(inputs, indices, view)
+                self._store(view, indices.cpu().numpy(), logits_of(call_model(teacher, normalize(inputs))))
+                seen[indices.cpu().numpy()] += 1
+                if task is not None:
+                    progress.advance(task)
+        if not np.all(seen == views):
+            raise RuntimeError("the cache loader did not visit every sample exactly once per view")
+        for array in self._arrays.values():
+            array.flush()
+        tmp = self.path / "meta.json.tmp"
+        tmp.write_text(json.dumps({"key": self.key, "complete": True, "num_samples": self.num_samples,
+                                   "num_classes": self.num_classes, "views": views,
+                                   "dtype": self.settings.dtype, "top_k": self.settings.top_k}))
+        os.replace(tmp, self.path / "meta.json")
+        if task is not None:
+            progress.remove_task(task)
+        self._arrays.clear()
+        self._open("r")
+
+    def load(self) -> None:
+        self._open("r")
+
+    # reading --------------------------------------------------------------------------------------
+    def lookup(self, indices: torch.Tensor, epoch: int, device: torch.device) -> torch.Tensor:
+        """Float32 logits (B, C) of the cached view for `epoch` of the given samples."""
+        view = epoch % self.settings.views
+        idx = indices.cpu().numpy()
+        if self.settings.top_k is None:
+            return torch.from_numpy(self._arrays["logits"][view, idx].astype(np.float32)).to(device)
+        values = torch.from_numpy(self._arrays["values"][view, idx].astype(np.float32))
+        top = torch.from_numpy(self._arrays["indices"][view, idx].astype(np.int64))
+        fill = torch.from_numpy(self._arrays["fill"][view, idx])
+        logits = fill[:, None].expand(len(idx), self.num_classes).clone()
+        logits.scatter_(1, top, values)
+        return logits.to(device)
+
+
+def open_cache(settings: CacheSettings, teacher: nn.Module, dataset: Any, loader: Any, normalize: Normalize,
+               augment: Augment, num_classes: int, device: torch.device, progress: Any = None) -> TeacherCache:
+    """The valid cache for this teacher, data and preprocessing: loaded if complete, else built."""
+    if augment.active and settings.views < 1:
+        raise ValueError("with augmentation the cache needs views >= 1")
+    key = TeacherCache.make_key(settings, teacher, dataset, normalize, augment)
+    views = settings.views if augment.active else 1
+    cache = TeacherCache(CacheSettings(settings.directory, settings.dtype, settings.top_k, views, settings.temperature),
+                         key,
+                         len(dataset), num_classes)
+    if cache.is_complete():
+        cache.load()
+    else:
+        cache.build(teacher, loader, normalize, augment, device, progress)
+    return cache

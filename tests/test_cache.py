@@ -1,0 +1,151 @@
+"""The teacher-output cache: same student as without it, keyed on what makes it valid, exact replay."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kdistill import Distiller, OptimizerSettings
+from kdistill.data.base import InMemoryDataset
+from kdistill.data.transforms import Augment
+from kdistill.engine.cache import CacheSettings
+from kdistill.methods import HardLabel, SoftTarget, StepContext
+from kdistill.models import build_model
+
+OPT = OptimizerSettings(name="sgd", lr=0.05, momentum=0.9, weight_decay=0.0)
+
+
+def teacher_model(seed: int = 7):
+    torch.manual_seed(seed)
+    return build_model("cnn", 10, (1, 8, 8), {"channels": [8, 16]}).eval()
+
+
+def make(digits, teacher, cache_dir=None, augment=None, dtype="float32", views=1, seed=0):
+    bundle, _, _ = digits
+    torch.manual_seed(123)
+    student = build_model("mlp", 10, (1, 8, 8), {"hidden": [32]})
+    cache = CacheSettings(cache_dir, dtype=dtype, views=views) if cache_dir else None
+    return Distiller(teacher, student, [SoftTarget(weight=0.9, temperature=4.0), HardLabel(weight=0.1)],
+                     optimizer=OPT, batch_size=64, seed=seed, progress=False, augment=augment,
+                     student_normalization=(bundle.mean, bundle.std), teacher_normalization=(bundle.mean, bundle.std),
+                     teacher_cache=cache)
+
+
+def test_cached_run_gives_the_same_student(digits, tmp_path):
+    _, train, _ = digits
+    teacher = teacher_model()
+    plain = make(digits, teacher)
+    plain.fit(train, epochs=3)
+    cached = make(digits, teacher, tmp_path / "cache")
+    cached.fit(train, epochs=3)
+    assert cached.cache is not None and cached.cache.is_complete()
+    for (name, a), b in zip(plain.student.model.state_dict().items(), cached.student.model.state_dict().values(),
+                            strict=True):
+        # the cache computed the teacher with another batch size: equal up to float rounding
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_teacher_or_data_change_invalidates(digits, tmp_path):
+    _, train, _ = digits
+    teacher = teacher_model()
+    first = make(digits, teacher, tmp_path)
+    first.fit(train, epochs=1)
+    key = first.cache.key
+    same = make(digits, teacher, tmp_path)
+    same.fit(train, epochs=1)
+    assert same.cache.key == key  # reused, not rebuilt
+
+    changed_teacher = teacher_model()
+    with torch.no_grad():
+        changed_teacher.head.bias[0] += 1.0
+    other = make(digits, changed_teacher, tmp_path)
+    other.fit(train, epochs=1)
+    assert other.cache.key != key
+    idx = torch.arange(5)
+    x = train.__getitems__(idx.tolist())["input"]
+    expected = changed_teacher(other.teachers[0].normalize(x))
+    torch.testing.assert_close(other.cache.lookup(idx, 0, torch.device("cpu")), expected, rtol=1e-5, atol=1e-5)
+
+    fewer = make(digits, teacher, tmp_path)
+    fewer.fit(train.subset(torch.arange(len(train) - 1)), epochs=1)
+    assert fewer.cache.key not in (key, other.cache.key)
+    reordered = make(digits, teacher, tmp_path)
+    reordered.fit(train.subset(torch.arange(len(train)).flip(0)), epochs=1)
+    assert reordered.cache.key not in (key, other.cache.key, fewer.cache.key)
+
+
+def test_incomplete_cache_is_never_used(digits, tmp_path):
+    _, train, _ = digits
+    teacher = teacher_model()
+    first = make(digits, teacher, tmp_path)
+    first.fit(train, epochs=1)
+    path = first.cache.path
+    (path / "meta.json").unlink()  # as if the build had been interrupted
+    torch.from_numpy(__import__("numpy").load(path / "logits.npy", mmap_mode="r+")).zero_()
+    again = make(digits, teacher, tmp_path)
+    again.fit(train, epochs=1)
+    assert again.cache.lookup(torch.arange(3), 0, torch.device("cpu")).abs().sum() > 0
+
+
+def test_top_k_reproduces_full_loss_within_tolerance(tmp_path):
+    """100 classes, top-20 kept, a confident teacher: the soft-target loss at T=4 within 3 % of the full one."""
+    torch.manual_seed(0)
+    classes, samples = 100, 512
+    inputs = torch.randn(samples, 32)
+    teacher = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, classes))
+    with torch.no_grad():
+        teacher[2].weight.mul_(60)  # top-1 probability ~0.85 at T=1, as trained teachers give
+        teacher[2].bias.mul_(60)
+    data = InMemoryDataset(inputs, torch.randint(0, classes, (samples,)))
+    student = torch.nn.Linear(32, classes)
+    with torch.no_grad():
+        full = teacher(inputs)
+        reference = SoftTarget(1.0, 4.0)(StepContext(student(inputs), teacher_logits=[full]))["soft_target"]
+    losses, sizes = {}, {}
+    for top_k in (None, 20):
+        distiller = Distiller(teacher, student, [SoftTarget(weight=1.0, temperature=4.0)], batch_size=128,
+                              progress=False, teacher_cache=CacheSettings(tmp_path / str(top_k), top_k=top_k,
+                                                                          dtype="float32"))
+        distiller._build(distiller.make_loader(data, train=True), epochs=1)
+        cached = distiller.cache.lookup(torch.arange(samples), 0, torch.device("cpu"))
+        sizes[top_k] = distiller.cache.size_bytes()
+        with torch.no_grad():
+            losses[top_k] = SoftTarget(1.0, 4.0)(StepContext(student(inputs), teacher_logits=[cached]))["soft_target"]
+    # at T=4 the top-k probabilities are exact and the rest keeps its total mass
+    top = full.topk(20, 1).indices
+    torch.testing.assert_close((cached / 4).softmax(1).gather(1, top), (full / 4).softmax(1).gather(1, top),
+                               rtol=1e-4, atol=1e-6)
+    assert sizes[20] < 0.5 * sizes[None]
+    assert losses[None].item() == pytest.approx(reference.item(), rel=1e-5)
+    assert losses[20].item() == pytest.approx(reference.item(), rel=0.03)
+    assert not math.isclose(losses[20].item(), reference.item(), rel_tol=1e-4)  # top-k is an approximation
+
+
+def test_augmentation_replay_gives_teacher_the_cached_views(digits, tmp_path):
+    _, train, _ = digits
+    teacher = teacher_model()
+    augment = Augment(crop_padding=1, horizontal_flip=True, seed=5)
+    distiller = make(digits, teacher, tmp_path, augment=augment, views=2)
+    distiller.fit(train, epochs=3)
+    cache = distiller.cache
+    assert cache.settings.views == 2
+    idx = torch.tensor([0, 7, 100, 500])
+    raw = train.__getitems__(idx.tolist())
+    norm = distiller.teachers[0].normalize
+    for epoch in range(4):
+        expected = teacher(norm(augment(raw["input"], idx, epoch % 2)))
+        torch.testing.assert_close(cache.lookup(idx, epoch, torch.device("cpu")), expected, rtol=1e-5, atol=1e-5)
+        # and the student is shown exactly that view in that epoch
+        inputs, _, _ = distiller.prepare_inputs(raw, epoch, train=True)
+        torch.testing.assert_close(inputs, augment(raw["input"], idx, epoch % 2))
+    assert not torch.equal(augment(raw["input"], idx, 0), augment(raw["input"], idx, 1))
+
+
+def test_cache_with_feature_methods_is_refused():
+    from kdistill.methods import build_method
+
+    hint = build_method("hint", {"student_layer": "hidden.0", "teacher_layer": "features.1"})
+    with pytest.raises(ValueError, match="logits only"):
+        Distiller(teacher_model(), build_model("mlp", 10, (1, 8, 8)), [hint], teacher_cache=CacheSettings("x"))
