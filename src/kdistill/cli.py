@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its directory")
     run.add_argument("--output-dir", help="run directory (must not exist yet)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--nproc", type=int, default=1, metavar="N",
+                     help="train with N processes on this machine (DDP through torchrun; gloo on CPU, nccl on GPU)")
 
     commands.add_parser("methods", help="list distillation methods, their options and references")
 
@@ -43,12 +45,34 @@ def _fail_config(console: Console, problems: list[str]) -> int:
     return EXIT_CONFIG
 
 
+def launch_processes(args: argparse.Namespace, run_dir: Path) -> int:
+    """Re-run this command under torchrun with N processes, the run directory fixed up front."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "kdistill.cli", "run"]
+    if args.resume:
+        command += ["--resume", args.resume]
+    else:
+        command += ([args.config] if args.config else []) + [f"--set={o}" for o in args.overrides]
+        command += ["--output-dir", str(run_dir)]
+    if args.no_progress:
+        command.append("--no-progress")
+    return subprocess.call(command)
+
+
 def command_run(args: argparse.Namespace, console: Console) -> int:
     from kdistill.config import ConfigError, load_config
     from kdistill.engine import TrainingInterrupted
+    from kdistill.engine.distributed import broadcast_object, setup_from_env
     from kdistill.experiment import new_run_dir, run_experiment
 
+    world = setup_from_env()
+    if world.distributed and not world.is_main:
+        console = Console(quiet=True)
     try:
+        if args.nproc < 1:
+            raise ConfigError([f"--nproc: must be >= 1 (got {args.nproc})"])
         if args.resume:
             run_dir = Path(args.resume)
             if not (run_dir / "config.yaml").is_file():
@@ -61,7 +85,13 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
             if args.output_dir:
                 overrides.append(f"output_dir={args.output_dir}")
             config = load_config(args.config, overrides)
-            run_dir = new_run_dir(config)
+            # rank 0 picks (and checks) the directory; the other processes take its answer
+            choice = new_run_dir(config) if world.is_main else None
+            if world.distributed:
+                choice = broadcast_object(choice)
+            run_dir = choice
+        if args.nproc > 1 and not world.distributed:
+            return launch_processes(args, run_dir)
         console.print(f"run directory: {run_dir}", highlight=False)
         result = run_experiment(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     except ConfigError as error:

@@ -88,6 +88,7 @@ class TrainingSpec(Strict):
     grad_clip: float | None = Field(None, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"
+    channels_last: bool = False
 
     @field_validator("device")
     @classmethod
@@ -113,10 +114,29 @@ class ModelSpec(Strict):
         return value.expanduser() if value is not None else None
 
 
+class CacheSpec(Strict):
+    """Compute the teacher's logits once and reuse them (see `kdistill.engine.cache`)."""
+
+    enabled: bool = True
+    directory: Path | None = None  # default: <run dir>/teacher-cache
+    dtype: Literal["float16", "float32"] = "float16"
+    top_k: int | None = Field(None, gt=0)
+    views: int = Field(1, gt=0)  # augmented views per sample, replayed epoch after epoch
+    temperature: float | None = Field(None, gt=0)
+
+
 class TeacherSpec(ModelSpec):
     """Without a checkpoint the teacher is trained first, with `training` (default: the run's)."""
 
     training: TrainingSpec | None = None
+    cache: CacheSpec | bool = False
+
+    def cache_spec(self) -> CacheSpec | None:
+        if self.cache is True:
+            return CacheSpec()
+        if isinstance(self.cache, CacheSpec) and self.cache.enabled:
+            return self.cache
+        return None
 
 
 class MethodSpec(BaseModel):

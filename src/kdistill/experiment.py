@@ -23,6 +23,8 @@ from kdistill.data import DATASETS, DataBundle, InMemoryDataset, limit_samples, 
 from kdistill.data.transforms import Augment, Normalize
 from kdistill.engine import Distiller, OptimizerSettings, ScheduleSettings
 from kdistill.engine.batch import split_batch
+from kdistill.engine.cache import CacheSettings
+from kdistill.engine.distributed import current_world
 from kdistill.engine.seed import derive_seed
 from kdistill.evaluate import count_parameters, cpu_latency_ms, size_on_disk_bytes
 from kdistill.methods import HardLabel, build_method
@@ -132,6 +134,11 @@ def build_participant(spec: ModelSpec, bundle: DataBundle, where: str, seed: int
 def _distiller(config: ExperimentConfig, training: TrainingSpec, teacher: nn.Module | None, student: nn.Module,
                methods: list, bundle: DataBundle, stage_dir: Path, description: str, progress: bool) -> Distiller:
     teacher_norm = normalization_for(config.teacher, bundle) if teacher is not None else None
+    cache = config.teacher.cache_spec() if teacher is not None else None
+    cache_settings = None
+    if cache is not None:
+        directory = cache.directory or stage_dir.parent / "teacher-cache"
+        cache_settings = CacheSettings(directory, cache.dtype, cache.top_k, cache.views, cache.temperature)
     return Distiller(
         teacher,
         student,
@@ -152,6 +159,8 @@ def _distiller(config: ExperimentConfig, training: TrainingSpec, teacher: nn.Mod
         run_dir=stage_dir,
         progress=progress,
         description=description,
+        teacher_cache=cache_settings,
+        channels_last=training.channels_last,
     )
 
 
@@ -188,9 +197,11 @@ def profile_row(role: str, model: nn.Module, distiller: Distiller, bundle: DataB
 def run_experiment(config: ExperimentConfig, run_dir: Path, resume: bool = False,
                    progress: bool = True) -> ExperimentResult:
     bundle, train, val = load_data(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        (run_dir / "config.yaml").write_text(dump_config(config))
+    main_process = current_world().is_main
+    if main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (run_dir / "config.yaml").write_text(dump_config(config))
     methods = [build_method(spec.name, spec.options()) for spec in config.methods]
     rows: list[ModelResult] = []
 
@@ -221,10 +232,11 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, resume: bool = False
         rows.append(profile_row(role, student, distiller, bundle, normalization_for(config.student, bundle)))
 
     result = ExperimentResult(run_dir, rows)
-    write_results(result)
-    from kdistill.report import write_report
+    if main_process:
+        write_results(result)
+        from kdistill.report import write_report
 
-    write_report(run_dir, config, result)
+        write_report(run_dir, config, result)
     return result
 
 

@@ -28,6 +28,7 @@ from kdistill.data.transforms import Augment, Normalize, to_float
 from kdistill.engine.cache import CacheSettings, TeacherCache, open_cache
 from kdistill.engine.batch import batch_size_of, call_model, detach_clone, logits_of, split_batch, to_device
 from kdistill.engine.checkpoint import atomic_save, load_checkpoint
+from kdistill.engine.distributed import all_reduce_sum, any_rank, average_gradients, barrier, current_world
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler
 from kdistill.engine.sampler import EpochBatchSampler
 from kdistill.engine.seed import derive_seed
@@ -58,7 +59,9 @@ class Participant:
 
 def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", current_world().local_rank)
+        return torch.device("cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device '{device}' was asked for, but CUDA is not available here")
@@ -106,6 +109,7 @@ class Distiller:
         teacher_cache: CacheSettings | None = None,
         channels_last: bool = False,
     ) -> None:
+        self.world = current_world()
         self.device = resolve_device(device)
         if precision not in PRECISIONS:
             raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)} (got '{precision}')")
@@ -142,6 +146,8 @@ class Distiller:
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.scaler: torch.amp.GradScaler | None = None
         self._stop_requested = False
+        self._student_ddp: nn.Module | None = None
+        self._method_parameters: list[nn.Parameter] = []
         self._built = False
         self.num_samples: int | None = None
         self.channels_last = channels_last
@@ -192,8 +198,14 @@ class Distiller:
     def make_loader(self, data: Dataset | DataLoader, train: bool) -> DataLoader:
         if isinstance(data, DataLoader):
             return data
-        batch_size = self.batch_size if train else self.eval_batch_size
-        sampler = EpochBatchSampler(len(data), batch_size, shuffle=train, seed=self.seed)
+        if train:
+            if self.batch_size % self.world.world_size:
+                raise ValueError(f"batch_size {self.batch_size} (global) must be divisible by the "
+                                 f"{self.world.world_size} processes")
+            sampler = EpochBatchSampler(len(data), self.batch_size // self.world.world_size, shuffle=True,
+                                        seed=self.seed, rank=self.world.rank, world_size=self.world.world_size)
+        else:  # every process evaluates the whole set: simple, and the metric needs no reduction
+            sampler = EpochBatchSampler(len(data), self.eval_batch_size, shuffle=False, seed=self.seed)
         collate = batch_collate if isinstance(data, InMemoryDataset) else None
         return DataLoader(
             data,
@@ -223,11 +235,12 @@ class Distiller:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
         return inputs, labels, indices
 
-    def _forward(self, participant: Participant, inputs: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _forward(self, participant: Participant, inputs: Any,
+                 module: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         model_inputs = participant.normalize(inputs) if torch.is_tensor(inputs) else inputs
         if participant.taps is not None:
             participant.taps.clear()
-        output = call_model(participant.model, model_inputs)
+        output = call_model(module if module is not None else participant.model, model_inputs)
         features = participant.taps.collect() if participant.taps is not None else {}
         return logits_of(output), features
 
@@ -253,7 +266,9 @@ class Distiller:
         if self.teacher_aggregator is not None and teacher_logits:
             teacher_logits = [self.teacher_aggregator(teacher_logits, labels), *teacher_logits]
         with self._autocast():
-            student_logits, student_features = self._forward(self.student, inputs)
+            # training steps go through DDP's wrapper (gradient all-reduce); the probe does not
+            module = self._student_ddp if torch.is_grad_enabled() else None
+            student_logits, student_features = self._forward(self.student, inputs, module)
         ctx = StepContext(student_logits, labels, teacher_logits, student_features, teacher_features,
                           indices, epoch, num_epochs, self.num_samples)
         return ctx, batch_size_of(inputs)
@@ -275,6 +290,7 @@ class Distiller:
             self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
+        average_gradients(self._method_parameters)
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.grad_clip)
         if self.scaler is not None:
@@ -320,6 +336,12 @@ class Distiller:
         self.scheduler = build_scheduler(self.optimizer, self.schedule_settings, epochs, len(loader))
         if self.precision == "fp16" and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
+        self._method_parameters = [p for p in self.methods.parameters() if p.requires_grad]
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self._student_ddp = DistributedDataParallel(self.student.model, device_ids=device_ids)
         self._built = True
 
     def _open_cache(self, loader: DataLoader) -> TeacherCache:
@@ -334,9 +356,14 @@ class Distiller:
         if settings.temperature is None:
             temperatures = [float(m.temperature) for m in self.methods if hasattr(m, "temperature")]
             settings = dataclasses.replace(settings, temperature=max(temperatures, default=1.0))
+        if not self.world.is_main:
+            barrier()  # rank 0 builds the cache; the others then find it complete and load it
         with self._progress_bar() as progress:
-            return open_cache(settings, teacher.model, dataset, in_order, teacher.normalize,
-                              self.augment, num_classes, self.device, progress)
+            cache = open_cache(settings, teacher.model, dataset, in_order, teacher.normalize,
+                               self.augment, num_classes, self.device, progress)
+        if self.world.is_main:
+            barrier()
+        return cache
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -373,13 +400,16 @@ class Distiller:
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        running = {k: v.to(self.device) for k, v in state["running"].items()}
+        # mid-epoch sums were reduced over processes before saving: rank 0 carries them alone
+        running = {k: v.to(self.device) for k, v in state["running"].items()} if self.world.is_main else {}
         return state["epoch"], state["step_in_epoch"], running
 
     def save_checkpoint(self, epoch: int, step_in_epoch: int, running: dict[str, torch.Tensor]) -> Path | None:
+        """Rank 0 writes; the others wait, so a resume never reads a half-written run."""
         path = self.checkpoint_path
-        if path is not None:
+        if path is not None and self.world.is_main:
             atomic_save(self.state_dict(epoch, step_in_epoch, running), path)
+        barrier()
         return path
 
     def request_stop(self) -> None:
@@ -414,7 +444,7 @@ class Distiller:
             if self.checkpoint_path is None or not self.checkpoint_path.exists():
                 raise FileNotFoundError(f"nothing to resume: no checkpoint at {self.checkpoint_path}")
             start_epoch, start_step, running = self.load_state_dict(load_checkpoint(self.checkpoint_path))
-        elif self.run_dir is not None:
+        elif self.run_dir is not None and self.world.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "metrics.jsonl").write_text("")
         self._stop_requested = False
@@ -427,8 +457,10 @@ class Distiller:
                 for taps in self._taps():
                     taps.clear()
         self.detach_taps()
-        if self.run_dir is not None:
+        self._student_ddp = None
+        if self.run_dir is not None and self.world.is_main:
             atomic_save(self.student.model.state_dict(), self.run_dir / "student.pt")
+        barrier()
         return self.history
 
     def _run_epoch(self, loader: DataLoader, val: Any, epoch: int, epochs: int, start_step: int,
@@ -457,12 +489,13 @@ class Distiller:
             step += 1
             if task is not None:
                 progress.advance(task)
-            if self._stop_requested:
-                path = self.save_checkpoint(epoch, step, running)
+            if any_rank(self._stop_requested, self.device):  # every rank stops at the same step
+                path = self.save_checkpoint(epoch, step, self._reduced(running))
                 raise TrainingInterrupted(path)
         if task is not None:
             progress.remove_task(task)
         elapsed = time.perf_counter() - started
+        running = self._reduced(running)
         samples = float(running.pop("samples"))
         record: dict[str, Any] = {"stage": self.description, "epoch": epoch + 1,
                                   "lr": self.optimizer.param_groups[0]["lr"]}
@@ -474,12 +507,21 @@ class Distiller:
         if val is not None:
             record.update({f"val/{k}": v for k, v in self.evaluate(val).items()})
         self.history.append(record)
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.world.is_main:
             with open(self.run_dir / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
         self.save_checkpoint(epoch + 1, 0, {})
-        if self._stop_requested:
+        if any_rank(self._stop_requested, self.device):
             raise TrainingInterrupted(self.checkpoint_path)
+
+    def _reduced(self, running: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-epoch sums over all processes (a no-op with one)."""
+        if not self.world.distributed or not running:
+            return running
+        keys = sorted(running)
+        totals = all_reduce_sum(torch.stack([torch.as_tensor(running[k], dtype=torch.float64, device=self.device)
+                                             for k in keys]))
+        return dict(zip(keys, totals, strict=True))
 
     def _progress_bar(self) -> contextlib.AbstractContextManager:
         if not self.progress:

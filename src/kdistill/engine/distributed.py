@@ -1,0 +1,87 @@
+"""Multi-process training on torch.distributed (DDP launched by torchrun).
+
+Nothing here replaces torch's engines: this module only reads torchrun's environment, starts
+the process group (gloo on CPU, nccl on GPU), and offers the few collective calls the loop needs
+(summing metrics, agreeing on a stop, waiting for rank 0's files).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_from_env() -> World:
+    """Start the process group if torchrun launched us with WORLD_SIZE > 1; else a 1-process world."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return current_world()
+
+
+def current_world() -> World:
+    if not (dist.is_available() and dist.is_initialized()):
+        return World()
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if current_world().distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank if it is true on any: all ranks must stop at the same step."""
+    if not current_world().distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def barrier() -> None:
+    if current_world().distributed:
+        dist.barrier()
+
+
+def broadcast_object(obj: object) -> object:
+    if not current_world().distributed:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
+    """All-reduce the gradients of parameters DDP does not manage (method adapters, embeddings)."""
+    world = current_world()
+    if not world.distributed:
+        return
+    for parameter in parameters:
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+            parameter.grad.div_(world.world_size)

@@ -1,0 +1,222 @@
+"""A chain of named stages, each trained by distillation from the one before, each in its own folder.
+
+Born-again networks (generation k+1 learns from generation k) and teacher-assistant chains
+(teacher -> assistant(s) -> student) are both such chains; `run_chain` runs one with the same
+`Distiller` loop as everything else, and makes it resumable:
+
+    run_dir/
+      <stage>/stage.json           who taught this stage (its teacher's stage name and a digest of
+                                   the teacher's weights), epochs, methods, seed; written before training
+      <stage>/metrics.jsonl        one line per epoch (the Distiller's)
+      <stage>/checkpoints/last.pt  the resumable checkpoint (the Distiller's)
+      <stage>/student.pt           the trained weights: the stage is done
+
+With `resume=True` a stage whose `student.pt` exists is loaded, not retrained; an interrupted stage
+continues from its checkpoint (`Distiller.fit(resume=True)`); later stages start fresh. A resumed
+chain ends with the same weights as an uninterrupted one: before each stage the global RNG is
+re-seeded from (seed, stage index), so model initialisation and lazily built method parts do not
+depend on whether the previous stage was trained or loaded. A stage whose `stage.json` disagrees
+with the current call (another teacher, other epochs or methods) is an error rather than silently
+reused. Without `resume`, a run directory that already holds stages is an error: nothing is
+overwritten silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdistill.engine import Distiller
+from kdistill.engine.seed import derive_seed
+from kdistill.methods.base import Method
+
+STAGE_FILE = "stage.json"
+FINAL_WEIGHTS = "student.pt"
+# Distiller arguments a chain sets itself for every stage
+RESERVED = ("teacher", "student", "methods", "run_dir", "description", "teacher_normalization", "teacher_aggregator")
+MethodsFactory = Callable[[int, bool], Sequence[Method]]
+
+
+@dataclass
+class ChainStage:
+    """One stage: its folder name, how to build its (untrained) model, and for how many epochs."""
+
+    name: str
+    make_model: Callable[[], nn.Module]
+    epochs: int
+
+
+@dataclass
+class StageResult:
+    name: str
+    model: nn.Module
+    teacher: str | None  # the stage name of its teacher, `first_teacher_name`, or None (labels only)
+    directory: Path
+    history: list[dict[str, Any]]
+    trained: bool  # False when a finished stage was loaded from its folder
+
+
+@dataclass
+class ChainResult:
+    run_dir: Path
+    stages: list[StageResult] = field(default_factory=list)
+
+    @property
+    def models(self) -> list[nn.Module]:
+        return [s.model for s in self.stages]
+
+    @property
+    def teacher_of(self) -> list[str | None]:
+        """For each stage, who taught it (a stage name, the first teacher's name, or None)."""
+        return [s.teacher for s in self.stages]
+
+    def __getitem__(self, name: str) -> StageResult:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"no stage '{name}'; stages: {[s.name for s in self.stages]}")
+
+
+def weights_digest(models: nn.Module | Sequence[nn.Module]) -> str:
+    """SHA-256 (16 hex digits) of the models' state dicts: which teacher taught a stage."""
+    models = list(models) if isinstance(models, list | tuple) else [models]
+    digest = hashlib.sha256()
+    for model in models:
+        for key, value in sorted(model.state_dict().items()):
+            digest.update(key.encode())
+            tensor = value.detach().cpu().contiguous()
+            digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def read_metrics(stage_dir: Path) -> list[dict[str, Any]]:
+    path = Path(stage_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def stage_done(stage_dir: Path) -> bool:
+    return (Path(stage_dir) / FINAL_WEIGHTS).exists()
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def _check_record(stage_dir: Path, record: dict[str, Any]) -> None:
+    path = stage_dir / STAGE_FILE
+    if not path.exists():
+        return
+    previous = json.loads(path.read_text())
+    for key in ("teacher", "teacher_weights", "epochs", "methods", "seed"):
+        if previous.get(key) != record[key]:
+            raise ValueError(f"{stage_dir}: this stage was started with {key}={previous.get(key)!r}, but this run "
+                             f"asks for {key}={record[key]!r}; use another run_dir (or delete {stage_dir})")
+
+
+def check_distiller_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    clash = sorted(set(kwargs) & set(RESERVED))
+    if clash:
+        raise ValueError(f"distiller_kwargs: {clash} are set by the strategy for each stage; pass the first "
+                         "teacher's normalisation as teacher_normalization= to the strategy itself")
+    return dict(kwargs)
+
+
+def run_chain(
+    stages: Sequence[ChainStage],
+    train: Any,
+    val: Any,
+    run_dir: str | Path,
+    methods_factory: MethodsFactory,
+    *,
+    first_teacher: nn.Module | Sequence[nn.Module] | None = None,
+    first_teacher_name: str = "teacher",
+    teacher_normalization: Any = None,
+    teacher_aggregator: Callable | None = None,
+    distiller_kwargs: dict[str, Any] | None = None,
+    resume: bool = False,
+    callback: Callable[[str, Distiller], None] | None = None,
+) -> ChainResult:
+    """Train `stages` in order; stage 0 learns from `first_teacher` (or labels), stage k from stage k-1.
+
+    `methods_factory(index, has_teacher)` gives each stage its methods (fresh objects each call).
+    `distiller_kwargs` go to every stage's `Distiller` (optimizer, schedule, batch_size, seed,
+    augment, student_normalization, device, progress, ...); a stage's teacher is seen through
+    `student_normalization` (all stages share the data), the first teacher through
+    `teacher_normalization`. `callback(stage_name, distiller)` runs before each stage trains.
+    """
+    if not stages:
+        raise ValueError("a chain needs at least one stage")
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage names must be distinct: {names}")
+    kwargs = check_distiller_kwargs(distiller_kwargs or {})
+    seed = int(kwargs.get("seed", 0))
+    run_dir = Path(run_dir)
+    if not resume:
+        started = [n for n in names if (run_dir / n).exists() and any((run_dir / n).iterdir())]
+        if started:
+            raise FileExistsError(f"{run_dir} already holds stages {started}; continue them with resume=True, or "
+                                  "choose another run_dir")
+    result = ChainResult(run_dir)
+    teacher: nn.Module | Sequence[nn.Module] | None = first_teacher
+    teacher_name: str | None = first_teacher_name if first_teacher is not None else None
+    for index, stage in enumerate(stages):
+        if not isinstance(stage.epochs, int) or isinstance(stage.epochs, bool) or stage.epochs < 1:
+            raise ValueError(f"{stage.name}: epochs must be an integer >= 1 (got {stage.epochs!r})")
+        stage_dir = run_dir / stage.name
+        torch.manual_seed(derive_seed(seed, 1000 + index))
+        model = stage.make_model()
+        methods = list(methods_factory(index, teacher is not None))
+        record = {
+            "stage": stage.name,
+            "index": index,
+            "teacher": teacher_name,
+            "teacher_dir": teacher_name if index > 0 else None,
+            "teacher_weights": weights_digest(teacher) if teacher is not None else None,
+            "epochs": stage.epochs,
+            "methods": [m.name for m in methods],
+            "seed": seed,
+        }
+        if stage_done(stage_dir):
+            _check_record(stage_dir, record)
+            state = torch.load(stage_dir / FINAL_WEIGHTS, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+            result.stages.append(StageResult(stage.name, model, teacher_name, stage_dir, read_metrics(stage_dir),
+                                             trained=False))
+        else:
+            checkpoint = stage_dir / "checkpoints" / "last.pt"
+            _check_record(stage_dir, record)
+            _write_json(stage_dir / STAGE_FILE, record)
+            if index == 0:
+                stage_teacher_norm = teacher_normalization
+                aggregator = teacher_aggregator
+            else:
+                stage_teacher_norm = kwargs.get("student_normalization")
+                aggregator = None
+            distiller = Distiller(teacher, model, methods, run_dir=stage_dir, description=stage.name,
+                                  teacher_normalization=stage_teacher_norm if teacher is not None else None,
+                                  teacher_aggregator=aggregator, **kwargs)
+            if callback is not None:
+                callback(stage.name, distiller)
+            history = distiller.fit(train, val, epochs=stage.epochs, resume=resume and checkpoint.exists())
+            result.stages.append(StageResult(stage.name, model, teacher_name, stage_dir, list(history), trained=True))
+        model.eval()
+        teacher, teacher_name = model, stage.name
+    return result
+
+
+__all__ = ["ChainResult", "ChainStage", "StageResult", "read_metrics", "run_chain", "stage_done", "weights_digest"]

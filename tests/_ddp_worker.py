@@ -1,0 +1,21 @@
+"""Run by torchrun from test_distributed.py: the same distillation as the 1-process reference."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from distributed_case import train_case  # noqa: E402
+
+from kdistill.engine.distributed import setup_from_env  # noqa: E402
+
+if __name__ == "__main__":
+    world = setup_from_env()
+    torch.set_num_threads(1)
+    distiller = train_case(Path(sys.argv[1]) / "run")
+    if world.is_main:
+        torch.save(distiller.student.model.state_dict(), Path(sys.argv[1]) / "student.pt")
+        torch.save(distiller.history, Path(sys.argv[1]) / "history.pt")

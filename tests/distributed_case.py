@@ -1,0 +1,32 @@
+"""One small distillation run shared by the 1-process and 2-process sides of the DDP test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from kdistill import Distiller, OptimizerSettings
+from kdistill.data import load_digits_bundle, split_validation
+from kdistill.methods import HardLabel, SoftTarget
+from kdistill.models import build_model
+
+GLOBAL_BATCH = 64
+SAMPLES = 18 * GLOBAL_BATCH  # every global batch splits evenly over 1 or 2 processes
+
+
+def train_case(run_dir: Path | None, epochs: int = 2) -> Distiller:
+    bundle = load_digits_bundle()
+    train, val = split_validation(bundle.train, 0.1, seed=0)
+    train = train.subset(torch.arange(SAMPLES))
+    torch.manual_seed(7)
+    teacher = build_model("cnn", 10, (1, 8, 8), {"channels": [8, 16]})
+    torch.manual_seed(123)
+    student = build_model("mlp", 10, (1, 8, 8), {"hidden": [32]})  # no dropout, no batch norm
+    distiller = Distiller(teacher, student, [SoftTarget(weight=0.9, temperature=4.0), HardLabel(weight=0.1)],
+                          optimizer=OptimizerSettings(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4),
+                          batch_size=GLOBAL_BATCH, seed=0, progress=False, run_dir=run_dir, device="cpu",
+                          student_normalization=(bundle.mean, bundle.std),
+                          teacher_normalization=(bundle.mean, bundle.std))
+    distiller.fit(train, val, epochs=epochs)
+    return distiller

@@ -1,0 +1,33 @@
+"""A 2-process gloo run (torchrun) ends with the same student as 1 process with the same global batch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from distributed_case import train_case
+
+HERE = Path(__file__).parent
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_equals_one_process(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(HERE / "_ddp_worker.py"), str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    reference = train_case(tmp_path / "reference")
+    distributed = torch.load(tmp_path / "student.pt", weights_only=True)
+    for name, value in reference.student.model.state_dict().items():
+        torch.testing.assert_close(distributed[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    history = torch.load(tmp_path / "history.pt", weights_only=False)
+    # metrics are reduced over both processes: the epoch saw every sample once
+    assert history[-1]["train/acc"] == pytest.approx(reference.history[-1]["train/acc"], abs=2 / 1152)
+    assert history[-1]["val/acc"] == pytest.approx(reference.history[-1]["val/acc"], abs=1e-6)
+    assert (tmp_path / "run" / "student.pt").exists() and (tmp_path / "run" / "metrics.jsonl").exists()
