@@ -16,8 +16,8 @@ import json
 import time
 
 import torch
-
 from _common import keep_freed_memory, machine, markdown_table, mean_std, shared_data
+
 from kdistill import Distiller, OptimizerSettings, ScheduleSettings
 from kdistill.data import limit_samples, load_image_folder_bundle
 from kdistill.data.transforms import Augment

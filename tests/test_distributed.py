@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from distributed_case import train_case
 
 HERE = Path(__file__).parent

@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from kdistill.data.base import InMemoryDataset, batch_collate
 from kdistill.data.transforms import Augment, Normalize, to_float
-from kdistill.engine.cache import CacheSettings, TeacherCache, open_cache
 from kdistill.engine.batch import batch_size_of, call_model, detach_clone, logits_of, split_batch, to_device
+from kdistill.engine.cache import CacheSettings, TeacherCache, open_cache
 from kdistill.engine.checkpoint import atomic_save, load_checkpoint
 from kdistill.engine.distributed import all_reduce_sum, any_rank, average_gradients, barrier, current_world
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler
