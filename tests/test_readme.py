@@ -1,0 +1,24 @@
+"""The README's two set-up commands stay true: CI runs exactly the test command."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import REPO
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    return [b.strip() for b in blocks if b.strip().startswith("python3 -m venv")]
+
+
+def test_readme_has_exactly_two_setup_commands():
+    commands = readme_commands()
+    assert len(commands) == 2
+    assert commands[0].endswith("kdistill run")
+    assert commands[1].endswith("pytest -q")
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert readme_commands()[1] in ci
