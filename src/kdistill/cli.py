@@ -116,7 +116,8 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
 def command_methods(console: Console) -> int:
     from kdistill.methods import METHODS, method_options
 
-    table = Table(title="distillation methods (config: methods: [{name: ..., key: value}])", show_lines=True)
+    table = Table(title="distillation methods (config: methods: [{name: ..., key: value}])", show_lines=True,
+                  caption="every method also takes start_epoch / end_epoch: the epochs [start, end) it is active")
     for column in ("name", "what it does", "options (defaults)", "reference"):
         table.add_column(column)
     seen = set()

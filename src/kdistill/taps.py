@@ -140,11 +140,13 @@ def describe_layers(model: nn.Module, sample: Any) -> list[tuple[str, str, str]]
             return "{" + ", ".join(f"{k}: {shape_of(v)}" for k, v in value.items()) + "}"
         return type(value).__name__
 
-    handles = []
-    for name, module in model.named_modules():
-        if name:
-            handles.append(module.register_forward_hook(
-                lambda _m, _i, out, name=name: shapes.setdefault(name, shape_of(out))))
+    def recorder(name: str):
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:  # must return None
+            shapes.setdefault(name, shape_of(output))
+
+        return hook
+
+    handles = [module.register_forward_hook(recorder(name)) for name, module in model.named_modules() if name]
     try:
         model.eval()
         with torch.inference_mode():
