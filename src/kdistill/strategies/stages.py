@@ -157,6 +157,7 @@ def run_chain(
     augment, student_normalization, device, progress, ...); a stage's teacher is seen through
     `student_normalization` (all stages share the data), the first teacher through
     `teacher_normalization`. `callback(stage_name, distiller)` runs before each stage trains.
+    The returned models are in eval mode (each served as the next stage's teacher).
     """
     if not stages:
         raise ValueError("a chain needs at least one stage")
