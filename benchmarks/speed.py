@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from _common import keep_freed_memory, machine, markdown_table, shared_data
+
 from kdistill import Distiller, OptimizerSettings
 from kdistill.data import limit_samples, load_image_folder_bundle, load_mnist_bundle
 from kdistill.engine.cache import CacheSettings

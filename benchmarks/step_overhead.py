@@ -19,8 +19,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from _common import keep_freed_memory, machine, markdown_table
+
 from kdistill import Distiller, OptimizerSettings, ScheduleSettings
 from kdistill.data.base import InMemoryDataset
 from kdistill.methods import HardLabel, SoftTarget
@@ -105,8 +105,9 @@ def measure(pair: str, blocks: int, steps: int) -> list[str]:
             times[name].append(seconds)
             faults[name].append(page_faults)
     hand, ours = statistics.median(times["hand"]), statistics.median(times["kdistill"])
+    page_faults = f"{statistics.median(faults['hand']):.0f} / {statistics.median(faults['kdistill']):.0f}"
     return [f"{PAIRS[pair][0]} -> {PAIRS[pair][2]}, batch {batch_size}", f"{1000 * hand:.2f}", f"{1000 * ours:.2f}",
-            f"{ours / hand:.3f}", f"{statistics.median(faults['hand']):.0f} / {statistics.median(faults['kdistill']):.0f}"]
+            f"{ours / hand:.3f}", page_faults]
 
 
 def main() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, shared_data
+
 from kdistill.config import load_config
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
