@@ -126,9 +126,14 @@ class CacheSpec(Strict):
 
 
 class TeacherSpec(ModelSpec):
-    """Without a checkpoint the teacher is trained first, with `training` (default: the run's)."""
+    """Without a checkpoint the teacher is trained first, with `training` (default: the run's).
+
+    `num_classes` differs from the data's only for a teacher of a related task (transfer): it then
+    teaches through feature methods, and logit methods are refused.
+    """
 
     training: TrainingSpec | None = None
+    num_classes: int | None = Field(None, gt=1)
     cache: CacheSpec | bool = False
 
     def cache_spec(self) -> CacheSpec | None:
@@ -149,6 +154,27 @@ class MethodSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class AggregateSpec(BaseModel):
+    """How several teachers' soft targets combine: `mean`, `weighted` (with `weights`), `confidence`."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "mean"
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class StrategySpec(Strict):
+    """Who teaches whom. `standard`: the teacher(s) teach the student once."""
+
+    name: Literal["standard", "born_again", "mutual", "teacher_assistant"] = "standard"
+    aggregate: AggregateSpec | None = None  # with several teachers
+    generations: int = Field(3, ge=1)  # born_again
+    peers: int = Field(2, ge=2)  # mutual
+    mutual_temperature: float = Field(1.0, gt=0)
+    assistants: list[ModelSpec] = Field(default_factory=list)  # teacher_assistant, largest first
+
+
 def default_methods() -> list[MethodSpec]:
     return [MethodSpec(name="soft_target", weight=0.9, temperature=4.0),
             MethodSpec(name="hard_label", weight=0.1)]
@@ -159,11 +185,28 @@ class ExperimentConfig(Strict):
     seed: int = 0
     output_dir: Path | None = None
     data: DataSpec = Field(default_factory=DataSpec)
-    teacher: TeacherSpec
+    teacher: TeacherSpec | None = None
+    teachers: list[TeacherSpec] | None = Field(None, min_length=1)
     student: ModelSpec
     methods: list[MethodSpec] = Field(default_factory=default_methods, min_length=1)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     baseline: bool = True  # also train the student from scratch, same seed and epochs
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+
+    @model_validator(mode="after")
+    def _teachers(self) -> ExperimentConfig:
+        if self.teacher is not None and self.teachers is not None:
+            raise ValueError("teachers: give either teacher (one) or teachers (a list), not both")
+        if self.teacher is None and self.teachers is None and self.strategy.name != "mutual":
+            raise ValueError("teacher: required (or teachers: [...]); only strategy mutual needs none")
+        if self.strategy.name == "teacher_assistant" and not self.strategy.assistants:
+            raise ValueError("strategy.assistants: teacher_assistant needs at least one assistant model")
+        return self
+
+    def teacher_specs(self) -> list[TeacherSpec]:
+        if self.teachers is not None:
+            return list(self.teachers)
+        return [self.teacher] if self.teacher is not None else []
 
 
 # loading --------------------------------------------------------------------------------------------
@@ -186,7 +229,8 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
             message = "unknown key; remove it or check its spelling"
         elif item["type"] == "missing":
             message = "required; add it"
-        problems.append(f"{_format_location(loc)}: {message}")
+        # a whole-model check (no location) already starts its message with the field it is about
+        problems.append(f"{_format_location(loc)}: {message}" if loc else message)
     return problems
 
 
@@ -256,7 +300,10 @@ def semantic_problems(config: ExperimentConfig) -> list[str]:
         DATASETS.get(config.data.name)
     except RegistryError as error:
         problems.append(f"data.name: {error}")
-    for where, spec in (("teacher", config.teacher), ("student", config.student)):
+    specs = [(f"teachers[{i}]" if config.teachers else "teacher", t) for i, t in enumerate(config.teacher_specs())]
+    specs += [("student", config.student)]
+    specs += [(f"strategy.assistants[{i}]", a) for i, a in enumerate(config.strategy.assistants)]
+    for where, spec in specs:
         if not _WRN_NAME.match(spec.name.lower()):
             try:
                 MODELS.get(spec.name)
@@ -269,6 +316,23 @@ def semantic_problems(config: ExperimentConfig) -> list[str]:
             problems.append(f"methods[{index}].name: {error}")
         except ValueError as error:
             problems.append(f"methods[{index}].{error}")
+    aggregate = config.strategy.aggregate
+    if aggregate is not None:
+        from kdistill.strategies import build_aggregator
+
+        options = aggregate.options()
+        weights = options.get("weights")
+        if weights is not None and len(weights) != len(config.teacher_specs()):
+            problems.append(f"strategy.aggregate.weights: {len(weights)} weights for "
+                            f"{len(config.teacher_specs())} teachers")
+        try:
+            build_aggregator(aggregate.name, options)
+        except RegistryError as error:
+            problems.append(f"strategy.aggregate.name: {error}")
+        except ValueError as error:
+            problems.append(f"strategy.aggregate: {error}")
+    elif len(config.teacher_specs()) > 1:
+        problems.append("strategy.aggregate: several teachers need an aggregation (mean, weighted or confidence)")
     return problems
 
 

@@ -1,15 +1,17 @@
-"""Running one experiment from its config: teacher, scratch baseline, distilled student.
+"""Running one experiment from its config: teacher(s), scratch baseline, the strategy's students.
 
-The run directory holds one sub-directory per stage (`teacher/`, `student-scratch/`,
-`student-distilled/`), each with its `metrics.jsonl`, `checkpoints/last.pt` and `student.pt`. A
-stage whose `student.pt` exists is done; on `--resume` done stages are loaded, the interrupted
-one continues from its checkpoint, and later ones start fresh.
+The run directory holds one sub-directory per stage (`teacher/` or `teacher-k/`,
+`student-scratch/`, then the strategy's: `student-distilled/`, `born-again/generation-k/`,
+`teacher-assistant/assistant-k/` + `student/`, or `mutual/`), each with its `metrics.jsonl`,
+`checkpoints/last.pt` and `student.pt`. A stage whose `student.pt` exists is done; on `--resume`
+done stages are loaded, the interrupted one continues from its checkpoint, later ones start fresh.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdistill.config import ConfigError, ExperimentConfig, ModelSpec, TrainingSpec, dump_config
+from kdistill.config import ConfigError, ExperimentConfig, ModelSpec, TeacherSpec, TrainingSpec, dump_config
 from kdistill.data import DATASETS, DataBundle, InMemoryDataset, limit_samples, split_validation
-from kdistill.data.transforms import Augment, Normalize
+from kdistill.data.transforms import Augment, Normalize, to_float
 from kdistill.engine import Distiller, OptimizerSettings, ScheduleSettings
 from kdistill.engine.batch import split_batch
 from kdistill.engine.cache import CacheSettings
@@ -31,6 +33,7 @@ from kdistill.methods import HardLabel, build_method
 from kdistill.models import build_model, load_weights
 
 STAGE_SEEDS = {"teacher": 1, "student": 2}
+DISTILLED = "student (distilled)"
 
 
 @dataclass
@@ -55,11 +58,14 @@ class ExperimentResult:
     def gap_recovered(self) -> float | None:
         """(distilled - scratch) / (teacher - scratch): the share of the gap distillation closed."""
         roles = {r.role for r in self.rows}
-        if not {"teacher", "student (scratch)", "student (distilled)"} <= roles:
+        if not {"student (scratch)", DISTILLED} <= roles:
             return None
-        teacher = self.by_role("teacher").accuracy
+        teachers = [r.accuracy for r in self.rows if r.role.startswith("teacher") and not math.isnan(r.accuracy)]
+        if not teachers:
+            return None
+        teacher = max(teachers)
         scratch = self.by_role("student (scratch)").accuracy
-        distilled = self.by_role("student (distilled)").accuracy
+        distilled = self.by_role(DISTILLED).accuracy
         gap = teacher - scratch
         return (distilled - scratch) / gap if abs(gap) > 1e-12 else None
 
@@ -116,52 +122,63 @@ def normalization_for(spec: ModelSpec, bundle: DataBundle) -> Normalize:
     return Normalize(bundle.mean, bundle.std)
 
 
-def build_participant(spec: ModelSpec, bundle: DataBundle, where: str, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
+def build_participant(spec: ModelSpec, bundle: DataBundle, where: str, seed: int | None,
+                      num_classes: int | None = None) -> nn.Module:
+    """Build (and load) a model; seeded from `seed` unless None (the caller seeded already)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    classes = num_classes or bundle.num_classes
     try:
-        model = build_model(spec.name, bundle.num_classes, bundle.input_shape, spec.options)
+        model = build_model(spec.name, classes, bundle.input_shape, spec.options)
     except TypeError as error:
         raise ConfigError([f"{where}.options: {error}"]) from error
     if spec.checkpoint is not None:
         try:
             load_weights(model, spec.checkpoint)
         except ValueError as error:
-            raise ConfigError([f"{where}.checkpoint: {error} (the data has {bundle.num_classes} classes; "
+            raise ConfigError([f"{where}.checkpoint: {error} (the model was built for {classes} classes; "
                                f"do the architecture and its class count match the checkpoint?)"]) from error
     return model
 
 
-def _distiller(config: ExperimentConfig, training: TrainingSpec, teacher: nn.Module | None, student: nn.Module,
-               methods: list, bundle: DataBundle, stage_dir: Path, description: str, progress: bool) -> Distiller:
-    teacher_norm = normalization_for(config.teacher, bundle) if teacher is not None else None
-    cache = config.teacher.cache_spec() if teacher is not None else None
-    cache_settings = None
-    if cache is not None:
-        directory = cache.directory or stage_dir.parent / "teacher-cache"
-        cache_settings = CacheSettings(directory, cache.dtype, cache.top_k, cache.views, cache.temperature)
-    return Distiller(
-        teacher,
-        student,
-        methods,
-        optimizer=OptimizerSettings(**training.optimizer.model_dump()),
-        schedule=ScheduleSettings(**training.schedule.model_dump()),
-        batch_size=config.data.batch_size,
-        eval_batch_size=config.data.eval_batch_size,
-        num_workers=config.data.num_workers,
-        device=training.device,
-        precision=training.precision,
-        grad_clip=training.grad_clip,
-        seed=config.seed,
-        augment=Augment(config.data.augment.crop_padding, config.data.augment.horizontal_flip, config.seed),
-        student_normalization=normalization_for(config.student if description != "teacher" else config.teacher,
-                                                bundle),
-        teacher_normalization=teacher_norm,
-        run_dir=stage_dir,
-        progress=progress,
-        description=description,
-        teacher_cache=cache_settings,
-        channels_last=training.channels_last,
-    )
+def distiller_kwargs(config: ExperimentConfig, training: TrainingSpec, normalize: Normalize, stage_dir: Path | None,
+                     description: str, progress: bool) -> dict[str, Any]:
+    """What every stage's Distiller shares: optimisation, data handling, precision, seed."""
+    return {
+        "optimizer": OptimizerSettings(**training.optimizer.model_dump()),
+        "schedule": ScheduleSettings(**training.schedule.model_dump()),
+        "batch_size": config.data.batch_size,
+        "eval_batch_size": config.data.eval_batch_size,
+        "num_workers": config.data.num_workers,
+        "device": training.device,
+        "precision": training.precision,
+        "grad_clip": training.grad_clip,
+        "seed": config.seed,
+        "augment": Augment(config.data.augment.crop_padding, config.data.augment.horizontal_flip, config.seed),
+        "student_normalization": normalize,
+        "run_dir": stage_dir,
+        "progress": progress,
+        "description": description,
+        "channels_last": training.channels_last,
+    }
+
+
+@dataclass
+class Teachers:
+    """The loaded (or trained) teachers with their specs and input normalisations."""
+
+    specs: list[TeacherSpec]
+    models: list[nn.Module]
+    norms: list[Normalize]
+    aggregator: Any = None
+
+    @property
+    def teacher(self) -> nn.Module | list[nn.Module]:
+        return self.models[0] if len(self.models) == 1 else self.models
+
+    @property
+    def normalization(self) -> Normalize | list[Normalize]:
+        return self.norms[0] if len(self.norms) == 1 else self.norms
 
 
 def run_stage(distiller: Distiller, stage_dir: Path, train: Any, val: Any, epochs: int, resume: bool) -> None:
@@ -176,8 +193,6 @@ def run_stage(distiller: Distiller, stage_dir: Path, train: Any, val: Any, epoch
 
 
 def _sample_batch(data: Any, batch_size: int, norm: Normalize) -> Any:
-    from kdistill.data.transforms import to_float
-
     if isinstance(data, InMemoryDataset):
         batch = data.__getitems__(list(range(min(batch_size, len(data)))))
     else:
@@ -186,12 +201,44 @@ def _sample_batch(data: Any, batch_size: int, norm: Normalize) -> Any:
     return norm(to_float(inputs)) if torch.is_tensor(inputs) else inputs
 
 
-def profile_row(role: str, model: nn.Module, distiller: Distiller, bundle: DataBundle, norm: Normalize,
-                which: str | int = "student") -> ModelResult:
-    metrics = distiller.evaluate(bundle.test, which)
+def profile_row(role: str, model: nn.Module, bundle: DataBundle, norm: Normalize, config: ExperimentConfig,
+                accuracy: float | None = None) -> ModelResult:
+    if accuracy is None:
+        evaluator = Distiller(None, model, progress=False, device=config.training.device,
+                              eval_batch_size=config.data.eval_batch_size, student_normalization=norm)
+        accuracy = evaluator.evaluate(bundle.test)["acc"]
     sample = _sample_batch(bundle.test, 64, norm.cpu())
-    return ModelResult(role, metrics["acc"], count_parameters(model), size_on_disk_bytes(model),
-                       cpu_latency_ms(model, sample))
+    latency = cpu_latency_ms(model, sample)
+    return ModelResult(role, accuracy, count_parameters(model), size_on_disk_bytes(model), latency)
+
+
+def prepare_teachers(config: ExperimentConfig, bundle: DataBundle, train: Any, val: Any, run_dir: Path, resume: bool,
+                     progress: bool) -> Teachers:
+    specs = config.teacher_specs()
+    many = len(specs) > 1
+    models, norms = [], []
+    for index, spec in enumerate(specs):
+        where = f"teachers[{index}]" if config.teachers else "teacher"
+        seed = derive_seed(config.seed, STAGE_SEEDS["teacher"], index)
+        model = build_participant(spec, bundle, where, seed, spec.num_classes)
+        norm = normalization_for(spec, bundle)
+        if spec.checkpoint is None:
+            if spec.num_classes not in (None, bundle.num_classes):
+                raise ConfigError([f"{where}.num_classes: a teacher of another task must come with its checkpoint"])
+            training = spec.training or config.training
+            stage_dir = run_dir / (f"teacher-{index + 1}" if many else "teacher")
+            distiller = Distiller(None, model, [HardLabel()], **distiller_kwargs(
+                config, training, norm, stage_dir, stage_dir.name, progress))
+            run_stage(distiller, stage_dir, train, val, training.epochs, resume)
+        model.eval()
+        models.append(model)
+        norms.append(norm)
+    teachers = Teachers(specs, models, norms)
+    if config.strategy.aggregate is not None:
+        from kdistill.strategies import build_aggregator
+
+        teachers.aggregator = build_aggregator(config.strategy.aggregate.name, config.strategy.aggregate.options())
+    return teachers
 
 
 def run_experiment(config: ExperimentConfig, run_dir: Path, resume: bool = False,
@@ -203,34 +250,39 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, resume: bool = False
         if not resume:
             (run_dir / "config.yaml").write_text(dump_config(config))
     methods = [build_method(spec.name, spec.options()) for spec in config.methods]
+    teachers = prepare_teachers(config, bundle, train, val, run_dir, resume, progress)
+    if teachers.models:
+        from kdistill.strategies import check_label_spaces
+
+        classes = [spec.num_classes or bundle.num_classes for spec in teachers.specs]
+        try:
+            check_label_spaces(methods, classes, bundle.num_classes)
+        except ValueError as error:
+            raise ConfigError([f"methods: {error}"]) from error
     rows: list[ModelResult] = []
+    if main_process:
+        for index, (model, norm) in enumerate(zip(teachers.models, teachers.norms, strict=True)):
+            role = "teacher" if len(teachers.models) == 1 else f"teacher {index + 1} ({teachers.specs[index].name})"
+            other_task = teachers.specs[index].num_classes not in (None, bundle.num_classes)
+            # a teacher of another task has no accuracy on this one
+            rows.append(profile_row(role, model, bundle, norm, config, math.nan if other_task else None))
 
-    # 1. the teacher: loaded, or trained on the labels
-    teacher = build_participant(config.teacher, bundle, "teacher", derive_seed(config.seed, STAGE_SEEDS["teacher"]))
-    teacher_training = config.teacher.training or config.training
-    teacher_dir = run_dir / "teacher"
-    if config.teacher.checkpoint is None:
-        distiller = _distiller(config, teacher_training, None, teacher, [HardLabel()], bundle, teacher_dir,
-                               "teacher", progress)
-        run_stage(distiller, teacher_dir, train, val, teacher_training.epochs, resume)
-    else:
-        distiller = _distiller(config, teacher_training, None, teacher, [HardLabel()], bundle, teacher_dir,
-                               "teacher", progress)
-    rows.append(profile_row("teacher", teacher, distiller, bundle, normalization_for(config.teacher, bundle)))
-    teacher.eval()
-
-    # 2. the student from scratch, then 3. by distillation: same initial weights, epochs and seed
+    student_norm = normalization_for(config.student, bundle)
     student_seed = derive_seed(config.seed, STAGE_SEEDS["student"])
-    stages = [("student-scratch", "student (scratch)", None, [HardLabel()])] if config.baseline else []
-    stages.append(("student-distilled", "student (distilled)", teacher, methods))
-    for directory, role, stage_teacher, stage_methods in stages:
+    if config.baseline:
         student = build_participant(config.student, bundle, "student", student_seed)
-        stage_dir = run_dir / directory
-        distiller = _distiller(config, config.training, stage_teacher, student, stage_methods, bundle, stage_dir,
-                               directory, progress)
+        stage_dir = run_dir / "student-scratch"
+        distiller = Distiller(None, student, [HardLabel()], **distiller_kwargs(
+            config, config.training, student_norm, stage_dir, stage_dir.name, progress))
         run_stage(distiller, stage_dir, train, val, config.training.epochs, resume)
-        rows.append(profile_row(role, student, distiller, bundle, normalization_for(config.student, bundle)))
+        if main_process:
+            rows.append(profile_row("student (scratch)", student, bundle, student_norm, config))
 
+    strategy = STRATEGY_RUNNERS[config.strategy.name]
+    new_rows = strategy(config, bundle, train, val, run_dir, resume, progress, methods, teachers, student_norm,
+                        student_seed)
+    if main_process:
+        rows.extend(new_rows)
     result = ExperimentResult(run_dir, rows)
     if main_process:
         write_results(result)
@@ -238,6 +290,129 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, resume: bool = False
 
         write_report(run_dir, config, result)
     return result
+
+
+# strategies -----------------------------------------------------------------------------------------
+def _cache_settings(config: ExperimentConfig, teachers: Teachers, run_dir: Path) -> CacheSettings | None:
+    if len(teachers.specs) != 1:
+        return None
+    cache = teachers.specs[0].cache_spec()
+    if cache is None:
+        return None
+    return CacheSettings(cache.directory or run_dir / "teacher-cache", cache.dtype, cache.top_k, cache.views,
+                         cache.temperature)
+
+
+def run_standard(config, bundle, train, val, run_dir, resume, progress, methods, teachers, student_norm,
+                 student_seed) -> list[ModelResult]:
+    student = build_participant(config.student, bundle, "student", student_seed)
+    stage_dir = run_dir / "student-distilled"
+    cache = _cache_settings(config, teachers, run_dir)
+    distiller = Distiller(teachers.teacher, student, methods, teacher_normalization=teachers.normalization,
+                          teacher_aggregator=teachers.aggregator, teacher_cache=cache,
+                          **distiller_kwargs(config, config.training, student_norm, stage_dir, stage_dir.name, progress))
+    run_stage(distiller, stage_dir, train, val, config.training.epochs, resume)
+    return [profile_row(DISTILLED, student, bundle, student_norm, config)] if current_world().is_main else []
+
+
+def _factory(config: ExperimentConfig, spec: ModelSpec, bundle: DataBundle, where: str, seed: int | None):
+    def make() -> nn.Module:
+        return build_participant(spec, bundle, where, seed)
+
+    return make
+
+
+def _chain_methods(methods: list):
+    """Every distillation stage uses the config's methods (fresh copies); a stage without teacher, labels."""
+    specs = [(type(m), m) for m in methods]
+
+    def factory(_index: int, has_teacher: bool) -> list:
+        if not has_teacher:
+            return [HardLabel()]
+        return [_copy_method(m) for _, m in specs]
+
+    return factory
+
+
+def _copy_method(method):
+    import copy
+
+    return copy.deepcopy(method)
+
+
+def run_born_again(config, bundle, train, val, run_dir, resume, progress, methods, teachers, student_norm,
+                   student_seed) -> list[ModelResult]:
+    from kdistill.strategies import born_again
+
+    kwargs = distiller_kwargs(config, config.training, student_norm, None, "born-again", progress)
+    kwargs.pop("run_dir")
+    kwargs.pop("description")
+    result = born_again(_factory(config, config.student, bundle, "student", student_seed), train, val,
+                        config.strategy.generations, run_dir / "born-again", epochs=config.training.epochs,
+                        initial_teacher=teachers.teacher if teachers.models else None,
+                        teacher_normalization=teachers.normalization if teachers.models else None,
+                        teacher_aggregator=teachers.aggregator, methods_factory=_chain_methods(methods),
+                        distiller_kwargs=kwargs, resume=resume)
+    if not current_world().is_main:
+        return []
+    generations = result.generations
+    rows = [profile_row(DISTILLED if k == len(generations) else f"born-again generation {k}", model, bundle,
+                        student_norm, config) for k, model in enumerate(generations, start=1)]
+    ensemble = result.evaluate_ensemble(bundle.test, student_norm)
+    accuracy = ensemble["acc"] if isinstance(ensemble, dict) else float(ensemble)
+    rows.append(ModelResult(f"ensemble of {len(generations)} generations", accuracy,
+                            sum(r.parameters for r in rows), sum(r.size_bytes for r in rows),
+                            sum(r.latency_ms for r in rows)))
+    return rows
+
+
+def run_teacher_assistant(config, bundle, train, val, run_dir, resume, progress, methods, teachers, student_norm,
+                          student_seed) -> list[ModelResult]:
+    from kdistill.strategies import teacher_assistant_chain
+
+    kwargs = distiller_kwargs(config, config.training, student_norm, None, "teacher-assistant", progress)
+    kwargs.pop("run_dir")
+    kwargs.pop("description")
+    assistants = [_factory(config, spec, bundle, f"strategy.assistants[{i}]", derive_seed(config.seed, 3, i))
+                  for i, spec in enumerate(config.strategy.assistants)]
+    result = teacher_assistant_chain(teachers.teacher, assistants,
+                                     _factory(config, config.student, bundle, "student", student_seed), train, val,
+                                     run_dir / "teacher-assistant", epochs=config.training.epochs,
+                                     teacher_normalization=teachers.normalization,
+                                     teacher_aggregator=teachers.aggregator, methods_factory=_chain_methods(methods),
+                                     distiller_kwargs=kwargs, resume=resume)
+    if not current_world().is_main:
+        return []
+    rows = [profile_row(f"assistant {k} ({spec.name})", model, bundle, student_norm, config)
+            for k, (spec, model) in enumerate(zip(config.strategy.assistants, result.assistants, strict=True), start=1)]
+    rows.append(profile_row(DISTILLED, result.student, bundle, student_norm, config))
+    return rows
+
+
+def run_mutual(config, bundle, train, val, run_dir, resume, progress, methods, teachers, student_norm,
+               student_seed) -> list[ModelResult]:
+    from kdistill.strategies import mutual_learning
+
+    kwargs = distiller_kwargs(config, config.training, student_norm, None, "mutual", progress)
+    kwargs.pop("run_dir")
+    # seed None: mutual_learning seeds each peer from (seed, peer index), so peers start different
+    cohort, distiller = mutual_learning(_factory(config, config.student, bundle, "student", None), train, val,
+                                        config.training.epochs, peers=config.strategy.peers,
+                                        temperature=config.strategy.mutual_temperature, run_dir=run_dir / "mutual",
+                                        resume=resume, distiller_kwargs=kwargs)
+    if not current_world().is_main:
+        return []
+    rows = [profile_row(DISTILLED if k == 0 else f"mutual peer {k + 1}", peer, bundle, student_norm, config)
+            for k, peer in enumerate(cohort.peers)]
+    return rows
+
+
+STRATEGY_RUNNERS = {
+    "standard": run_standard,
+    "born_again": run_born_again,
+    "teacher_assistant": run_teacher_assistant,
+    "mutual": run_mutual,
+}
 
 
 def write_results(result: ExperimentResult) -> None:
