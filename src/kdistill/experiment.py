@@ -310,7 +310,8 @@ def run_standard(config, bundle, train, val, run_dir, resume, progress, methods,
     cache = _cache_settings(config, teachers, run_dir)
     distiller = Distiller(teachers.teacher, student, methods, teacher_normalization=teachers.normalization,
                           teacher_aggregator=teachers.aggregator, teacher_cache=cache,
-                          **distiller_kwargs(config, config.training, student_norm, stage_dir, stage_dir.name, progress))
+                          **distiller_kwargs(config, config.training, student_norm, stage_dir, stage_dir.name,
+                                             progress))
     run_stage(distiller, stage_dir, train, val, config.training.epochs, resume)
     return [profile_row(DISTILLED, student, bundle, student_norm, config)] if current_world().is_main else []
 
