@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import StopAtStep
 
 from kdistill import Distiller, OptimizerSettings, ScheduleSettings, TrainingInterrupted
 from kdistill.data.transforms import Augment
-from kdistill.methods import HardLabel, Method, SoftTarget
+from kdistill.methods import HardLabel, SoftTarget
 from kdistill.models import build_model
 
 OPT = OptimizerSettings(name="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4)
@@ -50,24 +51,6 @@ def test_same_seed_same_result_other_seed_differs(digits):
     wa, wb, wc = (d.student.model.head.weight for d in (a, b, c))
     assert torch.equal(wa, wb)
     assert not torch.allclose(wa, wc)
-
-
-class StopAtStep(Method):
-    """Asks the distiller to stop (as Ctrl-C does) once it has seen `stop_at` training steps."""
-
-    name = "stop_at_step"
-    needs_teacher = False
-
-    def __init__(self, distiller_ref: list, stop_at: int) -> None:
-        super().__init__(weight=0.0)
-        self.distiller_ref, self.stop_at, self.seen = distiller_ref, stop_at, 0
-
-    def loss_terms(self, ctx):
-        if torch.is_grad_enabled():
-            self.seen += 1
-            if self.seen == self.stop_at:
-                self.distiller_ref[0].request_stop()
-        return ctx.student_logits.sum() * 0
 
 
 @pytest.mark.parametrize("stop_at", [5, 17])  # mid-epoch 1, mid-epoch 2 (17 steps/epoch)

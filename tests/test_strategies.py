@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import StopAtStep
 
 from kdistill import Distiller, OptimizerSettings, TrainingInterrupted
 from kdistill.data import InMemoryDataset
@@ -250,24 +251,6 @@ def test_born_again_generation_k_plus_1_learns_from_generation_k(digits, tmp_pat
     scores = evaluate_ensemble(result.generations, val, (bundle.mean, bundle.std))
     assert scores["acc"] == pytest.approx(float((probs.argmax(1) == val.labels).float().mean()))
     assert scores["acc"] > 0.5
-
-
-class StopAtStep(Method):
-    """Asks the distiller to stop (as Ctrl-C does) once it has seen `stop_at` training steps."""
-
-    name = "stop_at_step"
-    needs_teacher = False
-
-    def __init__(self, distiller_ref: list, stop_at: int) -> None:
-        super().__init__(weight=0.0)
-        self.distiller_ref, self.stop_at, self.seen = distiller_ref, stop_at, 0
-
-    def loss_terms(self, ctx):
-        if torch.is_grad_enabled():
-            self.seen += 1
-            if self.seen == self.stop_at:
-                self.distiller_ref[0].request_stop()
-        return ctx.student_logits.sum() * 0
 
 
 def test_born_again_resumes_in_the_middle_of_generation_2(digits, tmp_path):

@@ -90,3 +90,13 @@ class Normalize(torch.nn.Module):
         if not self.enabled or not torch.is_tensor(inputs) or inputs.dim() != 4:
             return inputs
         return (inputs - self.mean.to(inputs.device)) / self.std.to(inputs.device)
+
+
+def as_normalize(norm: Normalize | tuple | None) -> Normalize:
+    """A `Normalize` from one, from a `(mean, std)` pair, or a no-op from None."""
+    if isinstance(norm, Normalize):
+        return norm
+    if norm is None:
+        return Normalize(None, None)
+    mean, std = norm
+    return Normalize(mean, std)

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from kdistill.data.base import InMemoryDataset, batch_collate
-from kdistill.data.transforms import Augment, Normalize, to_float
+from kdistill.data.transforms import Augment, Normalize, as_normalize, to_float
 from kdistill.engine.batch import batch_size_of, call_model, detach_clone, logits_of, split_batch, to_device
 from kdistill.engine.cache import CacheSettings, TeacherCache, open_cache
 from kdistill.engine.checkpoint import atomic_save, load_checkpoint
@@ -68,15 +68,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def _as_normalize(norm: Normalize | tuple | None) -> Normalize:
-    if isinstance(norm, Normalize):
-        return norm
-    if norm is None:
-        return Normalize(None, None)
-    mean, std = norm
-    return Normalize(mean, std)
-
-
 class Distiller:
     """Train `student` from `teacher` (or teachers, or labels alone) with a list of methods.
 
@@ -116,9 +107,9 @@ class Distiller:
         self.precision = precision
         teachers = [] if teacher is None else list(teacher) if isinstance(teacher, list | tuple) else [teacher]
         if isinstance(teacher_normalization, list):
-            teacher_norms = [_as_normalize(n) for n in teacher_normalization]
+            teacher_norms = [as_normalize(n) for n in teacher_normalization]
         else:
-            teacher_norms = [_as_normalize(teacher_normalization) for _ in teachers]
+            teacher_norms = [as_normalize(teacher_normalization) for _ in teachers]
         if len(teacher_norms) != len(teachers):
             raise ValueError(f"{len(teachers)} teachers but {len(teacher_norms)} teacher normalisations")
         self.methods = nn.ModuleList(methods or [HardLabel()])
@@ -127,7 +118,7 @@ class Distiller:
             needy = [m.name for m in self.methods if m.needs_teacher]
             if needy:
                 raise ValueError(f"methods {needy} need a teacher, but none was given")
-        self.student = Participant(student, _as_normalize(student_normalization))
+        self.student = Participant(student, as_normalize(student_normalization))
         self.teachers = [Participant(t, n) for t, n in zip(teachers, teacher_norms, strict=True)]
         self.teacher_aggregator = teacher_aggregator
         self.optimizer_settings = optimizer or OptimizerSettings()

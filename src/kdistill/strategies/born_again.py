@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from kdistill.data.base import InMemoryDataset, batch_collate
-from kdistill.data.transforms import Normalize, to_float
+from kdistill.data.transforms import as_normalize, to_float
 from kdistill.engine import Distiller
 from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
 from kdistill.methods.base import Method
@@ -119,15 +119,6 @@ def _eval_loader(data: Dataset | DataLoader, batch_size: int) -> DataLoader:
     return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
 
 
-def _as_normalize(norm: Any) -> Normalize:
-    if isinstance(norm, Normalize):
-        return norm
-    if norm is None:
-        return Normalize(None, None)
-    mean, std = norm
-    return Normalize(mean, std)
-
-
 @torch.no_grad()
 def ensemble_logits(models: Sequence[nn.Module], data: Dataset | DataLoader, normalization: Any = None,
                     device: str | torch.device = "cpu", batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,8 +129,8 @@ def ensemble_logits(models: Sequence[nn.Module], data: Dataset | DataLoader, nor
     """
     if not models:
         raise ValueError("an ensemble needs at least one model")
-    norms = [_as_normalize(n) for n in normalization] if isinstance(normalization, list) \
-        else [_as_normalize(normalization)] * len(models)
+    norms = [as_normalize(n) for n in normalization] if isinstance(normalization, list) \
+        else [as_normalize(normalization)] * len(models)
     if len(norms) != len(models):
         raise ValueError(f"{len(models)} models but {len(norms)} normalisations")
     device = torch.device(device)
