@@ -110,3 +110,19 @@ def test_bf16_autocast_trains(digits):
     history = distiller.fit(train, val, epochs=2)
     assert torch.isfinite(torch.tensor(history[-1]["train/loss"]))
     assert history[-1]["val/acc"] > 0.4
+
+
+def test_compiled_student_with_taps_matches_eager(digits):
+    """torch.compile (dynamo tracing, eager backend to stay fast on CPU) gives the eager run's student."""
+    from kdistill.methods import build_method
+
+    _, train, _ = digits
+    small = train.subset(torch.arange(256))
+    results = []
+    for compile_backend in (False, "eager"):
+        hint = build_method("hint", {"student_layer": "hidden.0", "teacher_layer": "head:input", "weight": 1.0})
+        distiller = make(digits, methods=[SoftTarget(weight=0.5), HardLabel(weight=0.5), hint], augment=False)
+        distiller.compile = compile_backend
+        distiller.fit(small, epochs=1)
+        results.append(distiller.student.model.head.weight.detach().clone())
+    torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-5)

@@ -89,6 +89,7 @@ class TrainingSpec(Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"
     channels_last: bool = False
+    compile: bool = False  # torch.compile the student's training forward (inductor)
 
     @field_validator("device")
     @classmethod

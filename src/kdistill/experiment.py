@@ -160,6 +160,7 @@ def distiller_kwargs(config: ExperimentConfig, training: TrainingSpec, normalize
         "progress": progress,
         "description": description,
         "channels_last": training.channels_last,
+        "compile": training.compile,
     }
 
 

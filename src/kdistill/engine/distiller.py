@@ -99,6 +99,7 @@ class Distiller:
         teacher_aggregator: Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor] | None = None,
         teacher_cache: CacheSettings | None = None,
         channels_last: bool = False,
+        compile: bool | str = False,
     ) -> None:
         self.world = current_world()
         self.device = resolve_device(device)
@@ -137,11 +138,13 @@ class Distiller:
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.scaler: torch.amp.GradScaler | None = None
         self._stop_requested = False
-        self._student_ddp: nn.Module | None = None
+        self._student_ddp: nn.Module | None = None  # what training steps call: DDP and/or compiled
         self._method_parameters: list[nn.Parameter] = []
         self._built = False
         self.num_samples: int | None = None
         self.channels_last = channels_last
+        # torch.compile of the student's training forward; a string picks the backend ("inductor")
+        self.compile = compile
         self.cache_settings = teacher_cache
         self.cache: TeacherCache | None = None
         if teacher_cache is not None:
@@ -333,6 +336,10 @@ class Distiller:
 
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self._student_ddp = DistributedDataParallel(self.student.model, device_ids=device_ids)
+        if self.compile:
+            backend = self.compile if isinstance(self.compile, str) else "inductor"
+            # taps are attached before compiling, so their hooks are traced into the graph
+            self._student_ddp = torch.compile(self._student_ddp or self.student.model, backend=backend)
         self._built = True
 
     def _open_cache(self, loader: DataLoader) -> TeacherCache:
