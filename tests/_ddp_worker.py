@@ -19,3 +19,4 @@ if __name__ == "__main__":
     if world.is_main:
         torch.save(distiller.student.model.state_dict(), Path(sys.argv[1]) / "student.pt")
         torch.save(distiller.history, Path(sys.argv[1]) / "history.pt")
+        torch.save(distiller.methods.state_dict(), Path(sys.argv[1]) / "methods.pt")

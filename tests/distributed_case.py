@@ -8,11 +8,11 @@ import torch
 
 from kdistill import Distiller, OptimizerSettings
 from kdistill.data import load_digits_bundle, split_validation
-from kdistill.methods import HardLabel, SoftTarget
+from kdistill.methods import HardLabel, Hint, SoftTarget
 from kdistill.models import build_model
 
 GLOBAL_BATCH = 64
-SAMPLES = 18 * GLOBAL_BATCH  # every global batch splits evenly over 1 or 2 processes
+SAMPLES = 18 * GLOBAL_BATCH + 3  # the last global batch splits unevenly (2 + 1) over 2 processes
 
 
 def train_case(run_dir: Path | None, epochs: int = 2) -> Distiller:
@@ -23,7 +23,9 @@ def train_case(run_dir: Path | None, epochs: int = 2) -> Distiller:
     teacher = build_model("cnn", 10, (1, 8, 8), {"channels": [8, 16]})
     torch.manual_seed(123)
     student = build_model("mlp", 10, (1, 8, 8), {"hidden": [32]})  # no dropout, no batch norm
-    distiller = Distiller(teacher, student, [SoftTarget(weight=0.9, temperature=4.0), HardLabel(weight=0.1)],
+    # a hint with a learned adapter: method parameters must start and stay equal on every rank
+    hint = Hint(student_layer="hidden.0", teacher_layer="head:input", weight=1.0)
+    distiller = Distiller(teacher, student, [SoftTarget(weight=0.9, temperature=4.0), HardLabel(weight=0.1), hint],
                           optimizer=OptimizerSettings(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4),
                           batch_size=GLOBAL_BATCH, seed=0, progress=False, run_dir=run_dir, device="cpu",
                           student_normalization=(bundle.mean, bundle.std),

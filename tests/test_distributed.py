@@ -25,8 +25,12 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
     distributed = torch.load(tmp_path / "student.pt", weights_only=True)
     for name, value in reference.student.model.state_dict().items():
         torch.testing.assert_close(distributed[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    adapter = torch.load(tmp_path / "methods.pt", weights_only=True)
+    for name, value in reference.methods.state_dict().items():
+        torch.testing.assert_close(adapter[name], value, rtol=1e-4, atol=1e-5, msg=name)
     history = torch.load(tmp_path / "history.pt", weights_only=False)
     # metrics are reduced over both processes: the epoch saw every sample once
-    assert history[-1]["train/acc"] == pytest.approx(reference.history[-1]["train/acc"], abs=2 / 1152)
+    assert history[-1]["train/acc"] == pytest.approx(reference.history[-1]["train/acc"], abs=2 / 1155)
+    assert history[-1]["train/hint"] == pytest.approx(reference.history[-1]["train/hint"], rel=1e-4)
     assert history[-1]["val/acc"] == pytest.approx(reference.history[-1]["val/acc"], abs=1e-6)
     assert (tmp_path / "run" / "student.pt").exists() and (tmp_path / "run" / "metrics.jsonl").exists()

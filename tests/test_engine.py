@@ -53,7 +53,7 @@ def test_same_seed_same_result_other_seed_differs(digits):
     assert not torch.allclose(wa, wc)
 
 
-@pytest.mark.parametrize("stop_at", [5, 17])  # mid-epoch 1, mid-epoch 2 (17 steps/epoch)
+@pytest.mark.parametrize("stop_at", [5, 19, 25])  # 19 steps/epoch: mid-epoch 1, last step of 1, mid-epoch 2
 def test_resumed_run_equals_uninterrupted(digits, tmp_path, stop_at):
     _, train, val = digits
     epochs = 3

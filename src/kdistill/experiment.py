@@ -9,6 +9,7 @@ done stages are loaded, the interrupted one continues from its checkpoint, later
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import math
@@ -326,20 +327,11 @@ def _factory(config: ExperimentConfig, spec: ModelSpec, bundle: DataBundle, wher
 
 def _chain_methods(methods: list):
     """Every distillation stage uses the config's methods (fresh copies); a stage without teacher, labels."""
-    specs = [(type(m), m) for m in methods]
 
     def factory(_index: int, has_teacher: bool) -> list:
-        if not has_teacher:
-            return [HardLabel()]
-        return [_copy_method(m) for _, m in specs]
+        return [copy.deepcopy(m) for m in methods] if has_teacher else [HardLabel()]
 
     return factory
-
-
-def _copy_method(method):
-    import copy
-
-    return copy.deepcopy(method)
 
 
 def run_born_again(config, bundle, train, val, run_dir, resume, progress, methods, teachers, student_norm,
@@ -349,7 +341,8 @@ def run_born_again(config, bundle, train, val, run_dir, resume, progress, method
     kwargs = distiller_kwargs(config, config.training, student_norm, None, "born-again", progress)
     kwargs.pop("run_dir")
     kwargs.pop("description")
-    result = born_again(_factory(config, config.student, bundle, "student", student_seed), train, val,
+    # seed None: each generation starts from its own seeded initialisation (set by the chain)
+    result = born_again(_factory(config, config.student, bundle, "student", None), train, val,
                         config.strategy.generations, run_dir / "born-again", epochs=config.training.epochs,
                         initial_teacher=teachers.teacher if teachers.models else None,
                         teacher_normalization=teachers.normalization if teachers.models else None,
@@ -375,10 +368,10 @@ def run_teacher_assistant(config, bundle, train, val, run_dir, resume, progress,
     kwargs = distiller_kwargs(config, config.training, student_norm, None, "teacher-assistant", progress)
     kwargs.pop("run_dir")
     kwargs.pop("description")
-    assistants = [_factory(config, spec, bundle, f"strategy.assistants[{i}]", derive_seed(config.seed, 3, i))
+    assistants = [_factory(config, spec, bundle, f"strategy.assistants[{i}]", None)
                   for i, spec in enumerate(config.strategy.assistants)]
     result = teacher_assistant_chain(teachers.teacher, assistants,
-                                     _factory(config, config.student, bundle, "student", student_seed), train, val,
+                                     _factory(config, config.student, bundle, "student", None), train, val,
                                      run_dir / "teacher-assistant", epochs=config.training.epochs,
                                      teacher_normalization=teachers.normalization,
                                      teacher_aggregator=teachers.aggregator, methods_factory=_chain_methods(methods),

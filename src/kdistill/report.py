@@ -40,13 +40,13 @@ def write_report(run_dir: Path, config: ExperimentConfig, result: ExperimentResu
              "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
     lines += ["", gap_sentence(result), "", "## Stages (last epoch)", ""]
-    for metrics_file in sorted(run_dir.glob("*/metrics.jsonl")):
+    for metrics_file in sorted(run_dir.rglob("metrics.jsonl")):
         records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
         if records:
             last = records[-1]
             shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items()
                               if k != "stage")
-            lines.append(f"- `{metrics_file.parent.name}`: {shown}")
+            lines.append(f"- `{metrics_file.parent.relative_to(run_dir)}`: {shown}")
     lines += ["", "## Resolved config", "", "```yaml", dump_config(config).rstrip(), "```", ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))

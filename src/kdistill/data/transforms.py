@@ -71,8 +71,8 @@ def apply_augmentation(images: torch.Tensor, params: torch.Tensor, padding: int)
 
 
 def to_float(inputs: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float in [0, 1]; float inputs pass through."""
-    if inputs.dtype == torch.uint8:
+    """uint8 images -> float in [0, 1]; float inputs and non-tensors (token dicts) pass through."""
+    if torch.is_tensor(inputs) and inputs.dtype == torch.uint8:
         return inputs.float().div_(255.0)
     return inputs
 
@@ -87,9 +87,12 @@ class Normalize(torch.nn.Module):
         self.register_buffer("std", torch.tensor(std or [1.0]).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        if not self.enabled or not torch.is_tensor(inputs) or inputs.dim() != 4:
+        if not self.enabled or not torch.is_tensor(inputs) or not inputs.is_floating_point():
             return inputs
-        return (inputs - self.mean.to(inputs.device)) / self.std.to(inputs.device)
+        if inputs.dim() < 2:
+            raise ValueError(f"normalisation needs a batch of shape (B, C, ...), got {tuple(inputs.shape)}")
+        shape = (1, -1) + (1,) * (inputs.dim() - 2)  # per channel (dim 1) for maps, vectors and sequences
+        return (inputs - self.mean.view(shape).to(inputs.device)) / self.std.view(shape).to(inputs.device)
 
 
 def as_normalize(norm: Normalize | tuple | None) -> Normalize:

@@ -28,7 +28,14 @@ from kdistill.data.transforms import Augment, Normalize, as_normalize, to_float
 from kdistill.engine.batch import batch_size_of, call_model, detach_clone, logits_of, split_batch, to_device
 from kdistill.engine.cache import CacheSettings, TeacherCache, open_cache
 from kdistill.engine.checkpoint import atomic_save, load_checkpoint
-from kdistill.engine.distributed import all_reduce_sum, any_rank, average_gradients, barrier, current_world
+from kdistill.engine.distributed import (
+    all_reduce_sum,
+    any_rank,
+    average_gradients,
+    barrier,
+    broadcast_tensors,
+    current_world,
+)
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler
 from kdistill.engine.sampler import EpochBatchSampler
 from kdistill.engine.seed import derive_seed
@@ -140,7 +147,6 @@ class Distiller:
         self._stop_requested = False
         self._student_ddp: nn.Module | None = None  # what training steps call: DDP and/or compiled
         self._method_parameters: list[nn.Parameter] = []
-        self._built = False
         self.num_samples: int | None = None
         self.channels_last = channels_last
         # torch.compile of the student's training forward; a string picks the backend ("inductor")
@@ -279,12 +285,15 @@ class Distiller:
             loss = sum(terms.values())
         assert self.optimizer is not None and self.scheduler is not None
         self.optimizer.zero_grad(set_to_none=True)
+        if self.world.distributed:
+            loss = loss * self._shard_weight(size)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+            average_gradients(self._method_parameters)  # before unscale_: every rank sees the same inf/nan
             self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
-        average_gradients(self._method_parameters)
+            average_gradients(self._method_parameters)
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.grad_clip)
         if self.scaler is not None:
@@ -334,13 +343,14 @@ class Distiller:
         if self.world.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
+            broadcast_tensors(list(self.methods.state_dict().values()))  # adapters start equal on every rank
+
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self._student_ddp = DistributedDataParallel(self.student.model, device_ids=device_ids)
         if self.compile:
             backend = self.compile if isinstance(self.compile, str) else "inductor"
             # taps are attached before compiling, so their hooks are traced into the graph
             self._student_ddp = torch.compile(self._student_ddp or self.student.model, backend=backend)
-        self._built = True
 
     def _open_cache(self, loader: DataLoader) -> TeacherCache:
         dataset = loader.dataset
@@ -399,7 +409,8 @@ class Distiller:
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         # mid-epoch sums were reduced over processes before saving: rank 0 carries them alone
-        running = {k: v.to(self.device) for k, v in state["running"].items()} if self.world.is_main else {}
+        running = {k: v.to(self.device) if self.world.is_main else torch.zeros_like(v, device=self.device)
+                   for k, v in state["running"].items()}
         return state["epoch"], state["step_in_epoch"], running
 
     def save_checkpoint(self, epoch: int, step_in_epoch: int, running: dict[str, torch.Tensor]) -> Path | None:
@@ -452,10 +463,8 @@ class Distiller:
                     self._run_epoch(loader, val, epoch, epochs, start_step if epoch == start_epoch else 0,
                                     running if epoch == start_epoch else {}, progress)
             finally:
-                for taps in self._taps():
-                    taps.clear()
-        self.detach_taps()
-        self._student_ddp = None
+                self.detach_taps()  # the user's models leave fit() as they came, also on Ctrl-C or error
+                self._student_ddp = None
         if self.run_dir is not None and self.world.is_main:
             atomic_save(self.student.model.state_dict(), self.run_dir / "student.pt")
         barrier()
@@ -511,6 +520,12 @@ class Distiller:
         self.save_checkpoint(epoch + 1, 0, {})
         if any_rank(self._stop_requested, self.device):
             raise TrainingInterrupted(self.checkpoint_path)
+
+    def _shard_weight(self, local_size: int) -> torch.Tensor:
+        """local_n * W / global_n: with DDP's gradient mean this gives the global batch mean exactly,
+        also for a last batch that splits unevenly over the processes."""
+        sizes = all_reduce_sum(torch.tensor([float(local_size)], device=self.device))
+        return local_size * self.world.world_size / sizes[0]
 
     def _reduced(self, running: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-epoch sums over all processes (a no-op with one)."""

@@ -76,6 +76,13 @@ def broadcast_object(obj: object) -> object:
     return holder[0]
 
 
+def broadcast_tensors(tensors: list[torch.Tensor]) -> None:
+    """Overwrite every rank's tensors with rank 0's (in place)."""
+    if current_world().distributed:
+        for tensor in tensors:
+            dist.broadcast(tensor, src=0)
+
+
 def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
     """All-reduce the gradients of parameters DDP does not manage (method adapters, embeddings)."""
     world = current_world()

@@ -40,7 +40,9 @@ class EpochBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.global_batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        # a last global batch too small to give every process a sample is dropped
+        keep_rest = rest and not self.drop_last and rest >= self.world_size
+        return full + (1 if keep_rest else 0)
 
     def order(self) -> torch.Tensor:
         if not self.shuffle:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,8 @@ import torch
 from torch import nn
 
 from kdistill.engine import Distiller
+from kdistill.engine.checkpoint import atomic_write_text
+from kdistill.engine.distributed import barrier, broadcast_object, current_world
 from kdistill.engine.seed import derive_seed
 from kdistill.methods.base import Method
 
@@ -110,10 +111,7 @@ def stage_done(stage_dir: Path) -> bool:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=2))
 
 
 def _check_record(stage_dir: Path, record: dict[str, Any]) -> None:
@@ -168,7 +166,10 @@ def run_chain(
     seed = int(kwargs.get("seed", 0))
     run_dir = Path(run_dir)
     if not resume:
-        started = [n for n in names if (run_dir / n).exists() and any((run_dir / n).iterdir())]
+        # rank 0 decides (other ranks may already be writing this run's first stage)
+        started = [n for n in names if (run_dir / n).exists() and any((run_dir / n).iterdir())] \
+            if current_world().is_main else []
+        started = broadcast_object(started)
         if started:
             raise FileExistsError(f"{run_dir} already holds stages {started}; continue them with resume=True, or "
                                   "choose another run_dir")
@@ -201,7 +202,9 @@ def run_chain(
         else:
             checkpoint = stage_dir / "checkpoints" / "last.pt"
             _check_record(stage_dir, record)
-            _write_json(stage_dir / STAGE_FILE, record)
+            if current_world().is_main:
+                _write_json(stage_dir / STAGE_FILE, record)
+            barrier()
             if index == 0:
                 stage_teacher_norm = teacher_normalization
                 aggregator = teacher_aggregator
