@@ -43,6 +43,16 @@ def test_demo_preset_is_valid():
      "training.optimizer.name: Input should be 'sgd' or 'adamw'"),
     (lambda r: r.pop("student"), "student: required; add it"),
     (lambda r: r["methods"][0].update(start_epoch=-1), "methods[0].start_epoch: must be an integer >= 0"),
+    (lambda r: r["methods"][0].update(temperature="hot"), "methods[0]: bad options for 'soft_target'"),
+    (lambda r: r["student"]["options"].update(dropuot=0.1), "student.options.dropuot: not an option of model 'mlp'"),
+    (lambda r: r["teacher"].update(cache={"views": 0}), "teacher.cache.views: Input should be greater than 0"),
+    (lambda r: (r["teacher"].update(cache=True), r["methods"].append(
+        {"name": "hint", "student_layer": "hidden.0", "teacher_layer": "head:input"})),
+     "teacher.cache: the cache holds logits only"),
+    (lambda r: r.update(strategy={"name": "mutual"}), "methods: strategy mutual trains its peers with its own loss"),
+    (lambda r: r.update(teacher=None, teachers=[r["teacher"], r["teacher"]],
+                        strategy={"aggregate": {"name": "weighted", "weights": 0.5}}),
+     "strategy.aggregate.weights: must be a list"),
 ])
 def test_each_bad_field_is_named(edit, expected):
     raw = demo_raw()
@@ -64,6 +74,13 @@ def test_overrides_reach_nested_fields_and_lists():
         apply_override(raw, "methods.7.weight=1")
     with pytest.raises(ConfigError, match="expected key=value"):
         apply_override(raw, "training.epochs")
+    with pytest.raises(ConfigError, match=r"--set training.epochs: the value is not valid YAML"):
+        apply_override(raw, "training.epochs=[5")
+
+
+def test_output_dir_is_taken_verbatim(tmp_path):
+    config = load_config(None, values={"output_dir": str(tmp_path / "2024-01-01")})
+    assert config.output_dir == tmp_path / "2024-01-01"
 
 
 def test_teacher_checkpoint_of_wrong_class_count(tmp_path):

@@ -14,6 +14,7 @@ from conftest import require_shared
 from PIL import Image
 
 from kdistill.data import load_image_folder_bundle, load_mnist_bundle, split_validation
+from kdistill.data.image_folder import cache_dir
 from kdistill.data.mnist import read_idx
 from kdistill.data.transforms import Augment, apply_augmentation
 
@@ -60,6 +61,20 @@ def test_image_folder_from_tarball_and_cache(tmp_path):
     assert first.train.inputs[first.train.labels == 1].float().mean() > 190
     second = load_image_folder_bundle(path)  # from the decoded cache
     assert torch.equal(first.train.inputs, second.train.inputs)
+    assert list(cache_dir().glob("image-folder-*.npz"))  # the second load had a decoded cache to read
+
+
+def test_image_folder_directory_change_invalidates_the_decoded_cache(tmp_path):
+    root = tmp_path / "images"
+    for split in ("train", "test"):
+        for label, colour in (("a", 10), ("b", 240)):
+            (root / split / label).mkdir(parents=True)
+            Image.fromarray(np.full((4, 4, 3), colour, np.uint8)).save(root / split / label / "0.png")
+    first = load_image_folder_bundle(root)
+    assert len(first.train) == 2
+    Image.fromarray(np.full((4, 4, 3), 128, np.uint8)).save(root / "train" / "b" / "1.png")
+    second = load_image_folder_bundle(root)
+    assert len(second.train) == 3  # a stale cache would still say 2
 
 
 def test_validation_split_is_stratified_and_disjoint(digits):

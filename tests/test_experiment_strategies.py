@@ -12,6 +12,7 @@ from kdistill.experiment import run_experiment
 from kdistill.models import build_model
 
 FAST = ["training.epochs=2", "data.batch_size=128"]
+REMOVE = object()  # a key to drop from the config
 SMALL_TEACHER = {"name": "mlp", "options": {"hidden": [32]}, "training": {"epochs": 2}}
 
 
@@ -19,6 +20,8 @@ def config_with(raw_edits: dict, overrides: list[str] = ()):
     config = load_config(None, [*FAST, *overrides])
     raw = config.model_dump(mode="json")
     raw.update(raw_edits)
+    for key in [k for k, v in raw_edits.items() if v is REMOVE]:
+        del raw[key]
     return validate(raw)
 
 
@@ -44,6 +47,9 @@ def test_born_again_generations_and_their_ensemble(tmp_path):
         assert (tmp_path / "run" / "born-again" / f"generation-{k}" / "student.pt").exists()
     record = json.loads((tmp_path / "run" / "born-again" / "generation-2" / "stage.json").read_text())
     assert record["teacher"] == "generation-1"
+    first, second = (torch.load(tmp_path / "run" / "born-again" / f"generation-{k}" / "student.pt",
+                                weights_only=True) for k in (1, 2))
+    assert not torch.allclose(first["head.weight"], second["head.weight"], atol=1e-3)
 
 
 def test_teacher_assistant_chain(tmp_path):
@@ -55,7 +61,7 @@ def test_teacher_assistant_chain(tmp_path):
 
 
 def test_mutual_learning_needs_no_teacher_and_peers_differ(tmp_path):
-    config = config_with({"teacher": None, "strategy": {"name": "mutual", "peers": 2}})
+    config = config_with({"teacher": None, "methods": REMOVE, "strategy": {"name": "mutual", "peers": 2}})
     result = run_experiment(config, tmp_path / "run", progress=False)
     assert roles(result) == ["student (scratch)", "student (distilled)", "mutual peer 2"]
     state = torch.load(tmp_path / "run" / "mutual" / "student.pt", weights_only=True)

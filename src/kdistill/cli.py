@@ -81,10 +81,8 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
                 raise ConfigError(["--resume takes the run's own config; drop the config file and --set"])
             config = load_config(run_dir / "config.yaml")
         else:
-            overrides = list(args.overrides)
-            if args.output_dir:
-                overrides.append(f"output_dir={args.output_dir}")
-            config = load_config(args.config, overrides)
+            values = {"output_dir": args.output_dir} if args.output_dir else None
+            config = load_config(args.config, list(args.overrides), values)
             # rank 0 picks (and checks) the directory; the other processes take its answer
             choice = new_run_dir(config) if world.is_main else None
             if world.distributed:
@@ -99,6 +97,10 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     except TrainingInterrupted as interrupted:
         console.print(f"\ninterrupted; a resumable checkpoint is at {interrupted.checkpoint}\n"
                       f"continue with: kdistill run --resume {run_dir}", highlight=False)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # outside a training loop (loading data, building a cache, profiling)
+        console.print("\ninterrupted; finished stages are kept: continue with: kdistill run --resume "
+                      f"{run_dir if 'run_dir' in locals() else 'RUN_DIR'}", highlight=False)
         return EXIT_INTERRUPTED
     from kdistill.report import TABLE_HEADER, gap_sentence, table_rows
 

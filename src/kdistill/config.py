@@ -6,6 +6,8 @@ Every problem becomes a `ConfigError` whose lines each name a field and the fix,
 
 from __future__ import annotations
 
+import inspect
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -224,7 +226,9 @@ def _format_location(loc: tuple[Any, ...]) -> str:
 def _pydantic_problems(error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
-        loc = tuple(p for p in item["loc"] if p not in ("function-after",))
+        # drop pydantic's union-member and validator markers: field names are lower snake_case
+        loc = tuple(p for p in item["loc"] if isinstance(p, int) or (p[:1].islower() and "-" not in p
+                                                                      and p not in ("bool", "int", "float", "str")))
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key; remove it or check its spelling"
@@ -240,7 +244,10 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError([f"--set {assignment}: expected key=value"])
     key, _, text = assignment.partition("=")
-    value = yaml.safe_load(text) if text != "" else None
+    try:
+        value = yaml.safe_load(text) if text != "" else None
+    except yaml.YAMLError as error:
+        raise ConfigError([f"--set {key}: the value is not valid YAML ({str(error).splitlines()[0]})"]) from None
     parts = key.strip().split(".")
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):
@@ -305,25 +312,51 @@ def semantic_problems(config: ExperimentConfig) -> list[str]:
     specs += [("student", config.student)]
     specs += [(f"strategy.assistants[{i}]", a) for i, a in enumerate(config.strategy.assistants)]
     for where, spec in specs:
-        if not _WRN_NAME.match(spec.name.lower()):
-            try:
-                MODELS.get(spec.name)
-            except RegistryError as error:
-                problems.append(f"{where}.name: {error}")
+        if _WRN_NAME.match(spec.name.lower()):
+            continue
+        try:
+            factory = MODELS.get(spec.name)
+        except RegistryError as error:
+            problems.append(f"{where}.name: {error}")
+            continue
+        if callable(factory) and not isinstance(factory, type):
+            accepted = inspect.signature(factory).parameters
+            takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+            unknown = sorted(set(spec.options) - set(accepted) - {"num_classes", "input_shape"})
+            if unknown and not takes_any:
+                options = [k for k in accepted if k not in ("num_classes", "input_shape")]
+                problems.append(f"{where}.options.{unknown[0]}: not an option of model '{spec.name}'; "
+                                f"accepted: {', '.join(options) or 'none'}")
+    cached = [i for i, t in enumerate(config.teacher_specs()) if t.cache_spec() is not None]
+    if cached:
+        if len(config.teacher_specs()) > 1 or config.strategy.name != "standard":
+            problems.append("teacher.cache: the cache serves one teacher in the standard strategy; turn it off here")
+        tapping = [s.name for s in config.methods if any(k in s.options() for k in
+                                                         ("teacher_layer", "teacher_layers"))]
+        if tapping:
+            problems.append(f"teacher.cache: the cache holds logits only, but {tapping} read teacher layers; "
+                            "turn the cache off")
+    if config.strategy.name == "mutual" and "methods" in config.model_fields_set:
+        problems.append("methods: strategy mutual trains its peers with its own loss (CE + KL between peers); "
+                        "remove methods, or use another strategy")
     for index, spec in enumerate(config.methods):
         try:
             build_method(spec.name, spec.options())
         except RegistryError as error:
             problems.append(f"methods[{index}].name: {error}")
         except ValueError as error:
-            problems.append(f"methods[{index}].{error}")
+            text = str(error)
+            # "key: why" names an option; anything else is about the method as a whole
+            problems.append(f"methods[{index}].{text}" if re.match(r"^\w+: ", text) else f"methods[{index}]: {text}")
     aggregate = config.strategy.aggregate
     if aggregate is not None:
         from kdistill.strategies import build_aggregator
 
         options = aggregate.options()
         weights = options.get("weights")
-        if weights is not None and len(weights) != len(config.teacher_specs()):
+        if weights is not None and not isinstance(weights, list):
+            problems.append(f"strategy.aggregate.weights: must be a list of numbers, one per teacher (got {weights!r})")
+        elif weights is not None and len(weights) != len(config.teacher_specs()):
             problems.append(f"strategy.aggregate.weights: {len(weights)} weights for "
                             f"{len(config.teacher_specs())} teachers")
         try:
@@ -337,10 +370,13 @@ def semantic_problems(config: ExperimentConfig) -> list[str]:
     return problems
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config(path: str | Path | None, overrides: list[str] | None = None,
+                values: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Load, apply `--set` overrides, then top-level `values` taken as they are (not parsed as YAML)."""
     raw = load_raw(path)
     for assignment in overrides or []:
         apply_override(raw, assignment)
+    raw.update(values or {})
     return validate(raw)
 
 

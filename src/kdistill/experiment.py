@@ -131,7 +131,7 @@ def build_participant(spec: ModelSpec, bundle: DataBundle, where: str, seed: int
     classes = num_classes or bundle.num_classes
     try:
         model = build_model(spec.name, classes, bundle.input_shape, spec.options)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise ConfigError([f"{where}.options: {error}"]) from error
     if spec.checkpoint is not None:
         try:
@@ -239,8 +239,16 @@ def prepare_teachers(config: ExperimentConfig, bundle: DataBundle, train: Any, v
     if config.strategy.aggregate is not None:
         from kdistill.strategies import build_aggregator
 
-        teachers.aggregator = build_aggregator(config.strategy.aggregate.name, config.strategy.aggregate.options())
+        options = config.strategy.aggregate.options()
+        if "temperature" not in options:  # the mixture at the temperature the logit methods read it
+            temperatures = [float(m.temperature) for m in build_methods(config) if hasattr(m, "temperature")]
+            options["temperature"] = max(temperatures, default=1.0)
+        teachers.aggregator = build_aggregator(config.strategy.aggregate.name, options)
     return teachers
+
+
+def build_methods(config: ExperimentConfig) -> list:
+    return [build_method(spec.name, spec.options()) for spec in config.methods]
 
 
 def run_experiment(config: ExperimentConfig, run_dir: Path, resume: bool = False,
@@ -251,7 +259,7 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, resume: bool = False
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             (run_dir / "config.yaml").write_text(dump_config(config))
-    methods = [build_method(spec.name, spec.options()) for spec in config.methods]
+    methods = build_methods(config)
     teachers = prepare_teachers(config, bundle, train, val, run_dir, resume, progress)
     if teachers.models:
         from kdistill.strategies import check_label_spaces

@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import tarfile
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,6 +25,17 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 def cache_dir() -> Path:
     return Path(os.environ.get("KDISTILL_CACHE", Path.home() / ".cache" / "kdistill"))
+
+
+def source_key(root: Path, train_split: str, test_split: str, image_size: int | None) -> str:
+    """What the decoded arrays depend on: the source's files (name, size, mtime), splits and size."""
+    digest = hashlib.sha256(f"{root.resolve()}|{train_split}|{test_split}|{image_size}".encode())
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root) if root.is_dir() else path.name}|{stat.st_size}|"
+                      f"{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
 
 
 def _iter_files(root: Path):
@@ -66,8 +78,7 @@ def load_image_folder_bundle(
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"image folder not found: {root}")
-    stat = root.stat()
-    key = hashlib.sha256(f"{root.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{image_size}".encode()).hexdigest()[:16]
+    key = source_key(root, train_split, test_split, image_size)
     cached = cache_dir() / f"image-folder-{key}.npz"
     if cached.exists():
         stored = np.load(cached, allow_pickle=False)
@@ -89,9 +100,10 @@ def load_image_folder_bundle(
                 ys.extend([label_index] * len(images))
             arrays[split] = (np.stack(xs).transpose(0, 3, 1, 2).copy(), np.asarray(ys, dtype=np.int64))
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(cached.name + ".tmp.npz")
-        np.savez(tmp, classes=np.asarray(classes), **{f"{s}_x": a[0] for s, a in arrays.items()},
-                 **{f"{s}_y": a[1] for s, a in arrays.items()})
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=f".{cached.stem}.", suffix=".npz")
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, classes=np.asarray(classes), **{f"{s}_x": a[0] for s, a in arrays.items()},
+                     **{f"{s}_y": a[1] for s, a in arrays.items()})
         os.replace(tmp, cached)
     datasets = {s: InMemoryDataset(torch.from_numpy(x), torch.from_numpy(y), classes) for s, (x, y) in arrays.items()}
     return DataBundle(
