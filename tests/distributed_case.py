@@ -8,7 +8,7 @@ import torch
 
 from kdistill import Distiller, OptimizerSettings
 from kdistill.data import load_digits_bundle, split_validation
-from kdistill.methods import HardLabel, Hint, SoftTarget
+from kdistill.methods import CRD, HardLabel, Hint, SoftTarget
 from kdistill.models import build_model
 
 GLOBAL_BATCH = 64
@@ -25,7 +25,10 @@ def train_case(run_dir: Path | None, epochs: int = 2) -> Distiller:
     student = build_model("mlp", 10, (1, 8, 8), {"hidden": [32]})  # no dropout, no batch norm
     # a hint with a learned adapter: method parameters must start and stay equal on every rank
     hint = Hint(student_layer="hidden.0", teacher_layer="head:input", weight=1.0)
-    distiller = Distiller(teacher, student, [SoftTarget(weight=0.9, temperature=4.0), HardLabel(weight=0.1), hint],
+    # CRD's memory is updated from every rank's rows, so it stays the same on each
+    crd = CRD(student_layer="hidden.0", teacher_layer="head:input", weight=0.1, feature_dim=16, num_negatives=64)
+    methods = [SoftTarget(weight=0.9, temperature=4.0), HardLabel(weight=0.1), hint, crd]
+    distiller = Distiller(teacher, student, methods,
                           optimizer=OptimizerSettings(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4),
                           batch_size=GLOBAL_BATCH, seed=0, progress=False, run_dir=run_dir, device="cpu",
                           student_normalization=(bundle.mean, bundle.std),

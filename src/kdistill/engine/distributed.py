@@ -76,6 +76,23 @@ def broadcast_object(obj: object) -> object:
     return holder[0]
 
 
+def gather_rows(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """Concatenate each tensor's rows from all ranks, in rank order (uneven sizes allowed).
+
+    Memories that every rank updates from its own shard (CRD's) stay identical across ranks only
+    if every rank applies every rank's rows."""
+    if not current_world().distributed:
+        return tensors
+    gathered: list = [None] * current_world().world_size
+    dist.all_gather_object(gathered, [t.cpu() if t is not None else None for t in tensors])
+    device = next((t.device for t in tensors if t is not None), torch.device("cpu"))
+    out = []
+    for position in range(len(tensors)):
+        parts = [rank_parts[position] for rank_parts in gathered]
+        out.append(None if parts[0] is None else torch.cat(parts).to(device))
+    return tuple(out)
+
+
 def broadcast_tensors(tensors: list[torch.Tensor]) -> None:
     """Overwrite every rank's tensors with rank 0's (in place)."""
     if current_world().distributed:

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdistill.engine.distributed import gather_rows
 from kdistill.methods.base import StepContext, require_positive
 from kdistill.methods.features import FeatureMethod, layer_name, to_vectors
 
@@ -162,6 +163,7 @@ class CRD(FeatureMethod):
 
     @torch.no_grad()
     def _update_memory(self, vs: torch.Tensor, vt: torch.Tensor, indices: torch.Tensor | None) -> None:
+        vs, vt, indices = gather_rows(vs, vt, indices)  # under DDP: every rank's rows, same memory everywhere
         if self.memory == "dataset":
             assert indices is not None
             for buffer, new in ((self.memory_s, vs), (self.memory_t, vt)):
