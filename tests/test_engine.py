@@ -126,3 +126,17 @@ def test_compiled_student_with_taps_matches_eager(digits):
         distiller.fit(small, epochs=1)
         results.append(distiller.student.model.head.weight.detach().clone())
     torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-5)
+
+
+def test_fitnets_two_stages_through_active_epochs(digits):
+    """Hint pre-training in epoch 1 only, then KD: each epoch logs exactly the active methods' terms."""
+    from kdistill.methods import build_method
+
+    _, train, _ = digits
+    hint = build_method("hint", {"student_layer": "hidden.0", "teacher_layer": "head:input", "end_epoch": 1})
+    kd = build_method("soft_target", {"start_epoch": 1})
+    ce = build_method("hard_label", {"start_epoch": 1, "weight": 0.1})
+    distiller = make(digits, methods=[hint, kd, ce], augment=False)
+    history = distiller.fit(train.subset(torch.arange(256)), epochs=2)
+    assert "train/hint" in history[0] and "train/soft_target" not in history[0]
+    assert "train/hint" not in history[1] and "train/soft_target" in history[1] and "train/hard_label" in history[1]

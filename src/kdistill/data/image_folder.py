@@ -52,19 +52,31 @@ def _iter_files(root: Path):
 
 
 def _decode(root: Path, size: tuple[int, int] | None) -> dict[str, dict[str, list[np.ndarray]]]:
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
     by_split: dict[str, dict[str, list[tuple[str, np.ndarray]]]] = defaultdict(lambda: defaultdict(list))
-    for name, payload in _iter_files(root):
-        parts = name.split("/")
-        if len(parts) < 3:
-            continue
-        split, label = parts[-3], parts[-2]
-        image = Image.open(io.BytesIO(payload)).convert("RGB")
-        if size is not None and image.size != size:
-            image = image.resize(size, Image.BILINEAR)
-        by_split[split][label].append((name, np.asarray(image, dtype=np.uint8)))
+    progress = Progress(SpinnerColumn(), TextColumn("decoding {task.completed} images from " + root.name),
+                        transient=True)
+    with progress:
+        task = progress.add_task("decode", total=None)
+        for name, payload in _iter_files(root):
+            _add_image(by_split, name, payload, size)
+            progress.advance(task)
     return {split: {label: [array for _, array in sorted(items, key=lambda item: item[0])]
                     for label, items in classes.items()}
             for split, classes in by_split.items()}
+
+
+def _add_image(by_split: dict, name: str, payload: bytes, size: tuple[int, int] | None) -> None:
+    """File `split/label/name` goes to by_split[split][label]; deeper prefixes are ignored."""
+    parts = name.split("/")
+    if len(parts) < 3:
+        return
+    split, label = parts[-3], parts[-2]
+    image = Image.open(io.BytesIO(payload)).convert("RGB")
+    if size is not None and image.size != size:
+        image = image.resize(size, Image.BILINEAR)
+    by_split[split][label].append((name, np.asarray(image, dtype=np.uint8)))
 
 
 def load_image_folder_bundle(
