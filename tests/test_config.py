@@ -135,3 +135,18 @@ def test_missing_config_file_and_bad_yaml(tmp_path):
     bad.write_text("training: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_cli_device_flag_is_validated(tmp_path):
+    result = run_cli(["run", "--device", "tpu", "--output-dir", str(tmp_path / "x")], tmp_path)
+    assert result.returncode == 2 and "training.device: Value error" not in result.stdout
+    assert "training.device: must be auto, cpu, cuda, cuda:N or mps" in result.stdout
+
+
+def test_cuda_without_cuda_is_a_config_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="training.device: CUDA is not available"):
+        load_config(None, ["training.device=cuda"])

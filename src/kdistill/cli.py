@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its directory")
     run.add_argument("--output-dir", help="run directory (must not exist yet)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--device", help="auto (default), cpu, cuda or cuda:N; same as --set training.device=...")
     run.add_argument("--nproc", type=int, default=1, metavar="N",
                      help="train with N processes on this machine (DDP through torchrun; gloo on CPU, nccl on GPU)")
 
@@ -55,6 +56,7 @@ def launch_processes(args: argparse.Namespace, run_dir: Path) -> int:
         command += ["--resume", args.resume]
     else:
         command += ([args.config] if args.config else []) + [f"--set={o}" for o in args.overrides]
+        command += ["--device", args.device] if args.device else []
         command += ["--output-dir", str(run_dir)]
     if args.no_progress:
         command.append("--no-progress")
@@ -82,7 +84,8 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
             config = load_config(run_dir / "config.yaml")
         else:
             values = {"output_dir": args.output_dir} if args.output_dir else None
-            config = load_config(args.config, list(args.overrides), values)
+            device = [f"training.device={args.device}"] if args.device else []
+            config = load_config(args.config, [*args.overrides, *device], values)
             # rank 0 picks (and checks) the directory; the other processes take its answer
             choice = new_run_dir(config) if world.is_main else None
             if world.distributed:

@@ -327,6 +327,14 @@ def semantic_problems(config: ExperimentConfig) -> list[str]:
                 options = [k for k in accepted if k not in ("num_classes", "input_shape")]
                 problems.append(f"{where}.options.{unknown[0]}: not an option of model '{spec.name}'; "
                                 f"accepted: {', '.join(options) or 'none'}")
+    import torch
+
+    trainings = [("training", config.training)] + [
+        ("teacher.training" if not config.teachers else f"teachers[{i}].training", t.training)
+        for i, t in enumerate(config.teacher_specs()) if t.training is not None]
+    for where, training in trainings:
+        if training.device.startswith("cuda") and not torch.cuda.is_available():
+            problems.append(f"{where}.device: CUDA is not available on this machine; use auto or cpu")
     cached = [i for i, t in enumerate(config.teacher_specs()) if t.cache_spec() is not None]
     if cached:
         if len(config.teacher_specs()) > 1 or config.strategy.name != "standard":
