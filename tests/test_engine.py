@@ -140,3 +140,16 @@ def test_fitnets_two_stages_through_active_epochs(digits):
     history = distiller.fit(train.subset(torch.arange(256)), epochs=2)
     assert "train/hint" in history[0] and "train/soft_target" not in history[0]
     assert "train/hint" not in history[1] and "train/soft_target" in history[1] and "train/hard_label" in history[1]
+
+
+def test_teacher_reuses_student_inputs_only_with_the_same_normalisation(digits):
+    from kdistill.data.transforms import Normalize
+
+    same = make(digits)
+    assert same.teachers[0].shares_student_inputs
+    bundle, _, _ = digits
+    other = Distiller(build_model("mlp", 10, (1, 8, 8)), build_model("mlp", 10, (1, 8, 8)), [SoftTarget()],
+                      student_normalization=(bundle.mean, bundle.std), teacher_normalization=((0.5,), (0.5,)))
+    assert not other.teachers[0].shares_student_inputs
+    assert Normalize(None, None).same_as(Normalize(None, None))
+    assert not Normalize((0.1,), (1.0,)).same_as(Normalize(None, None))

@@ -86,6 +86,14 @@ class Normalize(torch.nn.Module):
         self.register_buffer("mean", torch.tensor(mean or [0.0]).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std or [1.0]).view(1, -1, 1, 1), persistent=False)
 
+    def same_as(self, other: Normalize) -> bool:
+        """True when both do the same thing (so one normalised tensor can serve both models)."""
+        if not (self.enabled or other.enabled):
+            return True
+        if not (self.enabled and other.enabled) or self.mean.shape != other.mean.shape:
+            return False
+        return torch.equal(self.mean.cpu(), other.mean.cpu()) and torch.equal(self.std.cpu(), other.std.cpu())
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if not self.enabled or not torch.is_tensor(inputs) or not inputs.is_floating_point():
             return inputs

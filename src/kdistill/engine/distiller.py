@@ -62,6 +62,7 @@ class Participant:
     model: nn.Module
     normalize: Normalize
     taps: LayerTaps | None = None
+    shares_student_inputs: bool = False  # same normalisation as the student: reuse its normalised batch
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -127,7 +128,8 @@ class Distiller:
             if needy:
                 raise ValueError(f"methods {needy} need a teacher, but none was given")
         self.student = Participant(student, as_normalize(student_normalization))
-        self.teachers = [Participant(t, n) for t, n in zip(teachers, teacher_norms, strict=True)]
+        self.teachers = [Participant(t, n, shares_student_inputs=n.same_as(self.student.normalize))
+                         for t, n in zip(teachers, teacher_norms, strict=True)]
         self.teacher_aggregator = teacher_aggregator
         self.optimizer_settings = optimizer or OptimizerSettings()
         self.schedule_settings = schedule or ScheduleSettings()
@@ -235,17 +237,22 @@ class Distiller:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
         return inputs, labels, indices
 
-    def _forward(self, participant: Participant, inputs: Any,
-                 module: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-        model_inputs = participant.normalize(inputs) if torch.is_tensor(inputs) else inputs
+    def _forward(self, participant: Participant, inputs: Any, module: nn.Module | None = None,
+                 normalized: Any = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        if normalized is not None:
+            model_inputs = normalized
+        else:
+            model_inputs = participant.normalize(inputs) if torch.is_tensor(inputs) else inputs
         if participant.taps is not None:
             participant.taps.clear()
         output = call_model(module if module is not None else participant.model, model_inputs)
         features = participant.taps.collect() if participant.taps is not None else {}
         return logits_of(output), features
 
-    def teacher_outputs(self, inputs: Any, indices: torch.Tensor | None = None,
-                        epoch: int = 0) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    def teacher_outputs(self, inputs: Any, indices: torch.Tensor | None = None, epoch: int = 0,
+                        student_inputs: Any = None) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+        """Teachers' logits and tapped features; `student_inputs` (the student's normalised batch)
+        is reused by a teacher with the same normalisation instead of normalising again."""
         logits, features = [], []
         if not self.teachers:
             return logits, features
@@ -255,20 +262,22 @@ class Distiller:
             return [self.cache.lookup(indices, epoch, self.device)], [{}]
         with torch.inference_mode(), self._autocast():
             for teacher in self.teachers:
-                out, feats = self._forward(teacher, inputs)
+                shared = student_inputs if teacher.shares_student_inputs else None
+                out, feats = self._forward(teacher, inputs, normalized=shared)
                 logits.append(out)
                 features.append(feats)
         return detach_clone(logits), detach_clone(features)
 
     def step_context(self, batch: Any, epoch: int, num_epochs: int) -> tuple[StepContext, int]:
         inputs, labels, indices = self.prepare_inputs(batch, epoch, train=True)
-        teacher_logits, teacher_features = self.teacher_outputs(inputs, indices, epoch)
+        student_inputs = self.student.normalize(inputs) if torch.is_tensor(inputs) else inputs
+        teacher_logits, teacher_features = self.teacher_outputs(inputs, indices, epoch, student_inputs)
         if self.teacher_aggregator is not None and teacher_logits:
             teacher_logits = [self.teacher_aggregator(teacher_logits, labels), *teacher_logits]
         with self._autocast():
             # training steps go through DDP's wrapper (gradient all-reduce); the probe does not
             module = self._student_ddp if torch.is_grad_enabled() else None
-            student_logits, student_features = self._forward(self.student, inputs, module)
+            student_logits, student_features = self._forward(self.student, inputs, module, student_inputs)
         ctx = StepContext(student_logits, labels, teacher_logits, student_features, teacher_features,
                           indices, epoch, num_epochs, self.num_samples)
         return ctx, batch_size_of(inputs)
