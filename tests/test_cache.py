@@ -149,3 +149,31 @@ def test_cache_with_feature_methods_is_refused():
     hint = build_method("hint", {"student_layer": "hidden.0", "teacher_layer": "features.1"})
     with pytest.raises(ValueError, match="logits only"):
         Distiller(teacher_model(), build_model("mlp", 10, (1, 8, 8)), [hint], teacher_cache=CacheSettings("x"))
+
+
+def test_cached_features_give_the_same_student_as_running_the_teacher(digits, tmp_path):
+    """Hint reads teacher layer `features.1`: with features cached, the student is the uncached one."""
+    from kdistill.methods import build_method
+
+    _, train, _ = digits
+    small = train.subset(torch.arange(512))
+    teacher = teacher_model()
+    students = []
+    for cache in (None, CacheSettings(tmp_path / "c", dtype="float32", features=True)):
+        bundle, _, _ = digits
+        torch.manual_seed(123)
+        student = build_model("cnn", 10, (1, 8, 8), {"channels": [4, 8]})
+        hint = build_method("hint", {"student_layer": "features.1", "teacher_layer": "features.1", "weight": 1.0})
+        distiller = Distiller(teacher, student, [hint, SoftTarget(weight=0.5), HardLabel(weight=0.5)], optimizer=OPT,
+                              batch_size=64, progress=False, student_normalization=(bundle.mean, bundle.std),
+                              teacher_normalization=(bundle.mean, bundle.std), teacher_cache=cache)
+        distiller.fit(small, epochs=2)
+        students.append(distiller)
+    cached = students[1].cache
+    assert cached.taps == ["features.1"] and any(p.name.startswith("feature-") for p in cached.path.glob("*.npy"))
+    expected = teacher.features(students[1].teachers[0].normalize(small.inputs[:5]))
+    torch.testing.assert_close(cached.lookup_features(torch.arange(5), 0, torch.device("cpu"))["features.1"],
+                               expected, rtol=1e-5, atol=1e-5)
+    for (name, a), b in zip(students[0].student.model.state_dict().items(),
+                            students[1].student.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-5, msg=name)

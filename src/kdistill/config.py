@@ -126,6 +126,7 @@ class CacheSpec(Strict):
     top_k: int | None = Field(None, gt=0)
     views: int = Field(1, gt=0)  # augmented views per sample, replayed epoch after epoch
     temperature: float | None = Field(None, gt=0)
+    features: bool = False  # also cache the teacher layers that feature methods tap (on disk, memory-mapped)
 
 
 class TeacherSpec(ModelSpec):
@@ -341,9 +342,10 @@ def semantic_problems(config: ExperimentConfig) -> list[str]:
             problems.append("teacher.cache: the cache serves one teacher in the standard strategy; turn it off here")
         tapping = [s.name for s in config.methods if any(k in s.options() for k in
                                                          ("teacher_layer", "teacher_layers"))]
-        if tapping:
+        wants_features = any(t.cache_spec() is not None and t.cache_spec().features for t in config.teacher_specs())
+        if tapping and not wants_features:
             problems.append(f"teacher.cache: the cache holds logits only, but {tapping} read teacher layers; "
-                            "turn the cache off")
+                            "add features: true to cache them too, or turn the cache off")
     if config.strategy.name == "mutual" and "methods" in config.model_fields_set:
         problems.append("methods: strategy mutual trains its peers with its own loss (CE + KL between peers); "
                         "remove methods, or use another strategy")

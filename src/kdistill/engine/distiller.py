@@ -159,9 +159,9 @@ class Distiller:
             if len(self.teachers) != 1:
                 raise ValueError(f"the teacher cache holds one teacher's outputs; this run has {len(self.teachers)}")
             tapping = [m.label for m in self.methods if m.teacher_taps()]
-            if tapping:
+            if tapping and not teacher_cache.features:
                 raise ValueError(f"the teacher cache holds logits only, but {tapping} read teacher layers; "
-                                 "turn the cache off for feature methods")
+                                 "cache them too (features: true) or turn the cache off")
         self._attach_taps()
 
     # set-up ---------------------------------------------------------------------------------------
@@ -259,7 +259,8 @@ class Distiller:
         if self.cache is not None:
             if indices is None:
                 raise ValueError("the teacher cache needs sample indices; yield an 'index' with each sample")
-            return [self.cache.lookup(indices, epoch, self.device)], [{}]
+            features = self.cache.lookup_features(indices, epoch, self.device) if self.cache.taps else {}
+            return [self.cache.lookup(indices, epoch, self.device)], [features]
         with torch.inference_mode(), self._autocast():
             for teacher in self.teachers:
                 shared = student_inputs if teacher.shares_student_inputs else None
@@ -377,7 +378,7 @@ class Distiller:
             barrier()  # rank 0 builds the cache; the others then find it complete and load it
         with self._progress_bar() as progress:
             cache = open_cache(settings, teacher.model, dataset, in_order, teacher.normalize,
-                               self.augment, num_classes, self.device, progress)
+                               self.augment, num_classes, self.device, progress, teacher.taps)
         if self.world.is_main:
             barrier()
         return cache
