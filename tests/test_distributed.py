@@ -34,3 +34,17 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
     assert history[-1]["train/hint"] == pytest.approx(reference.history[-1]["train/hint"], rel=1e-4)
     assert history[-1]["val/acc"] == pytest.approx(reference.history[-1]["val/acc"], abs=1e-6)
     assert (tmp_path / "run" / "student.pt").exists() and (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_cli_nproc_runs_the_demo_with_two_processes(tmp_path):
+    """`kdistill run --nproc 2` launches torchrun; rank 0 alone writes one complete run directory."""
+    result = subprocess.run(
+        [sys.executable, "-m", "kdistill.cli", "run", "--nproc", "2", "--no-progress", "--output-dir", "run",
+         "--set", "training.epochs=2", "--set", "teacher.training.epochs=2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("digits-demo: test set") == 1  # only rank 0 prints the table
+    for name in ("config.yaml", "report.md", "results.json", "teacher/student.pt", "student-distilled/student.pt"):
+        assert (tmp_path / "run" / name).exists(), name

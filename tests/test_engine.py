@@ -153,3 +153,25 @@ def test_teacher_reuses_student_inputs_only_with_the_same_normalisation(digits):
     assert not other.teachers[0].shares_student_inputs
     assert Normalize(None, None).same_as(Normalize(None, None))
     assert not Normalize((0.1,), (1.0,)).same_as(Normalize(None, None))
+
+
+def test_loader_workers_and_channels_last_give_the_same_student(digits):
+    """Augmentation is drawn per sample from (seed, epoch, index), so worker processes change nothing."""
+    _, train, _ = digits
+    small = train.subset(torch.arange(320))
+    students = []
+    for workers, channels_last in ((0, False), (2, False), (0, True)):
+        torch.manual_seed(7)
+        teacher = build_model("cnn", 10, (1, 8, 8), {"channels": [8, 16]})
+        torch.manual_seed(123)
+        student = build_model("cnn", 10, (1, 8, 8), {"channels": [4, 8]})
+        bundle, _, _ = digits
+        distiller = Distiller(teacher, student, [SoftTarget(weight=0.5), HardLabel(weight=0.5)], optimizer=OPT,
+                              batch_size=64, seed=0, progress=False, num_workers=workers,
+                              channels_last=channels_last, augment=Augment(crop_padding=1, seed=0),
+                              student_normalization=(bundle.mean, bundle.std),
+                              teacher_normalization=(bundle.mean, bundle.std))
+        distiller.fit(small, epochs=2)
+        students.append(distiller.student.model.head.weight.detach().clone())
+    assert torch.equal(students[0], students[1])  # same numbers, other processes loading
+    torch.testing.assert_close(students[0], students[2], rtol=1e-4, atol=1e-5)  # other memory layout
