@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from helpers import StopAtStep
 
 from kdistill import Distiller, OptimizerSettings
 from kdistill.data import load_digits_bundle, split_validation
@@ -15,7 +16,8 @@ GLOBAL_BATCH = 64
 SAMPLES = 18 * GLOBAL_BATCH + 3  # the last global batch splits unevenly (2 + 1) over 2 processes
 
 
-def train_case(run_dir: Path | None, epochs: int = 2) -> Distiller:
+def train_case(run_dir: Path | None, epochs: int = 2, stop_at: int | None = None, resume: bool = False) -> Distiller:
+    """`stop_at`: ask to stop (as Ctrl-C does) after that many steps; `resume`: continue run_dir."""
     bundle = load_digits_bundle()
     train, val = split_validation(bundle.train, 0.1, seed=0)
     train = train.subset(torch.arange(SAMPLES))
@@ -28,10 +30,14 @@ def train_case(run_dir: Path | None, epochs: int = 2) -> Distiller:
     # CRD's memory is updated from every rank's rows, so it stays the same on each
     crd = CRD(student_layer="hidden.0", teacher_layer="head:input", weight=0.1, feature_dim=16, num_negatives=64)
     methods = [SoftTarget(weight=0.9, temperature=4.0), HardLabel(weight=0.1), hint, crd]
+    handle: list = []
+    if stop_at is not None:
+        methods.append(StopAtStep(handle, stop_at))
     distiller = Distiller(teacher, student, methods,
                           optimizer=OptimizerSettings(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4),
                           batch_size=GLOBAL_BATCH, seed=0, progress=False, run_dir=run_dir, device="cpu",
                           student_normalization=(bundle.mean, bundle.std),
                           teacher_normalization=(bundle.mean, bundle.std))
-    distiller.fit(train, val, epochs=epochs)
+    handle.append(distiller)
+    distiller.fit(train, val, epochs=epochs, resume=resume)
     return distiller

@@ -13,14 +13,18 @@ from distributed_case import train_case
 HERE = Path(__file__).parent
 
 
-@pytest.mark.slow
-def test_two_process_gloo_run_equals_one_process(tmp_path):
+def torchrun(tmp_path, mode: str = "full") -> None:
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(HERE / "_ddp_worker.py"), str(tmp_path)],
+         str(HERE / "_ddp_worker.py"), str(tmp_path), mode],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_equals_one_process(tmp_path):
+    torchrun(tmp_path)
     reference = train_case(tmp_path / "reference")
     distributed = torch.load(tmp_path / "student.pt", weights_only=True)
     for name, value in reference.student.model.state_dict().items():
@@ -48,3 +52,20 @@ def test_cli_nproc_runs_the_demo_with_two_processes(tmp_path):
     assert result.stdout.count("digits-demo: test set") == 1  # only rank 0 prints the table
     for name in ("config.yaml", "report.md", "results.json", "teacher/student.pt", "student-distilled/student.pt"):
         assert (tmp_path / "run" / name).exists(), name
+
+
+@pytest.mark.slow
+def test_two_process_run_interrupted_mid_epoch_resumes_to_the_same_student(tmp_path):
+    """Stopped at step 25 (mid-epoch 2) on both ranks, resumed with 2 processes: equal to 1 process."""
+    torchrun(tmp_path, "interrupt")
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["step_in_epoch"]) == (1, 6)
+    assert not (tmp_path / "run" / "student.pt").exists()
+    torchrun(tmp_path, "resume")
+    reference = train_case(None)
+    resumed = torch.load(tmp_path / "student.pt", weights_only=True)
+    for name, value in reference.student.model.state_dict().items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    memory = torch.load(tmp_path / "methods.pt", weights_only=True)
+    for name, value in reference.methods.state_dict().items():
+        torch.testing.assert_close(memory[name], value, rtol=1e-4, atol=1e-5, msg=name)
