@@ -150,3 +150,13 @@ def test_cuda_without_cuda_is_a_config_error():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ConfigError, match="training.device: CUDA is not available"):
         load_config(None, ["training.device=cuda"])
+
+
+def test_environment_references_in_paths(tmp_path, monkeypatch):
+    from kdistill.config import expand_environment
+
+    monkeypatch.setenv("KD_TEST_ROOT", str(tmp_path))
+    monkeypatch.delenv("KD_TEST_UNSET", raising=False)
+    assert expand_environment({"a": ["${KD_TEST_ROOT}/x", 3]}) == {"a": [f"{tmp_path}/x", 3]}
+    assert expand_environment("${KD_TEST_UNSET:-../shared}/mnist") == "../shared/mnist"
+    assert expand_environment("${KD_TEST_UNSET}/mnist") == "${KD_TEST_UNSET}/mnist"  # left for the path check

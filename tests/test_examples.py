@@ -15,9 +15,10 @@ EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_validates(path: Path, monkeypatch):
     text = path.read_text()
-    if "../shared/data" in text and shared_data() is None:
+    if "shared/data" in text and shared_data() is None:
         pytest.skip("shared data folder absent")
     monkeypatch.chdir(REPO)
+    monkeypatch.setenv("KDISTILL_DATA", str(shared_data())) if shared_data() else None
     config = load_config(path)
     assert config.methods and config.training.epochs > 0
 

@@ -7,6 +7,7 @@ Every problem becomes a `ConfigError` whose lines each name a field and the fix,
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -270,6 +271,21 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         node[last] = value
 
 
+_ENV_REFERENCE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def expand_environment(value: Any) -> Any:
+    """`${NAME}` and `${NAME:-default}` in string values, so experiment files can point at data
+    folders that live elsewhere on other machines (`root: ${KDISTILL_DATA:-../shared/data}/mnist`)."""
+    if isinstance(value, str):
+        return _ENV_REFERENCE.sub(lambda m: os.environ.get(m[1], m[2] if m[2] is not None else m[0]), value)
+    if isinstance(value, dict):
+        return {k: expand_environment(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_environment(v) for v in value]
+    return value
+
+
 def load_raw(path: str | Path | None) -> dict[str, Any]:
     if path is None:
         from importlib.resources import files
@@ -284,7 +300,7 @@ def load_raw(path: str | Path | None) -> dict[str, Any]:
         raise ConfigError([f"{path}: not valid YAML ({error})"]) from error
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of sections"])
-    return raw
+    return expand_environment(raw)
 
 
 def validate(raw: dict[str, Any]) -> ExperimentConfig:
