@@ -8,11 +8,12 @@ replay and contrastive memories need). User data sets may yield anything; see `e
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import Dataset
+
+from kdistill.digest import tensors_digest
 
 
 class InMemoryDataset(Dataset):
@@ -41,11 +42,7 @@ class InMemoryDataset(Dataset):
 
     def fingerprint(self) -> str:
         """A digest of the contents and order: what a cache of outputs on this data depends on."""
-        digest = hashlib.sha256()
-        for tensor in (self.inputs, self.labels):
-            digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
-            digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return tensors_digest([("inputs", self.inputs), ("labels", self.labels)])[:16]
 
 
 def batch_collate(batch: object) -> object:

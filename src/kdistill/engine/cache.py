@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from kdistill.data.transforms import Augment, Normalize, to_float
+from kdistill.digest import model_digest
 from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
 
 CACHE_FORMAT = 1
@@ -61,15 +62,6 @@ class CacheSettings:
             raise ValueError(f"cache top_k: must be >= 1 (got {self.top_k})")
         if self.views < 1:
             raise ValueError(f"cache views: must be >= 1 (got {self.views})")
-
-
-def state_digest(model: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def dataset_digest(dataset: Any) -> str:
@@ -100,7 +92,7 @@ class TeacherCache:
                  augment: Augment, taps: list[str] | None = None) -> str:
         parts = {
             "format": CACHE_FORMAT,
-            "teacher": state_digest(teacher),
+            "teacher": model_digest(teacher),
             "teacher_class": type(teacher).__qualname__,
             "data": dataset_digest(dataset),
             "normalize": [normalize.enabled, normalize.mean.flatten().tolist(), normalize.std.flatten().tolist()],

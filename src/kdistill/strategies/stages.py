@@ -23,7 +23,6 @@ overwritten silently.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdistill.digest import model_digest
 from kdistill.engine import Distiller
 from kdistill.engine.checkpoint import atomic_write_text
 from kdistill.engine.distributed import barrier, broadcast_object, current_world
@@ -89,14 +89,7 @@ class ChainResult:
 def weights_digest(models: nn.Module | Sequence[nn.Module]) -> str:
     """SHA-256 (16 hex digits) of the models' state dicts: which teacher taught a stage."""
     models = list(models) if isinstance(models, list | tuple) else [models]
-    digest = hashlib.sha256()
-    for model in models:
-        for key, value in sorted(model.state_dict().items()):
-            digest.update(key.encode())
-            tensor = value.detach().cpu().contiguous()
-            digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return model_digest(*models)[:16]
 
 
 def read_metrics(stage_dir: Path) -> list[dict[str, Any]]:
