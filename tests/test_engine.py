@@ -175,3 +175,14 @@ def test_loader_workers_and_channels_last_give_the_same_student(digits):
         students.append(distiller.student.model.head.weight.detach().clone())
     assert torch.equal(students[0], students[1])  # same numbers, other processes loading
     torch.testing.assert_close(students[0], students[2], rtol=1e-4, atol=1e-5)  # other memory layout
+
+
+def test_fit_leaves_the_teacher_as_it_came(digits):
+    """Frozen during fit (no grad, eval mode), the user's teacher keeps its requires_grad flags after."""
+    _, train, _ = digits
+    distiller = make(digits)
+    teacher = distiller.teachers[0].model
+    flags = [p.requires_grad for p in teacher.parameters()]
+    distiller.fit(train.subset(torch.arange(128)), epochs=1)
+    assert [p.requires_grad for p in teacher.parameters()] == flags and all(flags)
+    assert not teacher._forward_hooks

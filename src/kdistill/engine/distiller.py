@@ -148,6 +148,7 @@ class Distiller:
         self.scaler: torch.amp.GradScaler | None = None
         self._stop_requested = False
         self._student_ddp: nn.Module | None = None  # what training steps call: DDP and/or compiled
+        self._teacher_grad_flags: list[list[bool]] = [[] for _ in self.teachers]
         self._method_parameters: list[nn.Parameter] = []
         self.num_samples: int | None = None
         self.channels_last = channels_last
@@ -295,14 +296,14 @@ class Distiller:
             loss = sum(terms.values())
         assert self.optimizer is not None and self.scheduler is not None
         self.optimizer.zero_grad(set_to_none=True)
-        if self.world.distributed:
-            loss = loss * self._shard_weight(size)
+        # under DDP each rank's share of the global batch weights its loss (logged unweighted)
+        objective = loss * self._shard_weight(size) if self.world.distributed else loss
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(objective).backward()
             average_gradients(self._method_parameters)  # before unscale_: every rank sees the same inf/nan
             self.scaler.unscale_(self.optimizer)
         else:
-            loss.backward()
+            objective.backward()
             average_gradients(self._method_parameters)
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.grad_clip)
@@ -324,6 +325,7 @@ class Distiller:
         self.student.model.to(self.device)
         for participant in [self.student, *self.teachers]:
             participant.normalize.to(self.device)
+        self._teacher_grad_flags = [[p.requires_grad for p in t.model.parameters()] for t in self.teachers]
         for teacher in self.teachers:
             teacher.model.to(self.device).eval()
             teacher.model.requires_grad_(False)
@@ -475,6 +477,9 @@ class Distiller:
             finally:
                 self.detach_taps()  # the user's models leave fit() as they came, also on Ctrl-C or error
                 self._student_ddp = None
+                for teacher, flags in zip(self.teachers, self._teacher_grad_flags, strict=True):
+                    for parameter, flag in zip(teacher.model.parameters(), flags, strict=True):
+                        parameter.requires_grad_(flag)
         if self.run_dir is not None and self.world.is_main:
             atomic_save(self.student.model.state_dict(), self.run_dir / "student.pt")
         barrier()
