@@ -25,3 +25,17 @@ def test_layers_prints_paths_and_shapes(capsys, monkeypatch):
 def test_layers_unknown_model_is_a_clear_error(capsys):
     assert main(["layers", "resnet21"]) == 2
     assert "unknown model 'resnet21'" in capsys.readouterr().out
+
+
+def test_layers_of_a_checkpoint_file(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from kdistill.models import build_model
+
+    monkeypatch.setenv("COLUMNS", "250")
+    path = tmp_path / "model.pt"
+    state = build_model("resnet8", 10, (3, 32, 32)).state_dict()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)  # as DataParallel saves
+    assert main(["layers", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "layer3.0.conv2" in out and "weight (64, 64, 3, 3)" in out and "module." not in out

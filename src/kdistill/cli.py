@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("methods", help="list distillation methods, their options and references")
 
     layers = commands.add_parser("layers", help="list a model's module paths and output shapes")
-    layers.add_argument("model", help="registered model name or package.module:factory")
+    layers.add_argument("model", help="registered model name, package.module:factory, or a checkpoint file "
+                        "(then the modules that own weights are listed, with their parameter shapes)")
     layers.add_argument("--input-shape", default="3,32,32", help="shape of one sample, e.g. 3,32,32")
     layers.add_argument("--num-classes", type=int, default=10)
     layers.add_argument("--options", default="{}", help="model options as YAML, e.g. '{hidden: [64]}'")
@@ -146,6 +147,8 @@ def command_layers(args: argparse.Namespace, console: Console) -> int:
     from kdistill.registry import RegistryError
     from kdistill.taps import describe_layers
 
+    if Path(args.model).is_file():
+        return _checkpoint_layers(Path(args.model), console)
     try:
         shape = tuple(int(s) for s in args.input_shape.split(","))
         model = build_model(args.model, args.num_classes, shape, yaml.safe_load(args.options) or {})
@@ -158,6 +161,27 @@ def command_layers(args: argparse.Namespace, console: Console) -> int:
         table.add_column(column)
     for path, kind, out in describe_layers(model, torch.zeros(2, *shape)):
         table.add_row(path, kind, out)
+    console.print(table)
+    return 0
+
+
+def _checkpoint_layers(path: Path, console: Console) -> int:
+    """A checkpoint has no forward pass to run: list the modules that own its tensors."""
+    from kdistill.models import read_weights
+
+    try:
+        state = read_weights(path)
+    except (ValueError, FileNotFoundError) as error:
+        return _fail_config(console, [str(error)])
+    modules: dict[str, list[str]] = {}
+    for key, tensor in state.items():
+        module, _, name = key.rpartition(".")
+        modules.setdefault(module, []).append(f"{name} {tuple(tensor.shape)}")
+    table = Table(title=f"{path.name}: modules with weights (give the architecture for output shapes)")
+    table.add_column("path")
+    table.add_column("tensors")
+    for module, tensors in modules.items():
+        table.add_row(module or "(root)", ", ".join(tensors))
     console.print(table)
     return 0
 
