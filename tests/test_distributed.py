@@ -69,3 +69,20 @@ def test_two_process_run_interrupted_mid_epoch_resumes_to_the_same_student(tmp_p
     memory = torch.load(tmp_path / "methods.pt", weights_only=True)
     for name, value in reference.methods.state_dict().items():
         torch.testing.assert_close(memory[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_cli_nproc_born_again_stages(tmp_path):
+    """Multi-stage strategies under 2 processes: rank 0 alone decides and writes each stage's record."""
+    example = HERE.parent / "examples" / "digits_born_again.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "kdistill.cli", "run", str(example), "--nproc", "2", "--no-progress",
+         "--output-dir", "run", "--set", "training.epochs=1", "--set", "teacher.training.epochs=1",
+         "--set", "strategy.generations=2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for k in (1, 2):
+        assert (tmp_path / "run" / "born-again" / f"generation-{k}" / "student.pt").exists()
+        assert (tmp_path / "run" / "born-again" / f"generation-{k}" / "stage.json").exists()
+    assert "generation-2" in (tmp_path / "run" / "report.md").read_text()  # nested stages are reported

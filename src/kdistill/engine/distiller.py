@@ -480,6 +480,10 @@ class Distiller:
                 for teacher, flags in zip(self.teachers, self._teacher_grad_flags, strict=True):
                     for parameter, flag in zip(teacher.model.parameters(), flags, strict=True):
                         parameter.requires_grad_(flag)
+        if self.world.distributed:
+            # DDP keeps parameters equal; BatchNorm statistics updated in the last forward are per
+            # rank: every rank leaves fit() with rank 0's, the ones that are saved
+            broadcast_tensors(list(self.student.model.buffers()))
         if self.run_dir is not None and self.world.is_main:
             atomic_save(self.student.model.state_dict(), self.run_dir / "student.pt")
         barrier()
