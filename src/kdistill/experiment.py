@@ -342,13 +342,18 @@ def _chain_methods(methods: list):
     return factory
 
 
+def _chain_kwargs(config: ExperimentConfig, student_norm: Normalize, progress: bool) -> dict[str, Any]:
+    """Distiller settings for chained stages: the chain names each stage and gives its directory."""
+    kwargs = distiller_kwargs(config, config.training, student_norm, None, "", progress)
+    del kwargs["run_dir"], kwargs["description"]
+    return kwargs
+
+
 def run_born_again(config, bundle, train, val, run_dir, resume, progress, methods, teachers, student_norm,
                    student_seed) -> list[ModelResult]:
     from kdistill.strategies import born_again
 
-    kwargs = distiller_kwargs(config, config.training, student_norm, None, "born-again", progress)
-    kwargs.pop("run_dir")
-    kwargs.pop("description")
+    kwargs = _chain_kwargs(config, student_norm, progress)
     # seed None: each generation starts from its own seeded initialisation (set by the chain)
     result = born_again(_factory(config, config.student, bundle, "student", None), train, val,
                         config.strategy.generations, run_dir / "born-again", epochs=config.training.epochs,
@@ -361,8 +366,7 @@ def run_born_again(config, bundle, train, val, run_dir, resume, progress, method
     generations = result.generations
     rows = [profile_row(DISTILLED if k == len(generations) else f"born-again generation {k}", model, bundle,
                         student_norm, config) for k, model in enumerate(generations, start=1)]
-    ensemble = result.evaluate_ensemble(bundle.test, student_norm)
-    accuracy = ensemble["acc"] if isinstance(ensemble, dict) else float(ensemble)
+    accuracy = result.evaluate_ensemble(bundle.test, student_norm)["acc"]
     rows.append(ModelResult(f"ensemble of {len(generations)} generations", accuracy,
                             sum(r.parameters for r in rows), sum(r.size_bytes for r in rows),
                             sum(r.latency_ms for r in rows)))
@@ -373,9 +377,7 @@ def run_teacher_assistant(config, bundle, train, val, run_dir, resume, progress,
                           student_seed) -> list[ModelResult]:
     from kdistill.strategies import teacher_assistant_chain
 
-    kwargs = distiller_kwargs(config, config.training, student_norm, None, "teacher-assistant", progress)
-    kwargs.pop("run_dir")
-    kwargs.pop("description")
+    kwargs = _chain_kwargs(config, student_norm, progress)
     assistants = [_factory(config, spec, bundle, f"strategy.assistants[{i}]", None)
                   for i, spec in enumerate(config.strategy.assistants)]
     result = teacher_assistant_chain(teachers.teacher, assistants,
