@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -22,7 +23,7 @@ def teacher_model(seed: int = 7):
     return build_model("cnn", 10, (1, 8, 8), {"channels": [8, 16]}).eval()
 
 
-def make(digits, teacher, cache_dir=None, augment=None, dtype="float32", views=1, seed=0):
+def make(digits, teacher, cache_dir=None, augment=None, dtype="float32", views=None, seed=0):
     bundle, _, _ = digits
     torch.manual_seed(123)
     student = build_model("mlp", 10, (1, 8, 8), {"hidden": [32]})
@@ -177,3 +178,30 @@ def test_cached_features_give_the_same_student_as_running_the_teacher(digits, tm
     for (name, a), b in zip(students[0].student.model.state_dict().items(),
                             students[1].student.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_with_augmentation_the_cache_defaults_to_a_fresh_view_per_epoch(digits, tmp_path):
+    """Issue 8 fix 2: under augmentation a cached run must see what an uncached one sees, a fresh
+    crop every epoch, so it gives the same student (not one trained on a single frozen crop)."""
+    _, train, _ = digits
+    teacher = teacher_model()
+    augment = Augment(crop_padding=1, horizontal_flip=True, seed=3)
+    plain = make(digits, teacher, augment=augment)
+    plain.fit(train, epochs=3)
+    cached = make(digits, teacher, tmp_path / "cache", augment=augment)
+    cached.fit(train, epochs=3)
+    assert cached.cache.settings.views == 3 and not cached.notes
+    for (name, a), b in zip(plain.student.model.state_dict().items(), cached.student.model.state_dict().values(),
+                            strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_shorter_cycle_of_views_is_noted_in_the_run(digits, tmp_path):
+    _, train, _ = digits
+    teacher = teacher_model()
+    distiller = make(digits, teacher, tmp_path / "cache", augment=Augment(crop_padding=1, seed=3), views=2)
+    distiller.run_dir = tmp_path / "run"
+    distiller.fit(train, epochs=3)
+    assert distiller.cache.settings.views == 2
+    notes = json.loads((tmp_path / "run" / "notes.json").read_text())
+    assert any("teacher.cache.views = 2 < 3 epochs" in note for note in notes)

@@ -11,7 +11,7 @@ import torch
 from kdistill.data.base import InMemoryDataset
 from kdistill.engine.distiller import Distiller
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings
-from kdistill.methods import DIST, DKD, METHODS, StepContext, build_method
+from kdistill.methods import DIST, DKD, METHODS, HardLabel, StepContext, build_method
 from kdistill.models import build_model
 
 
@@ -51,7 +51,8 @@ def _dkd_reference(zs, zt, labels, temperature):
 # DKD ----------------------------------------------------------------------------------------------
 def test_dkd_defaults_follow_the_paper():
     method = DKD()
-    assert (method.alpha, method.beta, method.temperature, method.warmup_epochs) == (1.0, 8.0, 4.0, 20)
+    assert (method.alpha, method.beta, method.temperature) == (1.0, 8.0, 4.0)
+    assert method.warmup == pytest.approx(20 / 240) and method.warmup_epochs is None  # mdistiller: 20 of 240
     assert method.needs_labels and method.needs_teacher and method.uses_logits
     assert "2203.08679" in method.reference
 
@@ -59,7 +60,7 @@ def test_dkd_defaults_follow_the_paper():
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
 def test_dkd_matches_the_paper_formula(temperature):
     zs, zt, labels = _logits()
-    method = DKD(alpha=1.5, beta=8.0, temperature=temperature, warmup_epochs=0)
+    method = DKD(alpha=1.5, beta=8.0, temperature=temperature, warmup=0)
     terms = method(StepContext(zs, labels, [zt]))
     tckd, nckd = _dkd_reference(zs, zt, labels, temperature)
     assert terms["dkd.tckd"].item() == pytest.approx(1.5 * tckd, rel=1e-4)
@@ -70,7 +71,7 @@ def test_dkd_decomposes_classical_kd():
     """The paper's identity: KD = TCKD + (1 - p_t[gt]) * NCKD, sample by sample."""
     zs, zt, labels = _logits(seed=3, batch=1, classes=5)
     temperature = 2.0
-    method = DKD(alpha=1.0, beta=1.0, temperature=temperature, warmup_epochs=0)
+    method = DKD(alpha=1.0, beta=1.0, temperature=temperature, warmup=0)
     terms = method(StepContext(zs, labels, [zt]))
     pt = _softmax(zt[0].tolist(), temperature)
     kd = _kl(pt, _softmax(zs[0].tolist(), temperature)) * temperature**2
@@ -79,21 +80,50 @@ def test_dkd_decomposes_classical_kd():
     assert combined == pytest.approx(kd, rel=1e-4)
 
 
-def test_dkd_warmup_is_linear_in_the_one_based_epoch():
+@pytest.mark.parametrize("options, num_epochs, progress, factor", [
+    # a share of the run: 20/240 of 24 epochs is 2 epochs, ramped per step
+    ({}, 24, 0.0, 0.0), ({}, 24, 0.5, 0.25), ({}, 24, 1.25, 0.625), ({}, 24, 2.0, 1.0), ({}, 24, 23.9, 1.0),
+    ({}, 240, 10.0, 0.5),  # the paper's schedule: half-way through its 20-epoch warm-up
+    ({"warmup": 0.5}, 10, 2.5, 0.5),
+    # fractional epochs: a warm-up shorter than one epoch still ramps
+    ({"warmup_epochs": 0.5}, 6, 0.125, 0.25), ({"warmup_epochs": 0.5}, 6, 0.75, 1.0),
+    ({"warmup_epochs": 0}, 6, 0.0, 1.0), ({"warmup": 0}, 6, 0.0, 1.0),
+])
+def test_dkd_warmup_ramps_per_step_over_a_share_of_the_run(options, num_epochs, progress, factor):
     zs, zt, labels = _logits()
-    method = DKD(warmup_epochs=20)
-    full = DKD(warmup_epochs=0)(StepContext(zs, labels, [zt]))
-    for epoch, factor in ((0, 1 / 20), (9, 10 / 20), (19, 1.0), (100, 1.0)):
-        terms = method(StepContext(zs, labels, [zt], epoch=epoch))
-        for key in ("dkd.tckd", "dkd.nckd"):
-            assert terms[key].item() == pytest.approx(factor * full[key].item(), rel=1e-5)
+    full = DKD(warmup=0)(StepContext(zs, labels, [zt]))
+    ctx = StepContext(zs, labels, [zt], epoch=int(progress), num_epochs=num_epochs, epoch_progress=progress)
+    terms = DKD(**options)(ctx)
+    for key in ("dkd.tckd", "dkd.nckd"):
+        assert terms[key].item() == pytest.approx(factor * full[key].item(), rel=1e-5, abs=1e-9)
+
+
+def test_dkd_warmup_is_driven_by_the_engine_per_step(digits):
+    """Inside fit(), the factor grows within the first epoch (the engine passes per-step progress)."""
+    bundle, _, _ = digits
+    teacher = build_model("mlp", 10, (1, 8, 8), {"hidden": [32]})  # the factor does not depend on its quality
+    seen = []
+
+    class Recording(DKD):
+        def warmup_factor(self, ctx):
+            value = super().warmup_factor(ctx)
+            seen.append((ctx.epoch, value))
+            return value
+
+    student = build_model("mlp", 10, (1, 8, 8), {"hidden": [16]})
+    Distiller(teacher, student, [HardLabel(), Recording(warmup=0.5)], batch_size=256, progress=False,
+              student_normalization=(bundle.mean, bundle.std),
+              teacher_normalization=(bundle.mean, bundle.std)).fit(bundle.train, epochs=2)
+    first_epoch = [v for e, v in seen if e == 0]
+    assert len(set(first_epoch)) > 3 and first_epoch == sorted(first_epoch)  # ramps within the epoch
+    assert [v for e, v in seen if e == 1][-1] == 1.0
 
 
 def test_dkd_is_stable_for_extreme_logits_and_has_gradients():
     zs = torch.tensor([[60.0, -60.0, 0.0], [0.0, 0.0, 90.0]], requires_grad=True)
     zt = torch.tensor([[-50.0, 50.0, 0.0], [80.0, 0.0, 0.0]])
     labels = torch.tensor([0, 2])
-    terms = DKD(warmup_epochs=0)(StepContext(zs, labels, [zt]))
+    terms = DKD(warmup=0)(StepContext(zs, labels, [zt]))
     total = sum(terms.values())
     assert torch.isfinite(total)
     total.backward()
@@ -111,7 +141,8 @@ def test_dkd_without_labels_is_a_clear_error():
     ({"alpha": -1}, "alpha"),
     ({"beta": -0.5}, "beta"),
     ({"warmup_epochs": -1}, "warmup_epochs"),
-    ({"warmup_epochs": 2.5}, "warmup_epochs"),
+    ({"warmup_epochs": "2"}, "warmup_epochs"),
+    ({"warmup": 1.5}, "warmup"),
 ])
 def test_dkd_validation(options, key):
     with pytest.raises(ValueError, match=rf"^{key}: must be"):
@@ -169,7 +200,7 @@ def test_registered():
     assert METHODS.get("dkd") is DKD and METHODS.get("dist") is DIST
 
 
-@pytest.mark.parametrize("method", [DKD(warmup_epochs=1), DIST(temperature=4.0)])
+@pytest.mark.parametrize("method", [DKD(warmup=0), DIST(temperature=4.0)])
 def test_one_distiller_step_trains_the_student_only(method):
     torch.manual_seed(0)
     teacher = build_model("cnn", 10, (1, 8, 8), {"channels": (8, 16)})

@@ -125,7 +125,9 @@ class CacheSpec(Strict):
     directory: Path | None = None  # default: <run dir>/teacher-cache
     dtype: Literal["float16", "float32"] = "float16"
     top_k: int | None = Field(None, gt=0)
-    views: int = Field(1, gt=0)  # augmented views per sample, replayed epoch after epoch
+    # augmented views per sample; default one per epoch (fresh crops every epoch). A smaller K is a
+    # cycle replayed epoch after epoch, noted in the report.
+    views: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, gt=0)
     features: bool = False  # also cache the teacher layers that feature methods tap (on disk, memory-mapped)
 

@@ -29,17 +29,27 @@ TABLE_HEADER = ["model", "test acc %", "parameters", "size", "CPU latency ms / b
 
 
 def gap_sentence(result: ExperimentResult) -> str:
-    gap = result.gap_recovered
-    if gap is None:
-        return "Gap recovered: n/a (needs a teacher, a scratch student and a distilled student)."
-    return f"Distillation recovered {100 * gap:.1f} % of the teacher-student accuracy gap."
+    return result.gap_summary()
+
+
+def run_notes(run_dir: Path) -> list[str]:
+    """Every stage's warnings (`notes.json`, written by the Distiller), prefixed by the stage."""
+    notes = []
+    for path in sorted(run_dir.rglob("notes.json")):
+        stage = path.parent.relative_to(run_dir)
+        notes += [f"`{stage}`: {note}" for note in json.loads(path.read_text())]
+    return notes
 
 
 def write_report(run_dir: Path, config: ExperimentConfig, result: ExperimentResult) -> Path:
     lines = [f"# {config.name}", "", f"Run directory: `{run_dir}`", "",
              "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
-    lines += ["", gap_sentence(result), "", "## Stages (last epoch)", ""]
+    lines += ["", gap_sentence(result), ""]
+    notes = run_notes(run_dir)
+    if notes:
+        lines += ["## Warnings", ""] + [f"- {note}" for note in notes] + [""]
+    lines += ["## Stages (last epoch)", ""]
     for metrics_file in sorted(run_dir.rglob("metrics.jsonl")):
         records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
         if records:

@@ -10,7 +10,9 @@ With random augmentation the teacher would see other inputs every epoch. The cac
 augmented views per sample, and training replays them: epoch e uses view e mod K, with exactly
 the crop and flip the cache was computed on (augmentation is a pure function of seed, epoch and
 sample index; see `kdistill.data.transforms`). Never are outputs used that were computed on
-other inputs.
+other inputs. K defaults to the number of epochs: a smaller K is a cycle the run must ask for
+(`views: K`), because it gives the distilled student K fixed crops per image where a student
+trained without the cache sees a fresh one every epoch; the run notes it in its report.
 
 With `features: true` the outputs of the teacher layers that methods tap are cached too, one
 memory-mapped array per tap (float16 by default): a ResNet's last stage on CIFAR is 8 KiB per
@@ -51,7 +53,9 @@ class CacheSettings:
     directory: Path
     dtype: str = "float16"  # float16 | float32
     top_k: int | None = None
-    views: int = 1  # augmented views per sample (with augmentation); 1 without
+    # augmented views per sample (with augmentation; 1 without). None: one view per epoch, so the
+    # distilled student sees fresh crops every epoch like a student trained without the cache
+    views: int | None = None
     temperature: float | None = None  # top-k fill preserves the rest's mass at this T (default: the methods')
     features: bool = False  # also cache the tapped teacher layers' outputs
 
@@ -60,7 +64,7 @@ class CacheSettings:
             raise ValueError(f"cache dtype: must be float16 or float32 (got {self.dtype})")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"cache top_k: must be >= 1 (got {self.top_k})")
-        if self.views < 1:
+        if self.views is not None and self.views < 1:
             raise ValueError(f"cache views: must be >= 1 (got {self.views})")
 
 
@@ -249,6 +253,9 @@ def open_cache(settings: CacheSettings, teacher: nn.Module, dataset: Any, loader
 
     `layer_taps` (a `LayerTaps` on the teacher) are cached too when `settings.features` is set."""
     taps = [str(t) for t in layer_taps.taps] if (settings.features and layer_taps is not None) else []
+    if augment.active and settings.views is None:
+        raise ValueError("teacher.cache.views: the number of augmented views must be resolved (one per epoch) "
+                         "before the cache is opened")
     key = TeacherCache.make_key(settings, teacher, dataset, normalize, augment, taps)
     views = settings.views if augment.active else 1
     cache = TeacherCache(dataclasses.replace(settings, views=views), key, len(dataset), num_classes, taps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import signal
 import threading
@@ -43,6 +44,7 @@ from kdistill.methods.base import Method, StepContext
 from kdistill.methods.logits import HardLabel
 from kdistill.taps import LayerTaps
 
+LOG = logging.getLogger("kdistill")
 CHECKPOINT_FORMAT = 1
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -123,6 +125,7 @@ class Distiller:
             raise ValueError(f"{len(teachers)} teachers but {len(teacher_norms)} teacher normalisations")
         self.methods = nn.ModuleList(methods or [HardLabel()])
         self._label_methods()
+        self.notes: list[str] = []  # what a reader of the results must know (also in notes.json, the report)
         if not teachers:
             needy = [m.name for m in self.methods if m.needs_teacher]
             if needy:
@@ -172,6 +175,23 @@ class Distiller:
             count = seen.get(method.name, 0)
             method.label = method.name if count == 0 else f"{method.name}{count + 1}"
             seen[method.name] = count + 1
+
+    def note(self, message: str) -> None:
+        """A warning a reader of this run's results must see: logged now, kept in `notes.json`."""
+        if message not in self.notes:
+            self.notes.append(message)
+            if self.world.is_main:
+                LOG.warning("kdistill: %s", message)
+
+    def _check_label_term(self, ctx: StepContext) -> None:
+        """Distillation on labelled data with no loss on the labels departs from every paper's recipe."""
+        if not self.teachers or ctx.labels is None:
+            return
+        if not any(m.supervises_labels for m in self.methods):
+            names = [m.label for m in self.methods]
+            self.note(f"methods {names} have no label term: the student learns without cross-entropy on the "
+                      "labels, unlike the papers (DKD, CRD, AT and FitNets add it with weight 1, KD mixes it in); "
+                      "add a hard_label method unless this is intended")
 
     def _attach_taps(self) -> None:
         """Resolve every tap now, so a misspelt layer fails before any training."""
@@ -270,7 +290,8 @@ class Distiller:
                 features.append(feats)
         return detach_clone(logits), detach_clone(features)
 
-    def step_context(self, batch: Any, epoch: int, num_epochs: int) -> tuple[StepContext, int]:
+    def step_context(self, batch: Any, epoch: int, num_epochs: int,
+                     epoch_progress: float | None = None) -> tuple[StepContext, int]:
         inputs, labels, indices = self.prepare_inputs(batch, epoch, train=True)
         student_inputs = self.student.normalize(inputs) if torch.is_tensor(inputs) else inputs
         teacher_logits, teacher_features = self.teacher_outputs(inputs, indices, epoch, student_inputs)
@@ -281,11 +302,15 @@ class Distiller:
             module = self._student_ddp if torch.is_grad_enabled() else None
             student_logits, student_features = self._forward(self.student, inputs, module, student_inputs)
         ctx = StepContext(student_logits, labels, teacher_logits, student_features, teacher_features,
-                          indices, epoch, num_epochs, self.num_samples)
+                          indices, epoch, num_epochs, self.num_samples,
+                          float(epoch) if epoch_progress is None else epoch_progress)
         return ctx, batch_size_of(inputs)
 
-    def train_step(self, batch: Any, epoch: int, num_epochs: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
-        ctx, size = self.step_context(batch, epoch, num_epochs)
+    def train_step(self, batch: Any, epoch: int, num_epochs: int,
+                   epoch_progress: float | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
+        """One optimisation step; `epoch_progress` (epoch + step / steps per epoch) lets methods
+        ramp their weights per step."""
+        ctx, size = self.step_context(batch, epoch, num_epochs, epoch_progress)
         with self._autocast():
             terms: dict[str, torch.Tensor] = {}
             for method in self.methods:
@@ -333,7 +358,7 @@ class Distiller:
         if self.channels_last:
             self.student.model.to(memory_format=torch.channels_last)
         if self.cache_settings is not None and self.cache is None:
-            self.cache = self._open_cache(loader)
+            self.cache = self._open_cache(loader, epochs)
         for taps in self._taps():
             taps.attach()
         if isinstance(loader.batch_sampler, EpochBatchSampler):
@@ -345,6 +370,7 @@ class Distiller:
             ctx, _ = self.step_context(first, 0, epochs)
             for method in self.methods:
                 method.build(ctx)
+        self._check_label_term(ctx)
         self.student.model.train(was_training)
         self.methods.to(self.device)
         self.optimizer = build_optimizer(self.trainable_parameters(), self.optimizer_settings)
@@ -364,7 +390,20 @@ class Distiller:
             # taps are attached before compiling, so their hooks are traced into the graph
             self._student_ddp = torch.compile(self._student_ddp or self.student.model, backend=backend)
 
-    def _open_cache(self, loader: DataLoader) -> TeacherCache:
+    def _cache_views(self, epochs: int) -> int:
+        """One augmented view per epoch unless a shorter cycle was asked for (and then noted)."""
+        asked = self.cache_settings.views
+        if not self.augment.active:
+            return 1
+        if asked is None:
+            return epochs
+        if asked < epochs:
+            self.note(f"teacher.cache.views = {asked} < {epochs} epochs: the cache replays a cycle of {asked} "
+                      f"augmented view(s) per image, so the distilled student sees {asked} fixed crop(s) per image "
+                      "where a student trained without the cache sees a fresh one every epoch")
+        return asked
+
+    def _open_cache(self, loader: DataLoader, epochs: int) -> TeacherCache:
         dataset = loader.dataset
         teacher = self.teachers[0]
         in_order = self.make_loader(dataset, train=False)
@@ -372,7 +411,7 @@ class Distiller:
         inputs, _, _ = split_batch(first)
         with torch.inference_mode():
             num_classes = logits_of(call_model(teacher.model, teacher.normalize(to_float(inputs)))).shape[1]
-        settings = self.cache_settings
+        settings = dataclasses.replace(self.cache_settings, views=self._cache_views(epochs))
         if settings.temperature is None:
             temperatures = [float(m.temperature) for m in self.methods if hasattr(m, "temperature")]
             settings = dataclasses.replace(settings, temperature=max(temperatures, default=1.0))
@@ -468,6 +507,9 @@ class Distiller:
         elif self.run_dir is not None and self.world.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "metrics.jsonl").write_text("")
+        if self.run_dir is not None and self.world.is_main and self.notes:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "notes.json").write_text(json.dumps(self.notes, indent=1))
         self._stop_requested = False
         with self._interrupt_handler(), self._progress_bar() as progress:
             try:
@@ -507,7 +549,7 @@ class Distiller:
         started = time.perf_counter()
         step = start_step
         for batch in loader:
-            terms, correct, size = self.train_step(batch, epoch, epochs)
+            terms, correct, size = self.train_step(batch, epoch, epochs, epoch + step / len(loader))
             for key, value in terms.items():
                 running[key] = running.get(key, 0) + value * size
             running["correct"] = running.get("correct", 0) + correct

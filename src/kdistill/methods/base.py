@@ -26,6 +26,17 @@ class StepContext:
     epoch: int = 0
     num_epochs: int = 1
     num_samples: int | None = None  # size of the training set (contrastive memories are sized to it)
+    epoch_progress: float | None = None  # fractional epochs done before this step (epoch + step / steps)
+
+    @property
+    def epochs_done(self) -> float:
+        """Training progress in (fractional) epochs; schedules inside methods ramp per step on it."""
+        return float(self.epoch) if self.epoch_progress is None else self.epoch_progress
+
+    @property
+    def run_fraction(self) -> float:
+        """Share of the run done before this step, in [0, 1)."""
+        return self.epochs_done / max(self.num_epochs, 1)
 
     @property
     def teacher(self) -> torch.Tensor:
@@ -54,6 +65,7 @@ class Method(nn.Module):
     needs_teacher: ClassVar[bool] = True
     needs_labels: ClassVar[bool] = False
     uses_logits: ClassVar[bool] = True  # logit methods need matching label spaces
+    supervises_labels: ClassVar[bool] = False  # a loss on the ground-truth labels (cross-entropy)
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()

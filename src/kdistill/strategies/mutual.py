@@ -90,6 +90,7 @@ class MutualLearning(Method):
     needs_teacher = False
     needs_labels = True
     uses_logits = True
+    supervises_labels = True
 
     def __init__(self, weight: float = 1.0, peers: int = 2, temperature: float = 1.0, kl_weight: float = 1.0,
                  ce_weight: float = 1.0, prefix: str = "peers") -> None:

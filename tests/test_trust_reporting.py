@@ -1,0 +1,77 @@
+"""What a reader of results is told (issue 8, fixes 5 and 6): a distillation run with no label
+term is flagged, and "gap recovered" is only a number where there is a gap."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+
+from kdistill import Distiller
+from kdistill.config import load_config
+from kdistill.experiment import DISTILLED, ExperimentResult, ModelResult, run_experiment
+from kdistill.methods import DKD, HardLabel, SoftTarget
+from kdistill.models import build_model
+
+
+def _result(teacher: float, scratch: float, distilled: float) -> ExperimentResult:
+    rows = [ModelResult(role, acc, 1, 1, 1.0) for role, acc in
+            (("teacher", teacher), ("student (scratch)", scratch), (DISTILLED, distilled))]
+    return ExperimentResult(Path("."), rows)
+
+
+def test_gap_recovered_is_the_share_of_a_real_gap():
+    result = _result(0.90, 0.80, 0.85)
+    assert result.gap_recovered == pytest.approx(0.5)
+    assert "recovered 50.0 %" in result.gap_summary() and "WARNING" not in result.gap_summary()
+
+
+def test_no_gap_is_said_in_words_and_a_worse_student_is_flagged():
+    # the case a run reported as "138.5 %": teacher below scratch, distilled student 2.8 points worse
+    result = _result(0.700, 0.720, 0.692)
+    assert result.gap_recovered is None
+    text = result.gap_summary()
+    assert "No gap to recover" in text and "%" in text and "138" not in text
+    assert "WARNING: the distilled student is worse than the one trained from scratch (-2.80 points" in text
+
+
+def test_worse_than_scratch_is_flagged_with_a_real_gap_too():
+    text = _result(0.90, 0.80, 0.78).gap_summary()
+    assert "recovered -20.0 %" in text and "WARNING" in text
+
+
+def _fit(digits, methods, run_dir=None):
+    bundle, train, _ = digits
+    teacher = build_model("mlp", 10, (1, 8, 8), {"hidden": [32]})
+    student = build_model("mlp", 10, (1, 8, 8), {"hidden": [16]})
+    distiller = Distiller(teacher, student, methods, batch_size=256, progress=False, run_dir=run_dir,
+                          student_normalization=(bundle.mean, bundle.std),
+                          teacher_normalization=(bundle.mean, bundle.std))
+    distiller.fit(train, epochs=1)
+    return distiller
+
+
+def test_methods_without_a_label_term_are_warned_about(digits, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="kdistill"):
+        distiller = _fit(digits, [DKD()], tmp_path / "run")
+    assert any("have no label term" in note and "dkd" in note for note in distiller.notes)
+    assert "no label term" in caplog.text
+    assert json.loads((tmp_path / "run" / "notes.json").read_text()) == distiller.notes
+
+
+def test_a_label_term_silences_the_warning(digits, caplog):
+    with caplog.at_level(logging.WARNING, logger="kdistill"):
+        distiller = _fit(digits, [SoftTarget(weight=0.9), HardLabel(weight=0.1)])
+    assert distiller.notes == [] and "label term" not in caplog.text
+
+
+def test_the_report_carries_the_warning(tmp_path):
+    config = load_config(None, [f"output_dir={tmp_path / 'r'}", "teacher.training.epochs=2", "training.epochs=2",
+                                "methods=[{name: dkd}]"])
+    result = run_experiment(config, tmp_path / "r", progress=False)
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "## Warnings" in report and "no label term" in report
+    assert not math.isnan(result.by_role(DISTILLED).accuracy)
