@@ -57,6 +57,7 @@ class DataSpec(Strict):
     batch_size: int = Field(128, gt=0)
     eval_batch_size: int = Field(512, gt=0)
     num_workers: int = Field(0, ge=0)
+    drop_last: bool = False  # drop the last partial training batch each epoch
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
 
     @field_validator("root")
@@ -78,10 +79,17 @@ class OptimizerSpec(Strict):
 class ScheduleSpec(Strict):
     name: Literal["constant", "step", "multistep", "cosine"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)  # linear warm-up in optimiser steps (instead of warmup_epochs)
     step_size: int = Field(30, gt=0)
     milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])
     gamma: float = Field(0.1, gt=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> ScheduleSpec:
+        if self.warmup_epochs and self.warmup_steps:
+            raise ValueError("set warmup_epochs or warmup_steps, not both")
+        return self
 
 
 class TrainingSpec(Strict):

@@ -176,6 +176,7 @@ def distiller_kwargs(config: ExperimentConfig, training: TrainingSpec, normalize
         "batch_size": config.data.batch_size,
         "eval_batch_size": config.data.eval_batch_size,
         "num_workers": config.data.num_workers,
+        "drop_last": config.data.drop_last,
         "device": training.device,
         "precision": training.precision,
         "grad_clip": training.grad_clip,

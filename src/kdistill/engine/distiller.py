@@ -96,6 +96,7 @@ class Distiller:
         batch_size: int = 128,
         eval_batch_size: int = 512,
         num_workers: int = 0,
+        drop_last: bool = False,
         device: str | torch.device = "auto",
         precision: str = "fp32",
         grad_clip: float | None = None,
@@ -139,6 +140,7 @@ class Distiller:
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        self.drop_last = drop_last
         self.grad_clip = grad_clip
         self.seed = seed
         self.augment = augment or Augment()
@@ -226,7 +228,8 @@ class Distiller:
                 raise ValueError(f"batch_size {self.batch_size} (global) must be divisible by the "
                                  f"{self.world.world_size} processes")
             sampler = EpochBatchSampler(len(data), self.batch_size // self.world.world_size, shuffle=True,
-                                        seed=self.seed, rank=self.world.rank, world_size=self.world.world_size)
+                                        seed=self.seed, drop_last=self.drop_last, rank=self.world.rank,
+                                        world_size=self.world.world_size)
         else:  # every process evaluates the whole set: simple, and the metric needs no reduction
             sampler = EpochBatchSampler(len(data), self.eval_batch_size, shuffle=False, seed=self.seed)
         collate = batch_collate if isinstance(data, InMemoryDataset) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ class OptimizerSettings:
 class ScheduleSettings:
     name: str = "cosine"  # constant | step | multistep | cosine
     warmup_epochs: float = 0.0
+    warmup_steps: int = 0  # the same linear warm-up counted in optimiser steps (use one or the other)
     step_size: int = 30
     milestones: Sequence[int] = field(default_factory=lambda: [150, 180, 210])
     gamma: float = 0.1
@@ -61,6 +63,10 @@ def lr_factor(settings: ScheduleSettings, epoch_float: float, total_epochs: int)
 def build_scheduler(optimizer: torch.optim.Optimizer, settings: ScheduleSettings, total_epochs: int,
                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     steps = max(steps_per_epoch, 1)
+    if settings.warmup_steps:
+        if settings.warmup_epochs:
+            raise ValueError("schedule: set warmup_epochs or warmup_steps, not both")
+        settings = dataclasses.replace(settings, warmup_epochs=settings.warmup_steps / steps, warmup_steps=0)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(settings, step / steps, total_epochs)
     )
