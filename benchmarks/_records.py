@@ -1,0 +1,82 @@
+"""Result records: one JSON line per finished run in `benchmarks/results/<benchmark>.jsonl`.
+
+A run is identified by (benchmark, variant, seed, config_digest); one already recorded is skipped,
+so a benchmark that takes hours resumes where it stopped, across sessions. Tables are rendered
+from these records only (`python benchmarks/table.py <benchmark>`), never typed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from _common import REPO, machine
+
+# overridable so that a smoke test of a benchmark does not write into the real records
+RESULTS = Path(os.environ.get("KDISTILL_BENCH_RESULTS", REPO / "benchmarks" / "results"))
+WORK = Path(os.environ.get("KDISTILL_BENCH_WORK", REPO / "benchmarks" / "runs"))  # checkpoints, caches (not in git)
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def load(benchmark: str) -> list[dict[str, Any]]:
+    path = RESULTS / f"{benchmark}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Records:
+    """The records of one benchmark: look a run up, or append a finished one."""
+
+    def __init__(self, benchmark: str) -> None:
+        self.benchmark = benchmark
+        self.path = RESULTS / f"{benchmark}.jsonl"
+
+    def find(self, variant: str, seed: int, config: dict[str, Any]) -> dict[str, Any] | None:
+        digest = config_digest(config)
+        for record in load(self.benchmark):
+            if (record["variant"], record["seed"], record["config_digest"]) == (variant, seed, digest):
+                return record
+        return None
+
+    def append(self, variant: str, seed: int, config: dict[str, Any], metrics: dict[str, Any], seconds: float,
+               **extra: Any) -> dict[str, Any]:
+        record = {"benchmark": self.benchmark, "variant": variant, "seed": seed, "metrics": metrics,
+                  **extra, "config": config, "config_digest": config_digest(config), "commit": git_commit(),
+                  "date": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": round(seconds, 1),
+                  "machine": machine()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as handle:  # one line per write: a crash never leaves half a record
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return record
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.started

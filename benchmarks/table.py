@@ -1,0 +1,91 @@
+"""Render a benchmark's table from its result records (mean +- std and n per cell).
+
+    python benchmarks/table.py hinton_mnist [--baseline scratch] [--teacher teacher]
+
+Rows are variants in the order they were first recorded. A variant recorded under several configs
+shows only the latest config's runs (the older ones are counted in a note). "vs baseline" is the
+difference of means; "gap recovered" is (variant - baseline) / (teacher - baseline), shown only
+where the teacher is better than the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+from typing import Any
+
+from _common import markdown_table
+from _records import load
+
+
+def metric_of(record: dict[str, Any]) -> tuple[str, float]:
+    metrics = record["metrics"]
+    if "test_errors" in metrics:
+        return "test_errors", float(metrics["test_errors"])
+    return "test_acc", float(metrics["test_acc"])
+
+
+def cell(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} +- {statistics.stdev(values):.{digits}f}"
+
+
+def latest_runs(records: list[dict[str, Any]]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Per variant, the runs of its most recently recorded config (one per seed)."""
+    by_variant: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_variant[record["variant"]].append(record)
+    chosen, notes = {}, []
+    for variant, runs in by_variant.items():
+        digest = max(runs, key=lambda r: r["date"])["config_digest"]
+        kept = {r["seed"]: r for r in runs if r["config_digest"] == digest}
+        chosen[variant] = [kept[s] for s in sorted(kept)]
+        if len(kept) < len(runs):
+            notes.append(f"{variant}: {len(runs) - len(kept)} run(s) under an older config not shown")
+    return chosen, notes
+
+
+def render(benchmark: str, baseline: str = "scratch", teacher: str = "teacher") -> str:
+    records = load(benchmark)
+    if not records:
+        return f"no records for {benchmark} (benchmarks/results/{benchmark}.jsonl)"
+    runs, notes = latest_runs(records)
+    metric = metric_of(records[0])[0]
+    digits = 1 if metric == "test_errors" else 2
+    base = [metric_of(r)[1] for r in runs.get(baseline, [])]
+    top = [metric_of(r)[1] for r in runs.get(teacher, [])]
+    rows = []
+    for variant, variant_runs in runs.items():
+        values = [metric_of(r)[1] for r in variant_runs]
+        delta = gap = ""
+        if base and variant not in (baseline, teacher):
+            delta = f"{statistics.mean(values) - statistics.mean(base):+.2f}"
+            if top:
+                span = statistics.mean(top) - statistics.mean(base)
+                better = span < 0 if metric == "test_errors" else span > 0
+                if better:
+                    gap = f"{100 * (statistics.mean(values) - statistics.mean(base)) / span:.0f} %"
+        seconds = statistics.mean(r["seconds"] for r in variant_runs)
+        rows.append([variant, cell(values, digits), str(len(values)), delta, gap, f"{seconds:.0f}"])
+    header = ["variant", f"{metric} (mean +- std)", "n", f"vs {baseline}", "gap recovered", "s / run"]
+    text = markdown_table(header, rows)
+    if notes:
+        text += "\n\n" + "\n".join(f"- {n}" for n in notes)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("benchmark")
+    parser.add_argument("--baseline", default="scratch")
+    parser.add_argument("--teacher", default="teacher")
+    args = parser.parse_args()
+    print(render(args.benchmark, args.baseline, args.teacher))
+
+
+if __name__ == "__main__":
+    main()
