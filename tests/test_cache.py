@@ -205,3 +205,33 @@ def test_a_shorter_cycle_of_views_is_noted_in_the_run(digits, tmp_path):
     assert distiller.cache.settings.views == 2
     notes = json.loads((tmp_path / "run" / "notes.json").read_text())
     assert any("teacher.cache.views = 2 < 3 epochs" in note for note in notes)
+
+
+def test_extra_taps_let_runs_of_other_methods_share_one_cache(digits, tmp_path, monkeypatch):
+    """A hint run and a KD-only run name the same extra taps: the teacher runs once, for the first."""
+    from kdistill.engine import cache as cache_module
+    from kdistill.methods import build_method
+
+    _, train, _ = digits
+    small = train.subset(torch.arange(256))
+    teacher = teacher_model()
+    settings = CacheSettings(tmp_path / "c", dtype="float32", features=True, extra_taps=("features.1", "head:input"))
+    builds = []
+    original = cache_module.TeacherCache.build
+    monkeypatch.setattr(cache_module.TeacherCache, "build",
+                        lambda self, *a, **k: (builds.append(self.key), original(self, *a, **k))[1])
+    runs = []
+    for methods in ([build_method("hint", {"student_layer": "features.1", "teacher_layer": "features.1"}),
+                     HardLabel()], [SoftTarget(weight=0.9), HardLabel(weight=0.1)]):
+        torch.manual_seed(0)
+        student = build_model("cnn", 10, (1, 8, 8), {"channels": [4, 8]})
+        distiller = Distiller(teacher, student, methods, optimizer=OPT, batch_size=64, progress=False,
+                              teacher_cache=settings)
+        distiller.fit(small, epochs=1)
+        runs.append(distiller)
+    assert len(builds) == 1 and runs[0].cache.key == runs[1].cache.key
+    assert sorted(runs[1].cache.taps) == ["features.1", "head:input"]
+    with torch.no_grad():
+        expected = teacher.pool(teacher.features(small.inputs[:3].float())).flatten(1)
+    torch.testing.assert_close(runs[1].cache.lookup_features(torch.arange(3), 0, torch.device("cpu"))["head:input"],
+                               expected, rtol=1e-5, atol=1e-5)

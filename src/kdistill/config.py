@@ -138,6 +138,7 @@ class CacheSpec(Strict):
     views: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, gt=0)
     features: bool = False  # also cache the teacher layers that feature methods tap (on disk, memory-mapped)
+    extra_taps: list[str] = Field(default_factory=list)  # more teacher layers to cache (shared by other runs)
 
 
 class TeacherSpec(ModelSpec):

@@ -336,7 +336,7 @@ def _cache_settings(config: ExperimentConfig, teachers: Teachers, run_dir: Path)
     if cache is None:
         return None
     return CacheSettings(cache.directory or run_dir / "teacher-cache", cache.dtype, cache.top_k, cache.views,
-                         cache.temperature, cache.features)
+                         cache.temperature, cache.features, tuple(cache.extra_taps))
 
 
 def run_standard(config, bundle, train, val, run_dir, resume, progress, methods, teachers, student_norm,

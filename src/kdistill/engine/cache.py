@@ -58,6 +58,9 @@ class CacheSettings:
     views: int | None = None
     temperature: float | None = None  # top-k fill preserves the rest's mass at this T (default: the methods')
     features: bool = False  # also cache the tapped teacher layers' outputs
+    # teacher layers cached besides the ones this run's methods tap, so that runs with other
+    # methods (a benchmark's variants) share one cache instead of each running the teacher again
+    extra_taps: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float16", "float32"):
@@ -239,11 +242,12 @@ class TeacherCache:
         logits.scatter_(1, top, values)
         return logits.to(device)
 
-    def lookup_features(self, indices: torch.Tensor, epoch: int, device: torch.device) -> dict[str, torch.Tensor]:
-        """Float32 tapped teacher outputs of the cached view for `epoch`, by tap."""
+    def lookup_features(self, indices: torch.Tensor, epoch: int, device: torch.device,
+                        taps: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Float32 tapped teacher outputs of the cached view for `epoch`, by tap (all, or `taps`)."""
         view, idx = epoch % self.settings.views, indices.cpu().numpy()
         return {tap: torch.from_numpy(self._arrays[self._feature_name(tap)][view, idx].astype(np.float32)).to(device)
-                for tap in self.taps}
+                for tap in (self.taps if taps is None else taps)}
 
 
 def open_cache(settings: CacheSettings, teacher: nn.Module, dataset: Any, loader: Any, normalize: Normalize,

@@ -283,7 +283,8 @@ class Distiller:
         if self.cache is not None:
             if indices is None:
                 raise ValueError("the teacher cache needs sample indices; yield an 'index' with each sample")
-            features = self.cache.lookup_features(indices, epoch, self.device) if self.cache.taps else {}
+            wanted = [str(t) for t in self.teachers[0].taps.taps] if self.teachers[0].taps is not None else []
+            features = self.cache.lookup_features(indices, epoch, self.device, wanted) if wanted else {}
             return [self.cache.lookup(indices, epoch, self.device)], [features]
         with torch.inference_mode(), self._autocast():
             for teacher in self.teachers:
@@ -420,9 +421,13 @@ class Distiller:
             settings = dataclasses.replace(settings, temperature=max(temperatures, default=1.0))
         if not self.world.is_main:
             barrier()  # rank 0 builds the cache; the others then find it complete and load it
+        build_taps = teacher.taps
+        if settings.features and settings.extra_taps:  # the union: one cache serves runs of other methods too
+            tapped = [str(t) for t in teacher.taps.taps] if teacher.taps is not None else []
+            build_taps = LayerTaps(teacher.model, sorted({*tapped, *settings.extra_taps}), "teacher 0 (cache)")
         with self._progress_bar() as progress:
             cache = open_cache(settings, teacher.model, dataset, in_order, teacher.normalize,
-                               self.augment, num_classes, self.device, progress, teacher.taps)
+                               self.augment, num_classes, self.device, progress, build_taps)
         if self.world.is_main:
             barrier()
         return cache
