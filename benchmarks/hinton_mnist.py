@@ -22,7 +22,7 @@ import dataclasses
 
 import torch
 from _common import keep_freed_memory, shared_data
-from _records import WORK, Records, Timer
+from _records import WORK, Records, Timer, config_digest
 from table import render
 
 from kdistill import Distiller, OptimizerSettings, ScheduleSettings
@@ -46,12 +46,21 @@ def recipe(epochs: int) -> dict:
             "batch_size": 128, "drop_last": True, "normalization": None, "epochs": epochs}
 
 
-def distiller_for(teacher, student, methods, config: dict, seed: int, augment: Augment | None = None,
-                  cache: CacheSettings | None = None, description: str = "") -> Distiller:
+def run_dir(name: str, config: dict):
+    return WORK / BENCHMARK / "runs" / f"{name}-{config_digest(config)}"
+
+
+def distiller_for(teacher, student, methods, config: dict, seed: int, name: str, augment: Augment | None = None,
+                  cache: CacheSettings | None = None) -> Distiller:
     return Distiller(teacher, student, methods, optimizer=OptimizerSettings(**config["optimizer"]),
                      schedule=ScheduleSettings(**config["schedule"]), batch_size=config["batch_size"],
                      drop_last=config["drop_last"], seed=seed, augment=augment, teacher_cache=cache,
-                     description=description)
+                     description=name, progress=False, run_dir=run_dir(name, config))
+
+
+def fit(distiller: Distiller, train, epochs: int) -> None:
+    """In the run's own directory: an interrupted run (Ctrl-C, end of a session) resumes."""
+    distiller.fit(train, epochs=epochs, resume=distiller.checkpoint_path.exists())
 
 
 def errors(distiller: Distiller, test) -> int:
@@ -67,9 +76,9 @@ def train_teacher(records: Records, bundle, epochs: int):
         teacher.load_state_dict(torch.load(path, weights_only=True))
         return teacher.eval()
     with Timer() as timer:
-        trainer = distiller_for(None, teacher, [HardLabel()], config, TEACHER_SEED,
-                                augment=Augment(crop_padding=2, seed=TEACHER_SEED), description="teacher")
-        trainer.fit(bundle.train, epochs=epochs)
+        trainer = distiller_for(None, teacher, [HardLabel()], config, TEACHER_SEED, "teacher",
+                                augment=Augment(crop_padding=2, seed=TEACHER_SEED))
+        fit(trainer, bundle.train, epochs)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(teacher.state_dict(), path)
     found = errors(trainer, bundle.test)
@@ -77,6 +86,29 @@ def train_teacher(records: Records, bundle, epochs: int):
                    timer.seconds, params=count_parameters(teacher))
     print(f"teacher: {found} errors ({timer.seconds:.0f} s)", flush=True)
     return teacher.eval()
+
+
+def run_student(records: Records, bundle, variant: str, seed: int, config: dict, methods, teacher, args):
+    """Train (or resume, or load when recorded) one student; returns it."""
+    name = f"{variant.split(' ')[0]}-seed{seed}"
+    torch.manual_seed(seed)
+    student = build_model("mlp", 10, (1, 28, 28), STUDENT)
+    final = run_dir(name, config) / "student.pt"
+    recorded = records.find(variant, seed, config)
+    if recorded and final.exists():
+        student.load_state_dict(torch.load(final, weights_only=True))
+        return student.eval()
+    cache = CacheSettings(WORK / BENCHMARK / "cache", dtype="float32") if teacher is not None else None
+    with Timer() as timer:
+        distiller = distiller_for(teacher, student, methods, config, seed, name, cache=cache)
+        fit(distiller, bundle.train, args.student_epochs)
+    found = errors(distiller, bundle.test)
+    if recorded:  # recorded elsewhere, weights not kept here: retrained only to teach the next generation
+        return student.eval()
+    records.append(variant, seed, config, {"test_errors": found, "test_acc": 100 - found / 100}, timer.seconds,
+                   params=count_parameters(student), notes=distiller.notes)
+    print(f"{variant} seed {seed}: {found} errors ({timer.seconds:.0f} s)", flush=True)
+    return student.eval()
 
 
 def main() -> None:
@@ -94,31 +126,21 @@ def main() -> None:
     bundle = load_mnist_bundle(shared_data() / "mnist")
     teacher = train_teacher(records, bundle, args.teacher_epochs)
     student_recipe = recipe(args.student_epochs)
-    variants = {
-        "scratch": lambda: [HardLabel()],
-        "distilled": lambda: [SoftTarget(weight=args.soft_weight, temperature=args.temperature),
-                              HardLabel(weight=round(1 - args.soft_weight, 6))],
-    }
+    kd = {"temperature": args.temperature, "soft_weight": args.soft_weight}
+
+    def distill():
+        return [SoftTarget(weight=args.soft_weight, temperature=args.temperature),
+                HardLabel(weight=round(1 - args.soft_weight, 6))]
+
     for seed in args.seeds:  # every variant's first seed first
-        for variant, methods in variants.items():
-            config = {**student_recipe, "model": STUDENT}
-            if variant == "distilled":
-                config.update(teacher=model_digest(teacher), temperature=args.temperature,
-                              soft_weight=args.soft_weight, cache="float32 logits")
-            if records.find(variant, seed, config):
-                continue
-            torch.manual_seed(seed)
-            student = build_model("mlp", 10, (1, 28, 28), STUDENT)
-            distilled = variant == "distilled"
-            cache = CacheSettings(WORK / BENCHMARK / "cache", dtype="float32") if distilled else None
-            with Timer() as timer:
-                distiller = distiller_for(teacher if distilled else None, student, methods(), config, seed,
-                                          cache=cache, description=f"{variant} seed {seed}")
-                distiller.fit(bundle.train, epochs=args.student_epochs)
-            found = errors(distiller, bundle.test)
-            records.append(variant, seed, config, {"test_errors": found, "test_acc": 100 - found / 100},
-                           timer.seconds, params=count_parameters(student))
-            print(f"{variant} seed {seed}: {found} errors ({timer.seconds:.0f} s)", flush=True)
+        scratch_config = {**student_recipe, "model": STUDENT}
+        # the student trained from the labels; then distilled from the big teacher; then a born-again
+        # generation: the same architecture distilled from the scratch student of the same seed
+        scratch = run_student(records, bundle, "scratch", seed, scratch_config, [HardLabel()], None, args)
+        run_student(records, bundle, "distilled", seed, {**scratch_config, **kd, "teacher": model_digest(teacher)},
+                    distill(), teacher, args)
+        run_student(records, bundle, "born-again (teacher: scratch student)", seed,
+                    {**scratch_config, **kd, "teacher": "scratch student, same seed"}, distill(), scratch, args)
     print(render(BENCHMARK))
 
 
