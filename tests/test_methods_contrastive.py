@@ -1,4 +1,6 @@
-"""CRD: InfoNCE against an independent computation, both memories, errors, and a real step."""
+"""CRD: InfoNCE against an independent computation, both memories, errors, and a real step.
+
+The real-data collapse check (issue 8) is in test_crd_collapse.py."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from kdistill.data.base import InMemoryDataset
 from kdistill.engine.distiller import Distiller
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings
 from kdistill.methods import CRD, METHODS, StepContext, build_method
+from kdistill.methods.contrastive import info_nce
 from kdistill.models import build_model
 
 TAU = 0.5
@@ -61,37 +64,91 @@ def test_defaults_follow_the_paper():
     assert isinstance(method, CRD) and METHODS.get("crd") is CRD
     assert (method.weight, method.feature_dim, method.num_negatives, method.nce_temperature, method.momentum,
             method.memory) == (0.8, 128, 16384, 0.07, 0.5, "dataset")
+    assert method.key_momentum == 0.99  # queue only: MoCo v3's key-encoder momentum
     assert "1910.10699" in method.reference and not method.uses_logits
 
 
+def _unit_rows(rows: int, dim: int, seed: int) -> torch.Tensor:
+    return torch.nn.functional.normalize(_rand(rows, dim, seed=seed), dim=1)
+
+
 def test_dataset_memory_loss_masking_and_momentum_update(monkeypatch):
+    """Positive = the anchor's own row of the other side's memory, read before the update; empty
+    (zero) rows are neither negatives nor positives; an empty row is written without mixing."""
     fs, ft = _rand(3, 5, seed=0), _rand(3, 7, seed=1)
     indices = torch.tensor([2, 5, 7])
     method = CRD("s", "t", weight=1.0, feature_dim=4, num_negatives=6, nce_temperature=TAU, momentum=0.25)
     ctx = _ctx(fs, ft, indices, num_samples=10)
     method.build(ctx)
     assert method.memory_s.shape == (10, 4) and method.memory_t.shape == (10, 4)
+    assert not method.memory_s.any() and not method.memory_t.any()  # starts empty
+    written = [0, 1, 2, 3, 5, 9]  # as if seen in an earlier epoch; 4, 6, 7, 8 still empty
+    method.memory_s[written] = _unit_rows(6, 4, seed=2)
+    method.memory_t[written] = _unit_rows(6, 4, seed=3)
     memory_s, memory_t = method.memory_s.clone(), method.memory_t.clone()
-    negatives = torch.tensor([0, 5, 3, 5, 9, 1])  # 5 is sample 1's own index: must be masked for it
+    # 5 is sample 1's own index: masked for it; 8 is empty: masked for all
+    negatives = torch.tensor([0, 5, 3, 5, 9, 8])
     monkeypatch.setattr(method, "draw_negatives", lambda count, device: negatives)
 
     loss = method(ctx)["crd"]
 
     vs, vt = _embed(method.embed_s, fs), _embed(method.embed_t, ft)
-    per_anchor_t = [[memory_t[n].tolist() for n in negatives.tolist() if n != i] for i in indices.tolist()]
-    per_anchor_s = [[memory_s[n].tolist() for n in negatives.tolist() if n != i] for i in indices.tolist()]
-    assert [len(n) for n in per_anchor_t] == [6, 4, 6]
-    expected = _info_nce_reference(vs, vt, per_anchor_t, TAU) + _info_nce_reference(vt, vs, per_anchor_s, TAU)
-    assert loss.item() == pytest.approx(expected, rel=1e-5)
-
-    # memory: the batch's rows become normalize(m * old + (1 - m) * new), the others stay
+    expected = 0.0
     for row, i in enumerate(indices.tolist()):
-        mixed = _unit([0.25 * a + 0.75 * b for a, b in zip(memory_s[i].tolist(), vs[row], strict=True)])
-        assert method.memory_s[i].tolist() == pytest.approx(mixed, abs=1e-5)
-        mixed = _unit([0.25 * a + 0.75 * b for a, b in zip(memory_t[i].tolist(), vt[row], strict=True)])
-        assert method.memory_t[i].tolist() == pytest.approx(mixed, abs=1e-5)
+        if i == 7:  # sample 7's rows are empty: no positive, its term is 0
+            continue
+        keep = [n for n in negatives.tolist() if n != i and n != 8]
+        expected += _info_nce_reference([vs[row]], [memory_t[i].tolist()], [[memory_t[n].tolist() for n in keep]], TAU)
+        expected += _info_nce_reference([vt[row]], [memory_s[i].tolist()], [[memory_s[n].tolist() for n in keep]], TAU)
+    assert loss.item() == pytest.approx(expected / 3, rel=1e-5)
+
+    # memory: the batch's rows become normalize(m * old + (1 - m) * new), an empty row becomes new
+    for row, i in enumerate(indices.tolist()):
+        for memory, before, new in ((method.memory_s, memory_s, vs[row]), (method.memory_t, memory_t, vt[row])):
+            mixed = _unit([0.25 * a + 0.75 * b for a, b in zip(before[i].tolist(), new, strict=True)])
+            assert memory[i].tolist() == pytest.approx(mixed, abs=1e-5)
+    assert method.memory_s[7].tolist() == pytest.approx(vs[2], abs=1e-6)
     untouched = [i for i in range(10) if i not in indices.tolist()]
     assert torch.equal(method.memory_s[untouched], memory_s[untouched])
+
+
+def test_dataset_memory_first_epoch_only_fills_the_memory():
+    """Every row is empty when first read: the term is 0 (not nan) and carries no gradient."""
+    fs = _rand(4, 5, seed=0).requires_grad_(True)
+    method = CRD("s", "t", feature_dim=4, num_negatives=8, nce_temperature=TAU)
+    ctx = _ctx(fs, _rand(4, 6, seed=1), torch.tensor([0, 1, 2, 3]), num_samples=6)
+    method.build(ctx)
+    loss = method(ctx)["crd"]
+    assert loss.item() == 0.0
+    loss.backward()
+    assert fs.grad is not None and not fs.grad.any()
+    assert method.memory_s[:4].ne(0).all() and not method.memory_s[4:].any()
+
+
+def test_gradients_flow_only_through_the_anchors(monkeypatch):
+    """The student gets the gradient of its own anchor term only; positives and negatives are
+    memory rows without gradient (CRD's code). Before issue 8 the positive was the other side's
+    embedding of this step, with gradient, which let both sides collapse together."""
+    fs = _rand(3, 5, seed=0).requires_grad_(True)
+    ft = _rand(3, 7, seed=1).requires_grad_(True)
+    indices = torch.tensor([0, 1, 2])
+    method = CRD("s", "t", weight=1.0, feature_dim=4, num_negatives=5, nce_temperature=TAU)
+    method.build(_ctx(fs, ft, indices, num_samples=6))
+    method.memory_s.copy_(_unit_rows(6, 4, seed=2))
+    method.memory_t.copy_(_unit_rows(6, 4, seed=3))
+    memory_s, memory_t = method.memory_s.clone(), method.memory_t.clone()
+    negatives = torch.tensor([3, 4, 5, 0, 4])
+    monkeypatch.setattr(method, "draw_negatives", lambda count, device: negatives)
+    method(_ctx(fs, ft, indices, num_samples=6))["crd"].backward()
+
+    fs2, ft2 = fs.detach().clone().requires_grad_(True), ft.detach().clone().requires_grad_(True)
+    vs = torch.nn.functional.normalize(method.embed_s(fs2), dim=1)
+    vt = torch.nn.functional.normalize(method.embed_t(ft2), dim=1)
+    mask = negatives.unsqueeze(0) == indices.unsqueeze(1)
+    info_nce(vs, memory_t[indices], memory_t[negatives], TAU, mask).backward()
+    torch.testing.assert_close(fs.grad, fs2.grad)  # the teacher-anchor term adds nothing to the student
+    info_nce(vt, memory_s[indices], memory_s[negatives], TAU, mask).backward()
+    torch.testing.assert_close(ft.grad, ft2.grad)
 
 
 def test_memory_is_buffers_and_embeddings_are_parameters():
@@ -101,6 +158,11 @@ def test_memory_is_buffers_and_embeddings_are_parameters():
     assert {"memory_s", "memory_t"} <= set(state)
     names = {name for name, _ in method.named_parameters()}
     assert names == {"embed_s.weight", "embed_s.bias", "embed_t.weight", "embed_t.bias"}
+    queue = CRD("s", "t", feature_dim=4, num_negatives=8, memory="queue")
+    queue.build(_ctx(_rand(2, 3, seed=0), _rand(2, 5, seed=1)))
+    assert {"memory_s", "memory_t", "queue_index", "queue_pointer", "key_s_weight", "key_s_bias",
+            "key_t_weight", "key_t_bias"} == set(queue.state_dict()) - {n for n, _ in queue.named_parameters()}
+    assert {name for name, _ in queue.named_parameters()} == names
 
 
 def test_gradients_reach_student_features_and_both_embeddings():
@@ -108,34 +170,57 @@ def test_gradients_reach_student_features_and_both_embeddings():
     method = CRD("s", "t", feature_dim=4, num_negatives=8, nce_temperature=TAU, memory="queue")
     ctx = _ctx(fs, _rand(4, 6, seed=1))
     method.build(ctx)
+    method(ctx)  # the queue starts empty: this step fills half of it
     method(ctx)["crd"].backward()
     assert fs.grad is not None and fs.grad.abs().sum() > 0
     for name, param in method.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
-def test_queue_memory_uses_the_whole_queue_and_is_fifo():
+def _keys(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> list[list[float]]:
+    linear = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        linear.bias.copy_(bias)
+    return _embed(linear, x)
+
+
+def test_queue_memory_is_moco_keys_fifo():
+    """Queue: positive = the other side's key (momentum key embedding of this step's features),
+    negatives = earlier keys of that side; empty slots are masked; keys are enqueued FIFO."""
     fs, ft = _rand(3, 5, seed=2), _rand(3, 6, seed=3)
-    method = CRD("s", "t", weight=1.0, feature_dim=4, num_negatives=4, nce_temperature=TAU, memory="queue")
+    method = CRD("s", "t", weight=1.0, feature_dim=4, num_negatives=4, nce_temperature=TAU, memory="queue",
+                 key_momentum=0.5)
     ctx = _ctx(fs, ft)  # no indices, no data set size: queue mode needs neither
     method.build(ctx)
-    assert method.memory_s.shape == (4, 4)
-    queue_s, queue_t = method.memory_s.clone(), method.memory_t.clone()
-    loss = method(ctx)["crd"]
+    assert method.memory_s.shape == (4, 4) and not method.memory_s.any()
+    assert torch.equal(method.key_s_weight, method.embed_s.weight)  # key embeddings start as copies
+    # empty queue: every negative masked, l = -log(1) = 0
+    assert method(ctx)["crd"].item() == pytest.approx(0.0, abs=1e-6)
     vs, vt = _embed(method.embed_s, fs), _embed(method.embed_t, ft)
-    expected = (_info_nce_reference(vs, vt, [queue_t.tolist()] * 3, TAU)
-                + _info_nce_reference(vt, vs, [queue_s.tolist()] * 3, TAU))
-    assert loss.item() == pytest.approx(expected, rel=1e-5)
-    # enqueued into slots 0..2; slot 3 still holds its old entry
-    assert _close(method.memory_s[:3], vs) and _close(method.memory_t[:3], vt)
-    assert torch.equal(method.memory_s[3], queue_s[3])
-    assert int(method.queue_pointer) == 3
-    # the next batch wraps around: slots 3, 0, 1
+    assert _close(method.memory_s[:3], vs) and _close(method.memory_t[:3], vt)  # keys == embeddings so far
+    assert not method.memory_s[3].any() and int(method.queue_pointer) == 3
+
+    # an optimiser step changes the embeddings: keys follow with momentum 0.5
+    key_s = [method.key_s_weight.clone(), method.key_s_bias.clone()]
+    key_t = [method.key_t_weight.clone(), method.key_t_bias.clone()]
+    with torch.no_grad():
+        for param in method.parameters():
+            param.add_(_rand(*param.shape, seed=9) * 0.3)
+    queue_s, queue_t = method.memory_s.clone(), method.memory_t.clone()
     fs2, ft2 = _rand(3, 5, seed=4), _rand(3, 6, seed=5)
-    method(_ctx(fs2, ft2))
-    vs2 = _embed(method.embed_s, fs2)
-    assert _close(method.memory_s[[3, 0, 1]], vs2) and _close(method.memory_s[2], vs[2])
-    assert int(method.queue_pointer) == 2
+    loss = method(_ctx(fs2, ft2))["crd"]
+    key_s = [0.5 * k + 0.5 * p for k, p in zip(key_s, (method.embed_s.weight, method.embed_s.bias), strict=True)]
+    key_t = [0.5 * k + 0.5 * p for k, p in zip(key_t, (method.embed_t.weight, method.embed_t.bias), strict=True)]
+    assert torch.allclose(method.key_s_weight, key_s[0]) and torch.allclose(method.key_t_bias, key_t[1])
+    vs2, vt2 = _embed(method.embed_s, fs2), _embed(method.embed_t, ft2)
+    ks2, kt2 = _keys(*key_s, fs2), _keys(*key_t, ft2)
+    expected = (_info_nce_reference(vs2, kt2, [queue_t[:3].tolist()] * 3, TAU)
+                + _info_nce_reference(vt2, ks2, [queue_s[:3].tolist()] * 3, TAU))
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    # the keys (not the anchors) are enqueued, wrapping around: slots 3, 0, 1
+    assert _close(method.memory_s[[3, 0, 1]], ks2) and _close(method.memory_t[[3, 0, 1]], kt2)
+    assert _close(method.memory_s[2], vs[2]) and int(method.queue_pointer) == 2
 
 
 def test_queue_masks_the_anchors_own_earlier_entries_when_indices_are_known():
@@ -143,13 +228,14 @@ def test_queue_masks_the_anchors_own_earlier_entries_when_indices_are_known():
     method = CRD("s", "t", weight=1.0, feature_dim=4, num_negatives=3, nce_temperature=TAU, memory="queue")
     first = _ctx(fs, ft, torch.tensor([10, 11]))
     method.build(first)
-    method(first)  # queue slots 0, 1 now hold samples 10, 11
+    method(first)  # queue slots 0, 1 now hold samples 10, 11; slot 2 is empty
     assert method.queue_index.tolist() == [10, 11, -1]
     queue_s, queue_t = method.memory_s.clone(), method.memory_t.clone()
     second = _ctx(fs, ft, torch.tensor([11, 12]))
     loss = method(second)["crd"]
     vs, vt = _embed(method.embed_s, fs), _embed(method.embed_t, ft)
-    keep = [[0, 2], [0, 1, 2]]  # sample 11 must not meet its own slot 1
+    # no optimiser step: the key embeddings equal the embeddings, so the keys equal vs, vt
+    keep = [[0], [0, 1]]  # sample 11 must not meet its own slot 1; empty slot 2 is never used
     expected = (_info_nce_reference(vs, vt, [[queue_t[k].tolist() for k in ks] for ks in keep], TAU)
                 + _info_nce_reference(vt, vs, [[queue_s[k].tolist() for k in ks] for ks in keep], TAU))
     assert loss.item() == pytest.approx(expected, rel=1e-5)
@@ -171,10 +257,11 @@ def test_no_memory_update_in_eval_mode():
     method = CRD("s", "t", feature_dim=4, num_negatives=4, memory="queue")
     ctx = _ctx(_rand(3, 5, seed=0), _rand(3, 6, seed=1))
     method.build(ctx)
-    before = method.memory_s.clone()
+    before = {k: v.clone() for k, v in method.state_dict().items()}
     method.eval()
     method(ctx)
-    assert torch.equal(method.memory_s, before) and int(method.queue_pointer) == 0
+    for key, value in method.state_dict().items():  # memory, queue pointer and key embeddings
+        assert torch.equal(value, before[key]), key
 
 
 def test_dataset_memory_without_indices_is_a_clear_error():
@@ -200,6 +287,7 @@ def test_dataset_memory_without_a_data_set_size_or_with_bad_indices():
     ({"feature_dim": 1.5}, "feature_dim"),
     ({"nce_temperature": 0}, "nce_temperature"),
     ({"momentum": 1.0}, "momentum"),
+    ({"key_momentum": -0.1}, "key_momentum"),
 ])
 def test_validation(options, key):
     with pytest.raises(ValueError, match=rf"^{key}: must be"):
@@ -237,6 +325,9 @@ def test_one_distiller_step(memory):
     distiller._build(loader, 1)
     rows = 16 if memory == "dataset" else 32
     assert method.memory_s.shape == (rows, 8)
+    # as after an earlier epoch: an empty memory gives a zero term (and no gradient) on the first step
+    for buffer in (method.memory_s, method.memory_t):
+        buffer.copy_(torch.nn.functional.normalize(torch.randn(rows, 8), dim=1))
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student_before = {k: v.clone() for k, v in student.named_parameters()}
     embed_before = {k: v.clone() for k, v in method.named_parameters()}

@@ -2,35 +2,79 @@
 
 Student and teacher features (one vector per sample: maps and tokens are average-pooled, or
 flattened with `flatten: true`) are projected by two trainable linear embeddings to `feature_dim`
-and L2-normalised (CRD's `Embed`). Each sample's student embedding must pick out the teacher
-embedding of the *same* sample among `num_negatives` teacher embeddings of other samples held in a
-memory, and symmetrically for the teacher embedding against student negatives.
+and L2-normalised (CRD's `Embed`). Each sample's student embedding must pick out a teacher-side
+vector of the *same* sample among `num_negatives` teacher-side vectors of other samples held in a
+memory, and symmetrically for the teacher embedding against student-side vectors.
 
-Loss variant: InfoNCE (softmax cross-entropy over [positive, K negatives] with temperature tau),
-not the NCE-with-constant-Z estimator of the CRD code. For an anchor a with positive p and
-negatives n_1..n_K (all unit vectors):
+Loss: InfoNCE (softmax cross-entropy over [positive, K negatives] with temperature tau), not the
+NCE-with-constant-Z estimator of the CRD code. For an anchor a with positive p and negatives
+n_1..n_K (all unit vectors):
 
-    l(a) = -log( exp(a.p / tau) / (exp(a.p / tau) + sum_k exp(a.n_k / tau)) )
+    l(a; p, n) = -log( exp(a.p / tau) / (exp(a.p / tau) + sum_k exp(a.n_k / tau)) )
 
-    loss = mean_i l(s_i; p = t_i, n = teacher memory) + mean_i l(t_i; p = s_i, n = student memory)
+    loss = mean_i l(s_i; p = P_t(i), n = N_t) + mean_i l(t_i; p = P_s(i), n = N_s)
 
-The positive is the other side's embedding of the sample computed in this step (CRD uses the
-momentum-averaged memory entry). InfoNCE needs no normalisation constant fitted on the first
-batch and is the bound CRD's paper derives its objective from; its magnitude at start is about
-2 log(K + 1), so the CRD weight 0.8 (tuned for the NCE form) may want re-tuning.
+s_i, t_i are this step's student and teacher embeddings (the anchors). Positives and negatives
+carry no gradient and come from one source per side, read before this step's memory update:
 
-Memories (buffers, saved in checkpoints; never parameters):
+- `memory: dataset`: P_t(i) = memory_t[i], the teacher memory's row of the anchor's own sample;
+  N_t = K rows of memory_t drawn at random (the same for P_s, N_s with memory_s);
+- `memory: queue`: P_t(i) = key_t(teacher features of sample i), N_t = the teacher queue, which
+  holds earlier outputs of the same momentum key embedding key_t (the same for the student side).
+
+So gradients flow only through the anchors: into the student and embed_s from the first term,
+into embed_t from the second (CRD's code does the same). A term whose positive is an empty memory
+row counts as 0 in its mean. InfoNCE needs no normalisation constant fitted on the first batch and
+is the bound CRD's paper derives its objective from; at chance it is about 2 log(K + 1), so the
+CRD weight 0.8 (tuned for the NCE form) may want re-tuning.
+
+Why (issue 8). Before, the positive was the other side's embedding of this step, with gradient
+into both sides, against negatives from the memory. Real CNN features share a direction (pooled
+ReLU outputs are all positive: mean pairwise cosine 0.6-0.85, and 0.97 for a freshly initialised
+student), and so do their embeddings. Pulling s_i and t_i together raises a.p for every anchor at
+once along that shared direction, which the older (or still random) memory rows do not have, so a.n
+stays low: both sides drift together onto one direction, away from their memories, and once the
+memories catch up the loss sits at chance. Measured, CE + CRD for 12 epochs: resnet20 -> resnet8
+on 2,000 CIFAR-10 images (K = 4096) ends with both memories at mean pairwise cosine 0.99 and the
+CRD term rising 5.5 -> 13; on scikit-learn's digits (small CNNs) the current embeddings are at 0.99
+after the first epoch; on fixed synthetic features it needs the shared direction (zero-mean
+features: memories at 0.22-0.27; the same features made positive: 0.995). A stop-gradient on that
+positive alone is not enough (the other side is trained by its own anchor term and drifts as fast:
+queue memories still at 0.94-0.99 on digits, 0.83-0.86 on CIFAR): positive and negatives must come
+from the same, equally stale source. The memory's start matters for the same reason: random rows
+(as negatives, or as CRD's first-epoch positives) lack the shared direction, which drives the
+drift in the first epoch, so memories start empty here (zero rows, never used), not random.
+With both changes (12 epochs) the memories end at 0.23-0.31 (dataset) and 0.04-0.12 (queue) on
+digits, with the CRD term falling to half of its first active epoch (tests/test_crd_collapse.py);
+on the CIFAR set-up above at 0.67 (dataset, term 12.1 -> 10.6) and 0.42-0.47 (queue, K = 1024,
+term 8.6 -> 7.1), below the raw features' 0.63 (teacher) - 0.69 (student).
+
+Memories (buffers, saved in checkpoints; never parameters). A zero row is an empty entry: it is
+masked out as a negative and, as a positive, drops its anchor's term (counted as 0 in the mean).
 
 - `memory: dataset` (CRD): one student and one teacher embedding per training sample, sized to
-  the data set (`ctx.num_samples`) and indexed by the batch's sample indices (`ctx.indices`); after
-  each step the entries of the batch become normalize(momentum * old + (1 - momentum) * new). K
-  negatives are drawn uniformly with replacement per step, shared by the whole batch (CRD draws
-  K per sample); a drawn entry that is the anchor's own sample is masked out. (CRD's CIFAR loader
-  draws negatives from other classes only; kdistill draws from all samples.)
-- `memory: queue` (MoCo-style): the last K embeddings of each side in a FIFO queue; works for any
-  data set size and needs no indices. When the batch carries indices they are stored with the
-  queue and the anchor's own earlier entries are masked out. `momentum` is not used. Keep K well
-  below the data set size.
+  the data set (`ctx.num_samples`) and indexed by the batch's sample indices (`ctx.indices`). The
+  positive of sample i is row i of the other side's memory (CRD's ContrastMemory, which reads the
+  positive at the anchor's own index and the negatives from the same memory). After each step the
+  entries of the batch become normalize(momentum * old + (1 - momentum) * new), new being the
+  anchors; an empty row simply becomes new. K negatives are drawn uniformly with replacement per
+  step, shared by the whole batch (CRD draws K per sample); a drawn entry that is the anchor's own
+  sample, or still empty, is masked out. Departures from CRD's code: memory starts empty, not
+  random, so the first epoch (every row still empty when read) only fills the memory and its CRD
+  term is 0, where CRD's first epoch contrasts against random vectors; negatives from all samples
+  (CRD's CIFAR loader draws them from other classes only).
+- `memory: queue` (MoCo, He et al. 2020): the last K keys of each side in a FIFO queue; works for
+  any data set size and needs no indices. There is no per-sample row to take the positive from, so
+  it is taken as in MoCo: keys come from key embeddings, copies of embed_s / embed_t updated as
+  key = key_momentum * key + (1 - key_momentum) * embedding before every training step (buffers,
+  no gradient). The positive of s_i is the key of t_i (the teacher key embedding on this step's
+  teacher features) and the negatives are earlier teacher keys, so positive and negatives come
+  from the same slowly moving map, and symmetrically for t_i; the batch's keys are then enqueued.
+  The student's backbone is not averaged (it is the model being distilled): student keys are the
+  key embedding of this step's student features. When the batch carries indices they are stored
+  with the queue and the anchor's own earlier entries are masked out. `momentum` is not used;
+  `key_momentum` 0.99 (MoCo v3's; with MoCo v1's 0.999 the keys barely move in short runs).
+  Keep K well below the data set size.
 """
 
 from __future__ import annotations
@@ -47,10 +91,11 @@ MEMORIES = ("dataset", "queue")
 
 
 def info_nce(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, temperature: float,
-             mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean InfoNCE of (B, D) anchors against their (B, D) positives and shared (K, D) negatives.
+             mask: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """InfoNCE of (B, D) anchors against their (B, D) positives and shared (K, D) negatives.
 
-    `mask` (B, K), True where a negative must be ignored for that anchor.
+    `mask` (B, K), True where a negative must be ignored for that anchor. `reduction`: "mean" over
+    the anchors, or "none" for one value per anchor.
     """
     positive = (anchors * positives).sum(dim=1, keepdim=True)
     negative = anchors @ negatives.t()
@@ -58,19 +103,21 @@ def info_nce(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Te
         negative = negative.masked_fill(mask, float("-inf"))
     logits = torch.cat([positive, negative], dim=1) / temperature
     target = torch.zeros(len(anchors), dtype=torch.long, device=anchors.device)
-    return F.cross_entropy(logits, target)
+    return F.cross_entropy(logits, target, reduction=reduction)
 
 
-def random_unit_vectors(rows: int, dim: int, device: torch.device) -> torch.Tensor:
-    return F.normalize(torch.randn(rows, dim, device=device), dim=1)
+def filled(rows: torch.Tensor) -> torch.Tensor:
+    """True for the memory rows that hold an embedding (empty rows are zero; embeddings have norm 1)."""
+    return rows.ne(0).any(dim=1)
 
 
 class CRD(FeatureMethod):
     """CRD: embeddings of student and teacher features contrasted against a memory of negatives.
 
-    InfoNCE in both directions (student anchors vs teacher negatives and the reverse); memory
-    `dataset` (CRD's, needs sample indices) or `queue` (any data). See the module doc for the
-    exact loss and how it departs from the CRD code.
+    InfoNCE in both directions (student anchors vs teacher-side memory and the reverse), positive
+    and negatives read from the same memory, gradients only through the anchors; memory `dataset`
+    (CRD's, needs sample indices) or `queue` (MoCo's, with momentum key embeddings; any data). See
+    the module doc for the exact loss and how it departs from the CRD code.
     """
 
     name = "crd"
@@ -79,21 +126,24 @@ class CRD(FeatureMethod):
 
     def __init__(self, student_layer: str, teacher_layer: str, weight: float = 0.8, feature_dim: int = 128,
                  num_negatives: int = 16384, nce_temperature: float = 0.07, momentum: float = 0.5,
-                 memory: str = "dataset", flatten: bool = False, teacher: int = 0) -> None:
+                 memory: str = "dataset", flatten: bool = False, teacher: int = 0,
+                 key_momentum: float = 0.99) -> None:
         super().__init__([layer_name("student_layer", student_layer)],
                          [layer_name("teacher_layer", teacher_layer)], weight, teacher)
         for key, value in (("feature_dim", feature_dim), ("num_negatives", num_negatives)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{key}: must be an integer >= 1 (got {value!r})")
         require_positive("nce_temperature", nce_temperature)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum: must be in [0, 1) (got {momentum})")
+        for key, value in (("momentum", momentum), ("key_momentum", key_momentum)):
+            if not 0 <= value < 1:
+                raise ValueError(f"{key}: must be in [0, 1) (got {value})")
         if memory not in MEMORIES:
             raise ValueError(f"memory: must be one of {', '.join(MEMORIES)} (got {memory!r})")
         self.feature_dim = feature_dim
         self.num_negatives = num_negatives
         self.nce_temperature = float(nce_temperature)
         self.momentum = float(momentum)
+        self.key_momentum = float(key_momentum)
         self.memory = memory
         self.flatten = bool(flatten)
         self.embed_s: nn.Linear | None = None
@@ -127,46 +177,80 @@ class CRD(FeatureMethod):
             rows = self.num_negatives
             self.register_buffer("queue_index", torch.full((rows,), -1, dtype=torch.long, device=device))
             self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long, device=device))
-        self.register_buffer("memory_s", random_unit_vectors(rows, self.feature_dim, device))
-        self.register_buffer("memory_t", random_unit_vectors(rows, self.feature_dim, device))
+            # MoCo's key encoders: momentum copies of the two embeddings
+            for side, embed in (("s", self.embed_s), ("t", self.embed_t)):
+                self.register_buffer(f"key_{side}_weight", embed.weight.detach().clone())
+                self.register_buffer(f"key_{side}_bias", embed.bias.detach().clone())
+        # empty (zero rows): never used as positive or negative until written
+        self.register_buffer("memory_s", torch.zeros(rows, self.feature_dim, device=device))
+        self.register_buffer("memory_t", torch.zeros(rows, self.feature_dim, device=device))
 
     def draw_negatives(self, count: int, device: torch.device) -> torch.Tensor:
         """Indices of `count` memory entries, uniform with replacement (dataset memory)."""
         return torch.randint(0, self.memory_s.shape[0], (count,), device=device)
 
     # step -----------------------------------------------------------------------------------------
+    def vectors(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's student and teacher feature vectors (float32), the embeddings' inputs."""
+        fs, ft, _, _ = next(self.pairs(ctx))
+        return to_vectors(fs.float(), self.flatten), to_vectors(ft.float(), self.flatten)
+
     def embed(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
         if self.embed_s is None or self.embed_t is None:
             raise RuntimeError("crd: build(ctx) must run before the first step (it creates the embeddings)")
-        fs, ft, _, _ = next(self.pairs(ctx))
-        vs = F.normalize(self.embed_s(to_vectors(fs.float(), self.flatten)), dim=1)
-        vt = F.normalize(self.embed_t(to_vectors(ft.float(), self.flatten)), dim=1)
-        return vs, vt
+        s, t = self.vectors(ctx)
+        return F.normalize(self.embed_s(s), dim=1), F.normalize(self.embed_t(t), dim=1)
 
     def loss_terms(self, ctx: StepContext) -> torch.Tensor:
         vs, vt = self.embed(ctx)
         if self.memory == "dataset":
-            indices = self._require_indices(ctx)
-            negatives = self.draw_negatives(self.num_negatives, vs.device)
-            neg_s, neg_t = self.memory_s[negatives], self.memory_t[negatives]
-            mask = negatives.unsqueeze(0) == indices.unsqueeze(1)
-        else:
-            indices = ctx.indices.reshape(-1).long() if ctx.indices is not None else None
-            # copies: autograd needs these values after the queue is overwritten below
-            neg_s, neg_t = self.memory_s.clone(), self.memory_t.clone()
-            mask = self.queue_index.unsqueeze(0) == indices.unsqueeze(1) if indices is not None else None
-        loss = (info_nce(vs, vt, neg_t, self.nce_temperature, mask)
-                + info_nce(vt, vs, neg_s, self.nce_temperature, mask))
+            return self._dataset_loss(vs, vt, self._require_indices(ctx))
+        return self._queue_loss(ctx, vs, vt)
+
+    def _dataset_loss(self, vs: torch.Tensor, vt: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        negatives = self.draw_negatives(self.num_negatives, vs.device)
+        # reads (copies) before the update: positive = the anchor's own row of the other side's memory
+        pos_s, pos_t = self.memory_s[indices], self.memory_t[indices]
+        neg_s, neg_t = self.memory_s[negatives], self.memory_t[negatives]
+        mask = (negatives.unsqueeze(0) == indices.unsqueeze(1)) | ~filled(neg_t).unsqueeze(0)
+        terms = (info_nce(vs, pos_t, neg_t, self.nce_temperature, mask, reduction="none")
+                 + info_nce(vt, pos_s, neg_s, self.nce_temperature, mask, reduction="none"))
+        # an anchor whose row is still empty has no positive: its term is 0 (masked, so no 0 * nan)
+        loss = terms.masked_fill(~filled(pos_t), 0.0).mean()
         if self.training:
             self._update_memory(vs.detach(), vt.detach(), indices)
         return loss
 
+    def _queue_loss(self, ctx: StepContext, vs: torch.Tensor, vt: torch.Tensor) -> torch.Tensor:
+        indices = ctx.indices.reshape(-1).long() if ctx.indices is not None else None
+        with torch.no_grad():
+            if self.training:  # MoCo: update the key embeddings, then compute this step's keys
+                for side, embed in (("s", self.embed_s), ("t", self.embed_t)):
+                    for name in ("weight", "bias"):
+                        key = getattr(self, f"key_{side}_{name}")
+                        key.mul_(self.key_momentum).add_(getattr(embed, name).detach(), alpha=1 - self.key_momentum)
+            s, t = self.vectors(ctx)
+            ks = F.normalize(F.linear(s, self.key_s_weight, self.key_s_bias), dim=1)
+            kt = F.normalize(F.linear(t, self.key_t_weight, self.key_t_bias), dim=1)
+        # copies: autograd needs these values after the queue is overwritten below
+        neg_s, neg_t = self.memory_s.clone(), self.memory_t.clone()
+        mask = ~filled(neg_t).unsqueeze(0).expand(len(vs), -1)
+        if indices is not None:
+            mask = mask | (self.queue_index.unsqueeze(0) == indices.unsqueeze(1))
+        loss = (info_nce(vs, kt, neg_t, self.nce_temperature, mask)
+                + info_nce(vt, ks, neg_s, self.nce_temperature, mask))
+        if self.training:
+            self._update_memory(ks, kt, indices)
+        return loss
+
     @torch.no_grad()
     def _update_memory(self, vs: torch.Tensor, vt: torch.Tensor, indices: torch.Tensor | None) -> None:
+        """Dataset memory: mix the anchors into their rows. Queue: enqueue the keys."""
         vs, vt, indices = gather_rows(vs, vt, indices)  # under DDP: every rank's rows, same memory everywhere
         if self.memory == "dataset":
             assert indices is not None
             for buffer, new in ((self.memory_s, vs), (self.memory_t, vt)):
+                # an empty (zero) row becomes normalize(new) = new
                 mixed = buffer[indices] * self.momentum + new * (1 - self.momentum)
                 buffer.index_copy_(0, indices, F.normalize(mixed, dim=1))
             return
@@ -185,7 +269,7 @@ class CRD(FeatureMethod):
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, feature_dim={self.feature_dim}, "
                 f"num_negatives={self.num_negatives}, nce_temperature={self.nce_temperature}, "
-                f"momentum={self.momentum}, memory={self.memory}")
+                f"momentum={self.momentum}, memory={self.memory}, key_momentum={self.key_momentum}")
 
 
 __all__ = ["CRD", "MEMORIES", "info_nce"]
