@@ -23,7 +23,6 @@ so the benchmark resumes where it stopped (first seed of every variant first).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import torch
 from _common import keep_freed_memory, shared_data
@@ -74,8 +73,10 @@ VARIANTS: dict[str, tuple[list[dict], str | None]] = {
 
 
 def recipe(epochs: int, lr: float = 0.05) -> dict:
-    return {"optimizer": dataclasses.asdict(OptimizerSettings(name="sgd", lr=lr, momentum=0.9, weight_decay=5e-4)),
-            "schedule": dataclasses.asdict(ScheduleSettings(name="cosine")), "batch_size": 64,
+    # written out as the first records have them (their digests key the recorded runs)
+    optimizer = {"name": "sgd", "lr": lr, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False,
+                 "betas": (0.9, 0.999)}
+    return {"optimizer": optimizer, "schedule": ScheduleSettings(name="cosine").model_dump(), "batch_size": 64,
             "augment": {"crop_padding": 4, "horizontal_flip": True, "seed": AUGMENT_SEED}, "epochs": epochs}
 
 
@@ -87,7 +88,8 @@ def fit(distiller: Distiller, train, epochs: int) -> None:
 
 def make_distiller(teacher, student, methods, config: dict, seed: int, norm, cache=None, description="",
                    run_name: str = ""):
-    return Distiller(teacher, student, methods, optimizer=OptimizerSettings(**config["optimizer"]),
+    sgd = {k: v for k, v in config["optimizer"].items() if k != "betas"}  # betas: recorded, not an SGD argument
+    return Distiller(teacher, student, methods, optimizer=OptimizerSettings(**sgd),
                      schedule=ScheduleSettings(**config["schedule"]), batch_size=config["batch_size"], seed=seed,
                      augment=Augment(**config["augment"]), student_normalization=norm,
                      teacher_normalization=norm if teacher is not None else None, teacher_cache=cache,

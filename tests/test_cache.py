@@ -235,3 +235,29 @@ def test_extra_taps_let_runs_of_other_methods_share_one_cache(digits, tmp_path, 
         expected = teacher.pool(teacher.features(small.inputs[:3].float())).flatten(1)
     torch.testing.assert_close(runs[1].cache.lookup_features(torch.arange(3), 0, torch.device("cpu"))["head:input"],
                                expected, rtol=1e-5, atol=1e-5)
+
+
+def test_builders_of_the_same_cache_never_clash(digits, tmp_path):
+    """Building happens in a private directory published by one rename: a leftover half-built
+    directory is replaced, and a builder that finds the cache already published uses that copy."""
+    from kdistill.engine.cache import TeacherCache, open_cache
+
+    _, train, _ = digits
+    teacher = teacher_model()
+    distiller = make(digits, teacher)
+    loader = distiller.make_loader(train, train=False)
+    settings = CacheSettings(tmp_path, dtype="float32")
+    norm = distiller.teachers[0].normalize
+    args = (settings, teacher, train, loader, norm, Augment(), 10, torch.device("cpu"))
+    key = TeacherCache.make_key(settings, teacher, train, norm, Augment())
+    (tmp_path / key).mkdir()
+    (tmp_path / key / "logits.npy").write_bytes(b"half a file from a crash")
+    first = open_cache(*args)
+    assert first.is_complete() and first.path == tmp_path / key
+    # a second builder that started before the first published: it finds the published copy
+    second = TeacherCache(first.settings, key, len(train), 10)
+    second.build(teacher, loader, norm, Augment(), torch.device("cpu"))
+    assert second.path == tmp_path / key
+    torch.testing.assert_close(second.lookup(torch.arange(5), 0, torch.device("cpu")),
+                               first.lookup(torch.arange(5), 0, torch.device("cpu")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [key]  # no staging directories left

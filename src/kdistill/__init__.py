@@ -7,7 +7,7 @@
 """
 
 from kdistill import methods
-from kdistill.engine import Distiller, OptimizerSettings, ScheduleSettings, TrainingInterrupted
+from kdistill.engine import DistillationLoss, Distiller, OptimizerSettings, ScheduleSettings, TrainingInterrupted
 
 __version__ = "0.1.0"
-__all__ = ["Distiller", "OptimizerSettings", "ScheduleSettings", "TrainingInterrupted", "methods"]
+__all__ = ["DistillationLoss", "Distiller", "OptimizerSettings", "ScheduleSettings", "TrainingInterrupted", "methods"]

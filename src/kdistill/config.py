@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdistill.registry import RegistryError
+from kdistill.settings import CacheSettings, OptimizerSettings, ScheduleSettings
 
 
 class ConfigError(ValueError):
@@ -68,34 +69,16 @@ class DataSpec(Strict):
         return value.expanduser() if value is not None else None
 
 
-class OptimizerSpec(Strict):
-    name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    nesterov: bool = False
-
-
-class ScheduleSpec(Strict):
-    name: Literal["constant", "step", "multistep", "cosine"] = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(0, ge=0)  # linear warm-up in optimiser steps (instead of warmup_epochs)
-    step_size: int = Field(30, gt=0)
-    milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])
-    gamma: float = Field(0.1, gt=0)
-    min_lr_ratio: float = Field(0.0, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _one_warmup(self) -> ScheduleSpec:
-        if self.warmup_epochs and self.warmup_steps:
-            raise ValueError("set warmup_epochs or warmup_steps, not both")
-        return self
+# the optimiser, schedule and cache settings are the engine's own models (one schema for YAML and Python)
+OptimizerSpec = OptimizerSettings
+ScheduleSpec = ScheduleSettings
+CacheSpec = CacheSettings
 
 
 class TrainingSpec(Strict):
     epochs: int = Field(20, gt=0)
-    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
-    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)  # any torch.optim class, by name
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)  # built in, or torch.optim.lr_scheduler
     grad_clip: float | None = Field(None, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"
@@ -126,21 +109,6 @@ class ModelSpec(Strict):
         return value.expanduser() if value is not None else None
 
 
-class CacheSpec(Strict):
-    """Compute the teacher's logits once and reuse them (see `kdistill.engine.cache`)."""
-
-    enabled: bool = True
-    directory: Path | None = None  # default: <run dir>/teacher-cache
-    dtype: Literal["float16", "float32"] = "float16"
-    top_k: int | None = Field(None, gt=0)
-    # augmented views per sample; default one per epoch (fresh crops every epoch). A smaller K is a
-    # cycle replayed epoch after epoch, noted in the report.
-    views: int | None = Field(None, gt=0)
-    temperature: float | None = Field(None, gt=0)
-    features: bool = False  # also cache the teacher layers that feature methods tap (on disk, memory-mapped)
-    extra_taps: list[str] = Field(default_factory=list)  # more teacher layers to cache (shared by other runs)
-
-
 class TeacherSpec(ModelSpec):
     """Without a checkpoint the teacher is trained first, with `training` (default: the run's).
 
@@ -150,12 +118,12 @@ class TeacherSpec(ModelSpec):
 
     training: TrainingSpec | None = None
     num_classes: int | None = Field(None, gt=1)
-    cache: CacheSpec | bool = False
+    cache: CacheSettings | bool = False  # true: the defaults; without a directory, <run dir>/teacher-cache
 
-    def cache_spec(self) -> CacheSpec | None:
+    def cache_spec(self) -> CacheSettings | None:
         if self.cache is True:
-            return CacheSpec()
-        if isinstance(self.cache, CacheSpec) and self.cache.enabled:
+            return CacheSettings()
+        if isinstance(self.cache, CacheSettings) and self.cache.enabled:
             return self.cache
         return None
 
@@ -239,8 +207,9 @@ def _format_location(loc: tuple[Any, ...]) -> str:
 def _pydantic_problems(error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
-        # drop pydantic's union-member and validator markers: field names are lower snake_case
-        loc = tuple(p for p in item["loc"] if isinstance(p, int) or (p[:1].islower() and "-" not in p
+        # drop pydantic's union-member and validator markers: field names are snake_case (lower, or a torch
+        # argument such as T_max), markers are class names (CacheSettings) or types (bool, function-after[...])
+        loc = tuple(p for p in item["loc"] if isinstance(p, int) or ((p[:1].islower() or "_" in p) and "-" not in p
                                                                       and p not in ("bool", "int", "float", "str")))
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":

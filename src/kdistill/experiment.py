@@ -24,14 +24,14 @@ from torch import nn
 from kdistill.config import ConfigError, ExperimentConfig, ModelSpec, TeacherSpec, TrainingSpec, dump_config
 from kdistill.data import DATASETS, DataBundle, InMemoryDataset, limit_samples, split_validation
 from kdistill.data.transforms import Augment, Normalize, to_float
-from kdistill.engine import Distiller, OptimizerSettings, ScheduleSettings
+from kdistill.engine import Distiller
 from kdistill.engine.batch import split_batch
-from kdistill.engine.cache import CacheSettings
 from kdistill.engine.distributed import current_world
 from kdistill.engine.seed import derive_seed
 from kdistill.evaluate import count_parameters, cpu_latency_ms, size_on_disk_bytes
 from kdistill.methods import HardLabel, build_method
 from kdistill.models import build_model, load_weights
+from kdistill.settings import CacheSettings
 
 STAGE_SEEDS = {"teacher": 1, "student": 2}
 DISTILLED = "student (distilled)"
@@ -171,8 +171,8 @@ def distiller_kwargs(config: ExperimentConfig, training: TrainingSpec, normalize
                      description: str, progress: bool) -> dict[str, Any]:
     """What every stage's Distiller shares: optimisation, data handling, precision, seed."""
     return {
-        "optimizer": OptimizerSettings(**training.optimizer.model_dump()),
-        "schedule": ScheduleSettings(**training.schedule.model_dump()),
+        "optimizer": training.optimizer,
+        "schedule": training.schedule,
         "batch_size": config.data.batch_size,
         "eval_batch_size": config.data.eval_batch_size,
         "num_workers": config.data.num_workers,
@@ -333,10 +333,9 @@ def _cache_settings(config: ExperimentConfig, teachers: Teachers, run_dir: Path)
     if len(teachers.specs) != 1:
         return None
     cache = teachers.specs[0].cache_spec()
-    if cache is None:
-        return None
-    return CacheSettings(cache.directory or run_dir / "teacher-cache", cache.dtype, cache.top_k, cache.views,
-                         cache.temperature, cache.features, tuple(cache.extra_taps))
+    if cache is None or cache.directory is not None:
+        return cache
+    return cache.model_copy(update={"directory": run_dir / "teacher-cache"})
 
 
 def run_standard(config, bundle, train, val, run_dir, resume, progress, methods, teachers, student_norm,

@@ -92,6 +92,10 @@ class LayerTaps:
 
         return hook
 
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
     def attach(self) -> LayerTaps:
         if not self._handles:
             for tap, module in self._modules.items():

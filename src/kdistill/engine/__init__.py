@@ -7,7 +7,8 @@ from kdistill.engine.distiller import (
            evaluate_model,
            resolve_device,
 )
+from kdistill.engine.loss import DistillationLoss, LossOutput
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings
 
-__all__ = ["Distiller", "OptimizerSettings", "Participant", "ScheduleSettings", "TrainingInterrupted",
-           "evaluate_model", "resolve_device"]
+__all__ = ["DistillationLoss", "Distiller", "LossOutput", "OptimizerSettings", "Participant", "ScheduleSettings",
+           "TrainingInterrupted", "evaluate_model", "resolve_device"]

@@ -27,13 +27,12 @@ for the top-k probabilities and the rest's total mass; only the spread inside th
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
 import os
 import shutil
-from dataclasses import dataclass
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -44,31 +43,9 @@ from torch import nn
 from kdistill.data.transforms import Augment, Normalize, to_float
 from kdistill.digest import model_digest
 from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
+from kdistill.settings import CacheSettings  # the cache's settings live with the config's (one schema)
 
 CACHE_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class CacheSettings:
-    directory: Path
-    dtype: str = "float16"  # float16 | float32
-    top_k: int | None = None
-    # augmented views per sample (with augmentation; 1 without). None: one view per epoch, so the
-    # distilled student sees fresh crops every epoch like a student trained without the cache
-    views: int | None = None
-    temperature: float | None = None  # top-k fill preserves the rest's mass at this T (default: the methods')
-    features: bool = False  # also cache the tapped teacher layers' outputs
-    # teacher layers cached besides the ones this run's methods tap, so that runs with other
-    # methods (a benchmark's variants) share one cache instead of each running the teacher again
-    extra_taps: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.dtype not in ("float16", "float32"):
-            raise ValueError(f"cache dtype: must be float16 or float32 (got {self.dtype})")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"cache top_k: must be >= 1 (got {self.top_k})")
-        if self.views is not None and self.views < 1:
-            raise ValueError(f"cache views: must be >= 1 (got {self.views})")
 
 
 def dataset_digest(dataset: Any) -> str:
@@ -179,10 +156,38 @@ class TeacherCache:
     @torch.inference_mode()
     def build(self, teacher: nn.Module, loader: Any, normalize: Normalize, augment: Augment,
               device: torch.device, progress: Any = None, layer_taps: Any = None) -> None:
-        """Compute every view of every sample; `meta.json` is written only once all are stored."""
-        if self.path.exists():
-            shutil.rmtree(self.path)  # an incomplete or foreign cache under our key: start over
+        """Compute every view of every sample in a private staging directory, write `meta.json`
+        last, then publish the directory under the key with one rename: processes that build the
+        same cache at once (a benchmark's parallel runs) never see or damage each other's halves."""
+        final = self.path
+        self.path = final.parent / f".{final.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.path.mkdir(parents=True)
+        try:
+            self._compute(teacher, loader, normalize, augment, device, progress, layer_taps)
+        except BaseException:
+            self._arrays.clear()
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = final
+            raise
+        self._publish(final)
+        self.load()
+
+    def _publish(self, final: Path) -> None:
+        staging, self.path = self.path, final
+        if final.exists() and self.is_complete():  # another process finished first: use its copy
+            shutil.rmtree(staging, ignore_errors=True)
+            return
+        shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover (a crash) under our key
+        try:
+            os.rename(staging, final)
+        except OSError:  # a concurrent builder published between the two lines above
+            if self.is_complete():
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                self.path = staging  # keep ours where it is
+
+    def _compute(self, teacher: nn.Module, loader: Any, normalize: Normalize, augment: Augment,
+                 device: torch.device, progress: Any, layer_taps: Any) -> None:
         self._open("w+")
         teacher.eval()
         views = self.settings.views if augment.active else 1
@@ -222,7 +227,6 @@ class TeacherCache:
         if task is not None:
             progress.remove_task(task)
         self._arrays.clear()
-        self.load()
 
     def load(self) -> None:
         self._open("r")
@@ -256,13 +260,18 @@ def open_cache(settings: CacheSettings, teacher: nn.Module, dataset: Any, loader
     """The valid cache for this teacher, data and preprocessing: loaded if complete, else built.
 
     `layer_taps` (a `LayerTaps` on the teacher) are cached too when `settings.features` is set."""
+    if not settings.enabled:
+        raise ValueError("teacher_cache: enabled is False; pass teacher_cache=None to run the teacher live")
+    if settings.directory is None:
+        raise ValueError("teacher_cache.directory: required; where the cache is kept, e.g. "
+                         "CacheSettings('runs/teacher-cache')")
     taps = [str(t) for t in layer_taps.taps] if (settings.features and layer_taps is not None) else []
     if augment.active and settings.views is None:
         raise ValueError("teacher.cache.views: the number of augmented views must be resolved (one per epoch) "
                          "before the cache is opened")
     key = TeacherCache.make_key(settings, teacher, dataset, normalize, augment, taps)
     views = settings.views if augment.active else 1
-    cache = TeacherCache(dataclasses.replace(settings, views=views), key, len(dataset), num_classes, taps)
+    cache = TeacherCache(settings.model_copy(update={"views": views}), key, len(dataset), num_classes, taps)
     if cache.is_complete():
         cache.load()
     else:

@@ -1,13 +1,22 @@
-"""Checkpoints written atomically (temp file, fsync, rename): a crash never leaves a torn file."""
+"""Checkpoints written atomically (temp file, fsync, rename): a crash never leaves a torn file.
+
+A training checkpoint holds everything a resumed run needs to take exactly the steps an
+uninterrupted one would: weights (student and methods), optimiser, schedule, loss scaler, the RNG
+states, the position in the epoch with its running sums, and the metrics history.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+CHECKPOINT_FORMAT = 1
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -40,3 +49,36 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def training_state(*, epoch: int, step_in_epoch: int, student: nn.Module, methods: nn.Module,
+                   optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
+                   running: dict[str, torch.Tensor], history: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT, "epoch": epoch, "step_in_epoch": step_in_epoch,
+        "student": student.state_dict(), "methods": methods.state_dict(),
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler else {},
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "running": {k: v.detach().cpu() for k, v in running.items()},
+        "history": json.dumps(history),
+    }
+
+
+def restore_training_state(state: dict[str, Any], *, student: nn.Module, methods: nn.Module,
+                           optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
+                           ) -> tuple[int, int, dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Load a training checkpoint into the objects; returns (epoch, step in epoch, running sums, history)."""
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
+    student.load_state_dict(state["student"])
+    methods.load_state_dict(state["methods"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler and state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["epoch"], state["step_in_epoch"], state["running"], json.loads(state["history"])

@@ -109,3 +109,20 @@ def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
         if parameter.grad is not None:
             dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
             parameter.grad.div_(world.world_size)
+
+
+def shard_weight(local_size: int, device: torch.device) -> torch.Tensor:
+    """local_n * W / global_n: with DDP's gradient mean this gives the global batch mean exactly,
+    also for a last batch that splits unevenly over the processes."""
+    sizes = all_reduce_sum(torch.tensor([float(local_size)], device=device))
+    return local_size * current_world().world_size / sizes[0]
+
+
+def reduce_sums(running: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Per-epoch sums over all processes (a no-op with one)."""
+    if not current_world().distributed or not running:
+        return running
+    keys = sorted(running)
+    totals = all_reduce_sum(torch.stack([torch.as_tensor(running[k], dtype=torch.float64, device=device)
+                                         for k in keys]))
+    return dict(zip(keys, totals, strict=True))

@@ -1,72 +1,94 @@
-"""Optimisers and learning-rate schedules (per step, so warm-up is smooth)."""
+"""Optimisers and learning-rate schedules, built from `kdistill.settings`.
+
+The training loop calls the scheduler's `step()` after every optimiser step. kdistill's own
+schedules (constant, step, multistep, cosine, after a linear warm-up) are a `LambdaLR` evaluated at
+the fractional epoch, so warm-up is smooth. A `torch.optim.lr_scheduler` class with `interval: step`
+is stepped as it is; with `interval: epoch` it is wrapped in `EpochInterval`, which steps it once
+every `steps_per_epoch` calls, that is at the end of each epoch. Either way `state_dict()` holds all
+of its state, so a resumed run (also from the middle of an epoch) continues the schedule exactly.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
+from kdistill.settings import OptimizerSettings, ScheduleSettings
 
-@dataclass
-class OptimizerSettings:
-    name: str = "sgd"  # sgd | adamw
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
-
-
-@dataclass
-class ScheduleSettings:
-    name: str = "cosine"  # constant | step | multistep | cosine
-    warmup_epochs: float = 0.0
-    warmup_steps: int = 0  # the same linear warm-up counted in optimiser steps (use one or the other)
-    step_size: int = 30
-    milestones: Sequence[int] = field(default_factory=lambda: [150, 180, 210])
-    gamma: float = 0.1
-    min_lr_ratio: float = 0.0
+__all__ = ["EpochInterval", "OptimizerSettings", "ScheduleSettings", "build_optimizer", "build_scheduler",
+           "lr_factor"]
 
 
 def build_optimizer(params: Iterable[nn.Parameter], settings: OptimizerSettings) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
-    if settings.name == "sgd":
-        return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
-                               weight_decay=settings.weight_decay, nesterov=settings.nesterov)
-    if settings.name == "adamw":
-        return torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
-    raise ValueError(f"unknown optimizer '{settings.name}' (sgd, adamw)")
+    return settings.optimizer_class()(params, **settings.kwargs())
 
 
 def lr_factor(settings: ScheduleSettings, epoch_float: float, total_epochs: int) -> float:
-    """Multiplier of the base learning rate at a fractional epoch."""
+    """Multiplier of the base learning rate at a fractional epoch (the built-in schedules)."""
     if settings.warmup_epochs > 0 and epoch_float < settings.warmup_epochs:
         return (epoch_float + 1e-8) / settings.warmup_epochs
     epoch = math.floor(epoch_float)
-    if settings.name == "constant":
+    name = settings.builtin
+    if name == "constant":
         return 1.0
-    if settings.name == "step":
+    if name == "step":
         return settings.gamma ** (epoch // settings.step_size)
-    if settings.name == "multistep":
+    if name == "multistep":
         return settings.gamma ** sum(epoch >= m for m in settings.milestones)
-    if settings.name == "cosine":
+    if name == "cosine":
         span = max(total_epochs - settings.warmup_epochs, 1e-8)
         progress = min(max(epoch_float - settings.warmup_epochs, 0.0) / span, 1.0)
         return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    raise ValueError(f"unknown schedule '{settings.name}' (constant, step, multistep, cosine)")
+    raise ValueError(f"'{settings.name}' is not a built-in schedule (constant, step, multistep, cosine)")
+
+
+class EpochInterval:
+    """A per-epoch torch scheduler under a loop that calls `step()` after every optimiser step: the
+    wrapped scheduler steps once every `steps_per_epoch` calls (at the end of each epoch)."""
+
+    def __init__(self, scheduler: torch.optim.lr_scheduler.LRScheduler, steps_per_epoch: int) -> None:
+        self.scheduler = scheduler
+        self.optimizer = scheduler.optimizer
+        self.steps_per_epoch = max(steps_per_epoch, 1)
+        self.calls = 0  # optimiser steps so far
+
+    def step(self) -> None:
+        self.calls += 1
+        if self.calls % self.steps_per_epoch == 0:
+            self.scheduler.step()
+
+    def get_last_lr(self) -> list[float]:
+        return self.scheduler.get_last_lr()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.state_dict(), "calls": self.calls, "steps_per_epoch": self.steps_per_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("steps_per_epoch") != self.steps_per_epoch:
+            raise ValueError(f"the checkpoint's schedule counted {state.get('steps_per_epoch')} steps per epoch, "
+                             f"this run has {self.steps_per_epoch}; resume with the same data and batch size")
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.calls = state["calls"]
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, settings: ScheduleSettings, total_epochs: int,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | EpochInterval:
+    """The schedule, to be stepped after every optimiser step (see the module's docstring)."""
     steps = max(steps_per_epoch, 1)
+    if settings.builtin is None:
+        per_step = settings.interval == "step"
+        kwargs = settings.scheduler_kwargs(total_epochs * steps if per_step else total_epochs)
+        scheduler = settings.scheduler_class()(optimizer, **kwargs)
+        return scheduler if per_step else EpochInterval(scheduler, steps)
     if settings.warmup_steps:
         if settings.warmup_epochs:
             raise ValueError("schedule: set warmup_epochs or warmup_steps, not both")
-        settings = dataclasses.replace(settings, warmup_epochs=settings.warmup_steps / steps, warmup_steps=0)
+        settings = settings.model_copy(update={"warmup_epochs": settings.warmup_steps / steps, "warmup_steps": 0})
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(settings, step / steps, total_epochs)
     )

@@ -1,0 +1,67 @@
+"""Opening the teacher cache for a run: how many views, which layers, what temperature."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from kdistill.data.transforms import Augment, to_float
+from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
+from kdistill.engine.cache import CacheSettings, TeacherCache, open_cache
+from kdistill.engine.distributed import World, barrier
+from kdistill.engine.loss import DistillationLoss
+from kdistill.engine.progress import progress_bar
+from kdistill.taps import LayerTaps
+
+
+def cache_views(settings: CacheSettings, augment: Augment, epochs: int, note: Callable[[str], None]) -> int:
+    """One augmented view per epoch unless a shorter cycle was asked for (and then noted)."""
+    if not augment.active:
+        return 1
+    if settings.views is None:
+        return epochs
+    if settings.views < epochs:
+        note(f"teacher.cache.views = {settings.views} < {epochs} epochs: the cache replays a cycle of "
+             f"{settings.views} augmented view(s) per image, so the distilled student sees {settings.views} "
+             "fixed crop(s) per image where a student trained without the cache sees a fresh one every epoch")
+    return settings.views
+
+
+def open_teacher_cache(loss: DistillationLoss, settings: CacheSettings, in_order: DataLoader, augment: Augment,
+                       epochs: int, device: torch.device, world: World, progress: bool,
+                       note: Callable[[str], None]) -> TeacherCache:
+    """Load the complete cache for this teacher, data and preprocessing, or build it (rank 0 builds,
+    the other processes wait and load it)."""
+    teacher = loss.teachers[0]
+    inputs, _, _ = split_batch(to_device(next(iter(in_order)), device))
+    with torch.inference_mode():
+        num_classes = logits_of(call_model(teacher.model, teacher.normalize(to_float(inputs)))).shape[1]
+    updates: dict[str, Any] = {"views": cache_views(settings, augment, epochs, note)}
+    if settings.temperature is None:  # the top-k fill keeps the rest's mass at the methods' temperature
+        temperatures = [float(m.temperature) for m in loss.methods if hasattr(m, "temperature")]
+        updates["temperature"] = max(temperatures, default=1.0)
+    settings = _replace(settings, updates)
+    build_taps = teacher.taps
+    if settings.features and settings.extra_taps:  # the union: one cache serves runs of other methods too
+        tapped = [str(t) for t in teacher.taps.taps] if teacher.taps is not None else []
+        build_taps = LayerTaps(teacher.model, sorted({*tapped, *settings.extra_taps}), "teacher 0 (cache)")
+    if not world.is_main:
+        barrier()  # rank 0 builds the cache; the others then find it complete and load it
+    with progress_bar(progress) as bar:
+        cache = open_cache(settings, teacher.model, in_order.dataset, in_order, teacher.normalize, augment,
+                           num_classes, device, bar, build_taps)
+    if world.is_main:
+        barrier()
+    return cache
+
+
+def _replace(settings: CacheSettings, updates: dict[str, Any]) -> CacheSettings:
+    """A copy with `updates` (the settings are frozen: a dataclass or a pydantic model)."""
+    if hasattr(settings, "model_copy"):
+        return settings.model_copy(update=updates)
+    import dataclasses
+
+    return dataclasses.replace(settings, **updates)

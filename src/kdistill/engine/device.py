@@ -1,0 +1,31 @@
+"""Where and in what precision the loop runs."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from kdistill.engine.distributed import current_world
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """`auto`: this process's GPU under torchrun (its local rank) when there is one, else the CPU."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", current_world().local_rank)
+        return torch.device("cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' was asked for, but CUDA is not available here")
+    return resolved
+
+
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """torch.autocast for bf16 / fp16, nothing for fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)} (got '{precision}')")
+    dtype = PRECISIONS[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)

@@ -1,0 +1,39 @@
+"""Accuracy and cross-entropy of a model on a data set (the loop's validation and final test)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from kdistill.data.transforms import Normalize, to_float
+from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    normalize: Normalize | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    model.to(device)
+    normalize = (normalize or Normalize(None, None)).to(device)
+    correct, total, loss = 0.0, 0, 0.0
+    for batch in loader:
+        inputs, labels, _ = split_batch(to_device(batch, device))
+        if torch.is_tensor(inputs):
+            inputs = normalize(to_float(inputs))
+        with autocast():
+            logits = logits_of(call_model(model, inputs)).float()
+        correct += float((logits.argmax(1) == labels).sum())
+        loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        total += labels.shape[0]
+    model.train(was_training)
+    return {"acc": correct / max(total, 1), "loss": loss / max(total, 1)}

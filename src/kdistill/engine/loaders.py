@@ -1,0 +1,37 @@
+"""Data loaders whose order is a function of (seed, epoch): what exact resume and DDP rely on."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from kdistill.data.base import InMemoryDataset, batch_collate
+from kdistill.engine.distributed import World
+from kdistill.engine.sampler import EpochBatchSampler
+
+
+def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eval_batch_size: int, seed: int,
+                world: World, device: torch.device, num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+    """A training loader (shuffled per epoch, each process its share of the global batch) or an
+    evaluation loader (in order; every process evaluates the whole set). A DataLoader passes through."""
+    if isinstance(data, DataLoader):
+        return data
+    if train:
+        if batch_size % world.world_size:
+            raise ValueError(f"batch_size {batch_size} (global) must be divisible by the "
+                             f"{world.world_size} processes")
+        sampler = EpochBatchSampler(len(data), batch_size // world.world_size, shuffle=True, seed=seed,
+                                    drop_last=drop_last, rank=world.rank, world_size=world.world_size)
+    else:
+        sampler = EpochBatchSampler(len(data), eval_batch_size, shuffle=False, seed=seed)
+    return DataLoader(
+        data,
+        batch_sampler=sampler,
+        collate_fn=batch_collate if isinstance(data, InMemoryDataset) else None,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=num_workers > 0,
+        # its own generator: creating an iterator must not draw from the global RNG, or a run resumed
+        # mid-epoch would shift every later dropout mask by one draw
+        generator=torch.Generator().manual_seed(seed),
+    )
