@@ -73,6 +73,12 @@ class Records:
         return record
 
 
+def train_seconds(history: list[dict[str, Any]]) -> float:
+    """Training time summed over every epoch of a run, also across interruptions and resumes
+    (the record's `seconds` is the wall time of the process that finished it)."""
+    return round(sum(record.get("epoch_time_s", 0.0) for record in history), 1)
+
+
 class Timer:
     def __enter__(self) -> Timer:
         self.started = time.perf_counter()

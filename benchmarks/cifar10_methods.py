@@ -26,7 +26,7 @@ import argparse
 
 import torch
 from _common import keep_freed_memory, shared_data
-from _records import WORK, Records, Timer, config_digest
+from _records import WORK, Records, Timer, config_digest, train_seconds
 from table import render
 
 from kdistill import Distiller, OptimizerSettings, ScheduleSettings
@@ -115,13 +115,14 @@ def prepare_teacher(records: Records, bundle, norm, name: str, epochs: int, lr: 
     print(f"teacher {name} pretrained: {pretrained:.2f} % on the JPEG test set", flush=True)
     with Timer() as timer:
         torch.manual_seed(TEACHER_SEED)
-        fit(make_distiller(None, teacher, [build_method("hard_label", {})], config, TEACHER_SEED, norm,
-                           description="teacher fine-tune", run_name="teacher"), bundle.train, epochs)
+        trainer = make_distiller(None, teacher, [build_method("hard_label", {})], config, TEACHER_SEED, norm,
+                                 description="teacher fine-tune", run_name="teacher")
+        fit(trainer, bundle.train, epochs)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(teacher.state_dict(), path)
     found = accuracy(teacher, norm, bundle.test)
     records.append("teacher", TEACHER_SEED, config, {"test_acc": found, "pretrained_test_acc": pretrained},
-                   timer.seconds, params=count_parameters(teacher),
+                   timer.seconds, params=count_parameters(teacher), train_seconds=train_seconds(trainer.history),
                    latency_ms_b1=cpu_latency_ms(teacher, torch.randn(1, 3, 32, 32)))
     print(f"teacher {name} fine-tuned: {found:.2f} % ({timer.seconds:.0f} s)", flush=True)
     return teacher.eval()
@@ -170,7 +171,7 @@ def main() -> None:
             records.append(variant, seed, config, {"test_acc": found, "train_acc": 100 * last["train/acc"]},
                            timer.seconds, params=count_parameters(student),
                            latency_ms_b1=cpu_latency_ms(student, torch.randn(1, 3, 32, 32)),
-                           notes=distiller.notes)
+                           notes=distiller.notes, train_seconds=train_seconds(distiller.history))
             print(f"{variant} seed {seed}: {found:.2f} % ({timer.seconds:.0f} s)", flush=True)
     print(render(BENCHMARK))
 

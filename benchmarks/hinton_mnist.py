@@ -21,7 +21,7 @@ import argparse
 
 import torch
 from _common import keep_freed_memory, shared_data
-from _records import WORK, Records, Timer, config_digest
+from _records import WORK, Records, Timer, config_digest, train_seconds
 from table import render
 
 from kdistill import Distiller, OptimizerSettings, ScheduleSettings
@@ -85,7 +85,7 @@ def train_teacher(records: Records, bundle, epochs: int):
     torch.save(teacher.state_dict(), path)
     found = errors(trainer, bundle.test)
     records.append("teacher", TEACHER_SEED, config, {"test_errors": found, "test_acc": 100 - found / 100},
-                   timer.seconds, params=count_parameters(teacher))
+                   timer.seconds, params=count_parameters(teacher), train_seconds=train_seconds(trainer.history))
     print(f"teacher: {found} errors ({timer.seconds:.0f} s)", flush=True)
     return teacher.eval()
 
@@ -108,7 +108,8 @@ def run_student(records: Records, bundle, variant: str, seed: int, config: dict,
     if recorded:  # recorded elsewhere, weights not kept here: retrained only to teach the next generation
         return student.eval()
     records.append(variant, seed, config, {"test_errors": found, "test_acc": 100 - found / 100}, timer.seconds,
-                   params=count_parameters(student), notes=distiller.notes)
+                   params=count_parameters(student), notes=distiller.notes,
+                   train_seconds=train_seconds(distiller.history))
     print(f"{variant} seed {seed}: {found} errors ({timer.seconds:.0f} s)", flush=True)
     return student.eval()
 
