@@ -2,8 +2,8 @@
 
 Your models, your data loader, your optimiser and loop; kdistill gives the distillation loss of a
 batch (teacher in eval mode without gradients, taps on any layer by name, every method's weighted
-term) and removes its hooks when you are done. Here: scikit-learn's digits, a small CNN teacher
-trained in a plain loop, then one MLP student trained twice, from the labels and by distillation
+term) and removes its hooks when you are done. Here: the 8x8 digits that ship with kdistill, a small
+CNN teacher trained in a plain loop, then one MLP student trained twice, from the labels and by distillation
 (soft targets at T=4 mixed with the labels; `hint_weight` adds a FitNets-style hint from the
 teacher's conv features into the student's hidden layer, through a learned adapter). Run from the
 repository root:
@@ -17,20 +17,17 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from kdistill import DistillationLoss, methods
+from kdistill.data import load_digits_bundle
 
 
 def digits_loaders(seed: int) -> tuple[DataLoader, DataLoader]:
-    """scikit-learn's digits as plain tensors: a fixed stratified 75/25 split, pixels in [0, 1]."""
-    images, labels = load_digits(return_X_y=True)
-    images = torch.tensor(images, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
-    x_train, x_test, y_train, y_test = train_test_split(images, torch.tensor(labels), test_size=0.25,
-                                                        random_state=0, stratify=labels)
+    """The digits as plain tensors: kdistill's fixed stratified 75/25 split, pixels in [0, 1]."""
+    bundle = load_digits_bundle()
+    x_train, y_train, x_test, y_test = bundle.train.inputs, bundle.train.labels, bundle.test.inputs, bundle.test.labels
     generator = torch.Generator().manual_seed(seed)
     return (DataLoader(TensorDataset(x_train, y_train), batch_size=64, shuffle=True, generator=generator),
             DataLoader(TensorDataset(x_test, y_test), batch_size=512))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from kdistill.engine.callbacks import Callback
 from kdistill.methods import Method
 
 
@@ -23,3 +24,34 @@ class StopAtStep(Method):
             if self.seen == self.stop_at:
                 self.distiller_ref[0].request_stop()
         return ctx.student_logits.sum() * 0
+
+
+class RequestStopAt(Callback):
+    """Asks the distiller to stop (as Ctrl-C does) at the end of optimiser step `stop_at` (never with None)."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.stop_at = stop_at
+
+    def on_step_end(self, distiller, step_info):
+        if step_info.global_step == self.stop_at:
+            distiller.request_stop()
+
+
+class StepCounter(Callback):
+    """A stateful callback: counts optimiser steps and sums the loss; its state must survive resume."""
+
+    def __init__(self) -> None:
+        self.steps, self.loss_sum, self.evaluations = 0, torch.zeros(()), 0
+
+    def on_step_end(self, distiller, step_info):
+        self.steps += 1
+        self.loss_sum = self.loss_sum + step_info.terms["loss"].detach().cpu().double()
+
+    def on_evaluate(self, distiller, metrics):
+        self.evaluations += 1
+
+    def state_dict(self):
+        return {"steps": self.steps, "loss_sum": self.loss_sum.clone(), "evaluations": self.evaluations}
+
+    def load_state_dict(self, state):
+        self.steps, self.loss_sum, self.evaluations = state["steps"], state["loss_sum"], state["evaluations"]

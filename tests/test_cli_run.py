@@ -43,7 +43,8 @@ def cli(*args: str, cwd: Path) -> subprocess.Popen:
 
 
 def test_ctrl_c_leaves_resumable_run_equal_to_uninterrupted(tmp_path):
-    reference = cli(*FAST, "--output-dir", "ref", cwd=tmp_path)
+    # the reference keeps its scratch baseline apart: the interrupted run must train its own, not reuse it
+    reference = cli(*FAST, "--set", "baselines_dir=ref-baselines", "--output-dir", "ref", cwd=tmp_path)
     assert reference.wait(timeout=300) == 0, reference.stdout.read()
 
     run = cli(*FAST, "--output-dir", "run", cwd=tmp_path)

@@ -89,7 +89,9 @@ def test_transfer_teacher_of_other_classes(tmp_path):
       "strategy": {"aggregate": {"name": "weighted", "weights": [1, 2, 3]}}}, "strategy.aggregate.weights: 3 weights"),
     ({"teacher": None}, "teacher: required"),
     ({"strategy": {"name": "teacher_assistant"}}, "strategy.assistants: teacher_assistant needs"),
-    ({"strategy": {"name": "born_agian"}}, "strategy.name: Input should be"),
+    ({"strategy": {"name": "born_agian"}}, "strategy.name: unknown strategy 'born_agian'; did you mean 'born_again'?"),
+    ({"strategy": {"name": "standard", "generatons": 2}}, "strategy.generatons: not an option of strategy 'standard'"),
+    ({"strategy": {"name": "no_such_module_xyz:run"}}, "strategy.name: cannot import module 'no_such_module_xyz'"),
 ])
 def test_strategy_config_errors(edit, message):
     config = load_config(None)

@@ -7,7 +7,19 @@
 """
 
 from kdistill import methods
-from kdistill.engine import DistillationLoss, Distiller, OptimizerSettings, ScheduleSettings, TrainingInterrupted
+from kdistill.engine import (
+    Callback,
+    DistillationLoss,
+    Distiller,
+    EarlyStoppingSettings,
+    EMASettings,
+    MetricGoal,
+    OptimizerSettings,
+    ScheduleSettings,
+    StepInfo,
+    TrainingInterrupted,
+)
 
 __version__ = "0.1.0"
-__all__ = ["DistillationLoss", "Distiller", "OptimizerSettings", "ScheduleSettings", "TrainingInterrupted", "methods"]
+__all__ = ["Callback", "DistillationLoss", "Distiller", "EMASettings", "EarlyStoppingSettings", "MetricGoal",
+           "OptimizerSettings", "ScheduleSettings", "StepInfo", "TrainingInterrupted", "methods"]

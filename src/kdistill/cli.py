@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", help="run directory (must not exist yet)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--device", help="auto (default), cpu, cuda or cuda:N; same as --set training.device=...")
+    run.add_argument("--baseline", action="store_true",
+                     help="also train the student from scratch (same as --set baseline=true); a baseline kept "
+                          "from an earlier run with the same data, student, training and seed is reused")
     run.add_argument("--nproc", type=int, default=1, metavar="N",
                      help="train with N processes on this machine (DDP through torchrun; gloo on CPU, nccl on GPU)")
 
@@ -58,6 +61,7 @@ def launch_processes(args: argparse.Namespace, run_dir: Path) -> int:
     else:
         command += ([args.config] if args.config else []) + [f"--set={o}" for o in args.overrides]
         command += ["--device", args.device] if args.device else []
+        command += ["--baseline"] if args.baseline else []
         command += ["--output-dir", str(run_dir)]
     if args.no_progress:
         command.append("--no-progress")
@@ -80,13 +84,14 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
             run_dir = Path(args.resume)
             if not (run_dir / "config.yaml").is_file():
                 raise ConfigError([f"--resume {run_dir}: not a run directory (no config.yaml)"])
-            if args.config or args.overrides:
-                raise ConfigError(["--resume takes the run's own config; drop the config file and --set"])
+            if args.config or args.overrides or args.baseline:
+                raise ConfigError(["--resume takes the run's own config; drop the config file, --set and --baseline"])
             config = load_config(run_dir / "config.yaml")
         else:
             values = {"output_dir": args.output_dir} if args.output_dir else None
             device = [f"training.device={args.device}"] if args.device else []
-            config = load_config(args.config, [*args.overrides, *device], values)
+            baseline = ["baseline=true"] if args.baseline else []
+            config = load_config(args.config, [*args.overrides, *device, *baseline], values)
             # rank 0 picks (and checks) the directory; the other processes take its answer
             choice = new_run_dir(config) if world.is_main else None
             if world.distributed:

@@ -6,7 +6,6 @@ Every problem becomes a `ConfigError` whose lines each name a field and the fix,
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kdistill.engine.ema import EMASettings
+from kdistill.engine.tracking import EarlyStoppingSettings, MetricGoal
 from kdistill.registry import RegistryError
 from kdistill.settings import CacheSettings, OptimizerSettings, ScheduleSettings
 
@@ -84,12 +85,32 @@ class TrainingSpec(Strict):
     device: str = "auto"
     channels_last: bool = False
     compile: bool = False  # torch.compile the student's training forward (inductor)
+    # the training features (engine/accumulation.py, hooks.py, tracking.py, ema.py, callbacks.py)
+    accumulate_steps: int = Field(1, ge=1)  # optimiser step every N batches, each weighted by its share
+    eval_every_steps: int | None = Field(None, gt=0)  # also evaluate every N optimiser steps (evaluations.jsonl)
+    checkpoint_every_steps: int | None = Field(None, gt=0)  # also write checkpoints/last.pt every N optimiser steps
+    best_metric: MetricGoal | None = None  # val/acc or {metric: val/loss, mode: min}: checkpoints/best.pt
+    early_stopping: EarlyStoppingSettings | None = None  # {metric: val/loss, patience: 3, mode: min, min_delta: 0}
+    ema: EMASettings | None = None  # {decay: 0.999}: evaluated, and the final student
+    callbacks: list[str | dict[str, Any]] = Field(default_factory=list)  # package.module:Class, or {name: .., opts}
 
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
         if value != "auto" and value.split(":")[0] not in ("cpu", "cuda", "mps"):
             raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @field_validator("callbacks")
+    @classmethod
+    def _callbacks(cls, value: list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
+        from kdistill.engine.callbacks import check_callback_spec
+
+        for index, spec in enumerate(value):
+            try:
+                check_callback_spec(spec)
+            except (RegistryError, ValueError) as error:
+                raise ValueError(f"[{index}] {error}") from None
         return value
 
 
@@ -149,14 +170,19 @@ class AggregateSpec(BaseModel):
 
 
 class StrategySpec(Strict):
-    """Who teaches whom. `standard`: the teacher(s) teach the student once."""
+    """Who teaches whom: a STRATEGIES name (standard: the teacher(s) teach the student once; born_again,
+    mutual, teacher_assistant) or `package.module:attribute`; extra keys are a user strategy's options."""
 
-    name: Literal["standard", "born_again", "mutual", "teacher_assistant"] = "standard"
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str = "standard"
     aggregate: AggregateSpec | None = None  # with several teachers
     generations: int = Field(3, ge=1)  # born_again
     peers: int = Field(2, ge=2)  # mutual
     mutual_temperature: float = Field(1.0, gt=0)
     assistants: list[ModelSpec] = Field(default_factory=list)  # teacher_assistant, largest first
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
 
 def default_methods() -> list[MethodSpec]:
@@ -174,17 +200,14 @@ class ExperimentConfig(Strict):
     student: ModelSpec
     methods: list[MethodSpec] = Field(default_factory=default_methods, min_length=1)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
-    baseline: bool = True  # also train the student from scratch, same seed and epochs
+    baseline: bool = False  # also train the student from scratch, same seed and epochs (reused when kept)
+    baselines_dir: Path | None = None  # finished baselines by digest; default: .baselines beside the run dir
     strategy: StrategySpec = Field(default_factory=StrategySpec)
 
     @model_validator(mode="after")
     def _teachers(self) -> ExperimentConfig:
         if self.teacher is not None and self.teachers is not None:
             raise ValueError("teachers: give either teacher (one) or teachers (a list), not both")
-        if self.teacher is None and self.teachers is None and self.strategy.name != "mutual":
-            raise ValueError("teacher: required (or teachers: [...]); only strategy mutual needs none")
-        if self.strategy.name == "teacher_assistant" and not self.strategy.assistants:
-            raise ValueError("strategy.assistants: teacher_assistant needs at least one assistant model")
         return self
 
     def teacher_specs(self) -> list[TeacherSpec]:
@@ -289,91 +312,12 @@ def validate(raw: dict[str, Any]) -> ExperimentConfig:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_pydantic_problems(error)) from None
+    from kdistill.config_checks import semantic_problems  # they read the registries (models, methods, ...)
+
     problems = semantic_problems(config)
     if problems:
         raise ConfigError(problems)
     return config
-
-
-def semantic_problems(config: ExperimentConfig) -> list[str]:
-    from kdistill.data import DATASETS
-    from kdistill.methods import build_method
-    from kdistill.models import _WRN_NAME, MODELS
-
-    problems = []
-    try:
-        DATASETS.get(config.data.name)
-    except RegistryError as error:
-        problems.append(f"data.name: {error}")
-    specs = [(f"teachers[{i}]" if config.teachers else "teacher", t) for i, t in enumerate(config.teacher_specs())]
-    specs += [("student", config.student)]
-    specs += [(f"strategy.assistants[{i}]", a) for i, a in enumerate(config.strategy.assistants)]
-    for where, spec in specs:
-        if _WRN_NAME.match(spec.name.lower()):
-            continue
-        try:
-            factory = MODELS.get(spec.name)
-        except RegistryError as error:
-            problems.append(f"{where}.name: {error}")
-            continue
-        if callable(factory) and not isinstance(factory, type):
-            accepted = inspect.signature(factory).parameters
-            takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
-            unknown = sorted(set(spec.options) - set(accepted) - {"num_classes", "input_shape"})
-            if unknown and not takes_any:
-                options = [k for k in accepted if k not in ("num_classes", "input_shape")]
-                problems.append(f"{where}.options.{unknown[0]}: not an option of model '{spec.name}'; "
-                                f"accepted: {', '.join(options) or 'none'}")
-    import torch
-
-    trainings = [("training", config.training)] + [
-        ("teacher.training" if not config.teachers else f"teachers[{i}].training", t.training)
-        for i, t in enumerate(config.teacher_specs()) if t.training is not None]
-    for where, training in trainings:
-        if training.device.startswith("cuda") and not torch.cuda.is_available():
-            problems.append(f"{where}.device: CUDA is not available on this machine; use auto or cpu")
-    cached = [i for i, t in enumerate(config.teacher_specs()) if t.cache_spec() is not None]
-    if cached:
-        if len(config.teacher_specs()) > 1 or config.strategy.name != "standard":
-            problems.append("teacher.cache: the cache serves one teacher in the standard strategy; turn it off here")
-        tapping = [s.name for s in config.methods if any(k in s.options() for k in
-                                                         ("teacher_layer", "teacher_layers"))]
-        wants_features = any(t.cache_spec() is not None and t.cache_spec().features for t in config.teacher_specs())
-        if tapping and not wants_features:
-            problems.append(f"teacher.cache: the cache holds logits only, but {tapping} read teacher layers; "
-                            "add features: true to cache them too, or turn the cache off")
-    if config.strategy.name == "mutual" and "methods" in config.model_fields_set:
-        problems.append("methods: strategy mutual trains its peers with its own loss (CE + KL between peers); "
-                        "remove methods, or use another strategy")
-    for index, spec in enumerate(config.methods):
-        try:
-            build_method(spec.name, spec.options())
-        except RegistryError as error:
-            problems.append(f"methods[{index}].name: {error}")
-        except ValueError as error:
-            text = str(error)
-            # "key: why" names an option; anything else is about the method as a whole
-            problems.append(f"methods[{index}].{text}" if re.match(r"^\w+: ", text) else f"methods[{index}]: {text}")
-    aggregate = config.strategy.aggregate
-    if aggregate is not None:
-        from kdistill.strategies import build_aggregator
-
-        options = aggregate.options()
-        weights = options.get("weights")
-        if weights is not None and not isinstance(weights, list):
-            problems.append(f"strategy.aggregate.weights: must be a list of numbers, one per teacher (got {weights!r})")
-        elif weights is not None and len(weights) != len(config.teacher_specs()):
-            problems.append(f"strategy.aggregate.weights: {len(weights)} weights for "
-                            f"{len(config.teacher_specs())} teachers")
-        try:
-            build_aggregator(aggregate.name, options)
-        except RegistryError as error:
-            problems.append(f"strategy.aggregate.name: {error}")
-        except ValueError as error:
-            problems.append(f"strategy.aggregate: {error}")
-    elif len(config.teacher_specs()) > 1:
-        problems.append("strategy.aggregate: several teachers need an aggregation (mean, weighted or confidence)")
-    return problems
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None,

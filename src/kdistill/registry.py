@@ -3,6 +3,10 @@
 Everything a config names (a dataset, a model, a method) is looked up here, so nothing in the
 toolkit is hard-wired to one data set or architecture, and a user's own code plugs in by import
 path without registering anything.
+
+A registry may name `builtins`: modules that register more entries and are imported on the first
+lookup or listing, so what a registry holds never depends on which modules happened to be imported
+first (the `mutual` method lives with its strategy, the strategies' runners in their own files).
 """
 
 from __future__ import annotations
@@ -45,9 +49,19 @@ def import_attribute(path: str) -> object:
 class Registry(Generic[T]):
     """A case- and dash-insensitive mapping from names to factories."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, builtins: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._builtins = tuple(builtins)
+        self._loaded = not self._builtins
+
+    def _load_builtins(self) -> None:
+        """Import the modules that register the built-in entries (once; they register on import)."""
+        if self._loaded:
+            return
+        self._loaded = True  # before importing: those modules may look names up while they load
+        for module in self._builtins:
+            importlib.import_module(module)
 
     def register(self, *names: str) -> Callable[[T], T]:
         def decorate(obj: T) -> T:
@@ -63,6 +77,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if ":" in name:
             return import_attribute(name)  # type: ignore[return-value]
+        self._load_builtins()
         key = normalise_name(name)
         if key in self._entries:
             return self._entries[key]
@@ -74,10 +89,13 @@ class Registry(Generic[T]):
         )
 
     def __contains__(self, name: str) -> bool:
+        self._load_builtins()
         return normalise_name(name) in self._entries
 
     def __iter__(self) -> Iterator[str]:
+        self._load_builtins()
         return iter(sorted(self._entries))
 
     def items(self) -> list[tuple[str, T]]:
+        self._load_builtins()
         return sorted(self._entries.items())

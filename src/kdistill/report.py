@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from kdistill.config import ExperimentConfig, dump_config
-
-if TYPE_CHECKING:
-    from kdistill.experiment import ExperimentResult
+from kdistill.results import ExperimentResult
 
 
 def human_bytes(size: int) -> str:
@@ -41,11 +38,23 @@ def run_notes(run_dir: Path) -> list[str]:
     return notes
 
 
+def reused_baselines(run_dir: Path) -> list[str]:
+    """Stages copied from the shared baselines folder rather than trained in this run."""
+    lines = []
+    for path in sorted(run_dir.rglob("baseline.json")):
+        info = json.loads(path.read_text())
+        if info.get("reused"):
+            lines.append(f"`{path.parent.relative_to(run_dir)}` was not trained in this run: it is the scratch "
+                         f"baseline kept in `{info['store']}` (same data, student, training and seed).")
+    return lines
+
+
 def write_report(run_dir: Path, config: ExperimentConfig, result: ExperimentResult) -> Path:
     lines = [f"# {config.name}", "", f"Run directory: `{run_dir}`", "",
              "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
     lines += ["", gap_sentence(result), ""]
+    lines += [line for reused in reused_baselines(run_dir) for line in (reused, "")]
     notes = run_notes(run_dir)
     if notes:
         lines += ["## Warnings", ""] + [f"- {note}" for note in notes] + [""]

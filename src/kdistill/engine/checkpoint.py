@@ -2,7 +2,9 @@
 
 A training checkpoint holds everything a resumed run needs to take exactly the steps an
 uninterrupted one would: weights (student and methods), optimiser, schedule, loss scaler, the RNG
-states, the position in the epoch with its running sums, and the metrics history.
+states, the position in the epoch with its running sums, and the metrics history; with the
+training features on (`hooks.py`), their state too: callbacks', the EMA weights, the best value, the
+early-stopping counter, the gradient-accumulation count.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def training_state(*, epoch: int, step_in_epoch: int, student: nn.Module, methods: nn.Module,
                    optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
-                   running: dict[str, torch.Tensor], history: list[dict[str, Any]]) -> dict[str, Any]:
+                   running: dict[str, torch.Tensor], history: list[dict[str, Any]],
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The training state; `extra` holds more entries (the training features'), read back by their owners."""
     return {
         "format": CHECKPOINT_FORMAT, "epoch": epoch, "step_in_epoch": step_in_epoch,
         "student": student.state_dict(), "methods": methods.state_dict(),
@@ -63,6 +67,7 @@ def training_state(*, epoch: int, step_in_epoch: int, student: nn.Module, method
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "running": {k: v.detach().cpu() for k, v in running.items()},
         "history": json.dumps(history),
+        **(extra or {}),
     }
 
 
@@ -82,3 +87,30 @@ def restore_training_state(state: dict[str, Any], *, student: nn.Module, methods
     if state["cuda_rng"]:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state["epoch"], state["step_in_epoch"], state["running"], json.loads(state["history"])
+
+
+def distiller_state(distiller: Any, epoch: int, step_in_epoch: int, running: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """A `Distiller`'s training state, with its training features' (and the accumulation count when > 1)."""
+    extra = distiller.hooks.state_dict()
+    if distiller.accumulate_steps > 1:
+        extra["accumulate_steps"] = distiller.accumulate_steps
+    return training_state(epoch=epoch, step_in_epoch=step_in_epoch, student=distiller.student.model,
+                          methods=distiller.loss.methods, optimizer=distiller.optimizer,
+                          scheduler=distiller.scheduler, scaler=distiller.scaler, running=running,
+                          history=distiller.history, extra=extra)
+
+
+def restore_distiller_state(distiller: Any, state: dict[str, Any]) -> tuple[int, int, dict[str, torch.Tensor]]:
+    """Load `distiller_state` into a built `Distiller`; returns (epoch, step in epoch, running sums)."""
+    if state.get("accumulate_steps", 1) != distiller.accumulate_steps:
+        raise ValueError(f"the checkpoint accumulated {state.get('accumulate_steps', 1)} batches a step, this run "
+                         f"{distiller.accumulate_steps}; resume with the same accumulate_steps")
+    epoch, step, running, distiller.history = restore_training_state(
+        state, student=distiller.student.model, methods=distiller.loss.methods, optimizer=distiller.optimizer,
+        scheduler=distiller.scheduler, scaler=distiller.scaler)
+    distiller.hooks.load_state_dict(state)
+    # mid-epoch sums were reduced over processes before saving: rank 0 carries them alone
+    device = distiller.device
+    running = {k: v.to(device) if distiller.world.is_main else torch.zeros_like(v, device=device)
+               for k, v in running.items()}
+    return epoch, step, running

@@ -5,7 +5,8 @@ mode under `torch.inference_mode`) -> student forward -> every method's loss ter
 -> backward -> optimiser and schedule. Methods add terms; they never own a loop. With no teacher
 and only `HardLabel`, the same loop trains a teacher or a student from scratch. The jobs around
 the step live in their own modules: loaders, cache set-up, checkpoints, interrupts, progress,
-evaluation.
+evaluation; gradient accumulation (accumulation.py); callbacks, EMA, periodic evaluation and
+checkpoints, best checkpoint, early stopping (hooks.py, callbacks.py, ema.py, tracking.py).
 """
 
 from __future__ import annotations
@@ -22,30 +23,29 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from kdistill.data.transforms import Augment, Normalize, to_float
-from kdistill.engine.batch import batch_size_of, split_batch, to_device
+from kdistill.data.transforms import Augment, Normalize
+from kdistill.engine.accumulation import check_steps, micro_batch_groups, no_sync, optimizer_steps
+from kdistill.engine.batch import batch_size_of
 from kdistill.engine.cache import CacheSettings, TeacherCache
 from kdistill.engine.cache_setup import open_teacher_cache
-from kdistill.engine.checkpoint import atomic_save, load_checkpoint, restore_training_state, training_state
+from kdistill.engine.callbacks import Callback, StepInfo
+from kdistill.engine.checkpoint import atomic_save, distiller_state, load_checkpoint, restore_distiller_state
 from kdistill.engine.device import autocast_for, resolve_device
-from kdistill.engine.distributed import (
-    any_rank,
-    average_gradients,
-    barrier,
-    broadcast_tensors,
-    current_world,
-    reduce_sums,
-    shard_weight,
-)
+from kdistill.engine.distributed import any_rank, average_gradients, barrier, current_world, reduce_sums, shard_weight
+from kdistill.engine.ema import EMASettings
 from kdistill.engine.evaluation import evaluate_model
+from kdistill.engine.hooks import TrainingHooks
+from kdistill.engine.inputs import cached_teacher_outputs, check_cache_use, prepare_inputs
 from kdistill.engine.interrupt import TrainingInterrupted, stop_requests_on_sigint
 from kdistill.engine.loaders import make_loader
 from kdistill.engine.loss import DistillationLoss, Participant, TeacherOutputs
-from kdistill.engine.metrics_log import append_record, epoch_record
+from kdistill.engine.metrics_log import epoch_record
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler
 from kdistill.engine.progress import progress_bar
 from kdistill.engine.sampler import EpochBatchSampler
 from kdistill.engine.seed import derive_seed
+from kdistill.engine.tracking import EarlyStoppingSettings, MetricGoal
+from kdistill.engine.wrapping import wrap_student
 from kdistill.methods.base import Method, StepContext
 
 LOG = logging.getLogger("kdistill")
@@ -56,6 +56,10 @@ class Distiller:
 
     >>> Distiller(teacher, student, [SoftTarget(temperature=4, weight=0.9), HardLabel(weight=0.1)])
     ...     .fit(train_set, val_set, epochs=30)
+
+    Training features, all off by default and all resumed exactly: `callbacks` (callbacks.py),
+    `accumulate_steps` (accumulation.py), `eval_every_steps` and `checkpoint_every_steps` (hooks.py),
+    `best_metric` and `early_stopping` (tracking.py), `ema` (ema.py).
     """
 
     def __init__(
@@ -84,6 +88,13 @@ class Distiller:
         teacher_cache: CacheSettings | None = None,
         channels_last: bool = False,
         compile: bool | str = False,
+        callbacks: Sequence[Callback] = (),
+        accumulate_steps: int = 1,
+        eval_every_steps: int | None = None,
+        checkpoint_every_steps: int | None = None,
+        best_metric: MetricGoal | str | None = None,
+        early_stopping: EarlyStoppingSettings | dict | None = None,
+        ema: EMASettings | float | None = None,
     ) -> None:
         self.world = current_world()
         self.device = resolve_device(device)
@@ -106,6 +117,10 @@ class Distiller:
         self.channels_last = channels_last
         self.compile = compile  # torch.compile of the student's training forward; a string picks the backend
         self.history: list[dict[str, Any]] = []
+        self.accumulate_steps = check_steps(accumulate_steps)  # optimiser step every N batches
+        self.steps_per_epoch = 0  # optimiser steps an epoch, set by fit()
+        self.hooks = TrainingHooks(callbacks, eval_every_steps=eval_every_steps, ema=ema, best_metric=best_metric,
+                                   checkpoint_every_steps=checkpoint_every_steps, early_stopping=early_stopping)
         self.notes: list[str] = []  # what a reader of the results must know (also in notes.json, the report)
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
@@ -117,13 +132,7 @@ class Distiller:
         self._method_parameters: list[nn.Parameter] = []
         self.cache_settings = teacher_cache
         self.cache: TeacherCache | None = None
-        if teacher_cache is not None:
-            if len(self.teachers) != 1:
-                raise ValueError(f"the teacher cache holds one teacher's outputs; this run has {len(self.teachers)}")
-            tapping = [m.label for m in self.methods if m.teacher_taps()]
-            if tapping and not teacher_cache.features:
-                raise ValueError(f"the teacher cache holds logits only, but {tapping} read teacher layers; "
-                                 "cache them too (features: true) or turn the cache off")
+        check_cache_use(teacher_cache, self.teachers, self.methods)
 
     # what the loss holds --------------------------------------------------------------------------
     @property
@@ -166,30 +175,13 @@ class Distiller:
 
     # one step -------------------------------------------------------------------------------------
     def prepare_inputs(self, batch: Any, epoch: int, train: bool) -> tuple[Any, Any, Any]:
-        batch = to_device(batch, self.device, non_blocking=True)
-        inputs, labels, indices = split_batch(batch)
-        if torch.is_tensor(inputs):
-            inputs = to_float(inputs)
-            if train and self.augment.active:
-                if indices is None:
-                    raise ValueError("augmentation needs sample indices; yield an 'index' with each sample")
-                # with a cache of K views, epoch e replays view e mod K: the inputs the teacher saw
-                view = epoch % self.cache.settings.views if self.cache is not None else epoch
-                inputs = self.augment(inputs, indices, view)
-            if self.channels_last and inputs.dim() == 4:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs, labels, indices
+        return prepare_inputs(batch, epoch, train, device=self.device, augment=self.augment, cache=self.cache,
+                              channels_last=self.channels_last)
 
     def cached_teacher_outputs(self, indices: torch.Tensor | None, epoch: int) -> TeacherOutputs | None:
         """The teacher's logits and tapped features from the cache; None without one."""
-        if self.cache is None:
-            return None
-        if indices is None:
-            raise ValueError("the teacher cache needs sample indices; yield an 'index' with each sample")
-        taps = self.teachers[0].taps
-        wanted = [str(t) for t in taps.taps] if taps is not None else []
-        features = self.cache.lookup_features(indices, epoch, self.device, wanted) if wanted else {}
-        return [self.cache.lookup(indices, epoch, self.device)], [features]
+        teacher = self.teachers[0] if self.teachers else None
+        return cached_teacher_outputs(self.cache, teacher, indices, epoch, self.device)
 
     def step_context(self, batch: Any, epoch: int, num_epochs: int,
                      epoch_progress: float | None = None) -> tuple[StepContext, int]:
@@ -201,22 +193,33 @@ class Distiller:
                                 epoch_progress=epoch_progress, num_samples=self.num_samples)
         return ctx, batch_size_of(inputs)
 
-    def train_step(self, batch: Any, epoch: int, num_epochs: int,
-                   epoch_progress: float | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
+    def train_step(self, batch: Any, epoch: int, num_epochs: int, epoch_progress: float | None = None, *,
+                   weight: float | torch.Tensor | None = None, first: bool = True,
+                   last: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
         """One optimisation step; `epoch_progress` (epoch + step / steps per epoch) lets methods
-        ramp their weights per step."""
-        ctx, size = self.step_context(batch, epoch, num_epochs, epoch_progress)
-        out = self.loss.weighted_terms(ctx)
-        self.optimizer.zero_grad(set_to_none=True)
-        # under DDP each rank's share of the global batch weights its loss (logged unweighted)
-        objective = out.loss * shard_weight(size, self.device) if self.world.distributed else out.loss
+        ramp their weights per step. Under gradient accumulation, one micro-batch: `weight` is its
+        share of the group, the `first` zeroes the gradients, the `last` steps (the others skip DDP's sync)."""
+        with contextlib.nullcontext() if last else no_sync(self._student_ddp):
+            ctx, size = self.step_context(batch, epoch, num_epochs, epoch_progress)
+            out = self.loss.weighted_terms(ctx)
+            if first:
+                self.optimizer.zero_grad(set_to_none=True)
+            # under DDP each rank's share of the global batch weights its loss (logged unweighted)
+            if weight is None and self.world.distributed:
+                weight = shard_weight(size, self.device)
+            objective = out.loss * weight if weight is not None else out.loss
+            (self.scaler.scale(objective) if self.scaler is not None else objective).backward()
+        if last:
+            self._optimizer_step()
+        terms = {k: v.detach() for k, v in out.terms.items()} | {"loss": out.loss.detach()}
+        correct = (ctx.student_logits.detach().argmax(1) == ctx.labels).sum() if ctx.labels is not None \
+            else torch.zeros((), device=self.device)
+        return terms, correct, size
+
+    def _optimizer_step(self) -> None:
+        average_gradients(self._method_parameters)  # before unscale_: every rank sees the same inf/nan
         if self.scaler is not None:
-            self.scaler.scale(objective).backward()
-            average_gradients(self._method_parameters)  # before unscale_: every rank sees the same inf/nan
             self.scaler.unscale_(self.optimizer)
-        else:
-            objective.backward()
-            average_gradients(self._method_parameters)
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.grad_clip)
         if self.scaler is not None:
@@ -225,10 +228,6 @@ class Distiller:
         else:
             self.optimizer.step()
         self.scheduler.step()
-        terms = {k: v.detach() for k, v in out.terms.items()} | {"loss": out.loss.detach()}
-        correct = (ctx.student_logits.detach().argmax(1) == ctx.labels).sum() if ctx.labels is not None \
-            else torch.zeros((), device=self.device)
-        return terms, correct, size
 
     # set-up ---------------------------------------------------------------------------------------
     def _build(self, loader: DataLoader, epochs: int) -> None:
@@ -246,6 +245,7 @@ class Distiller:
         if self.cache_settings is not None and self.cache is None:
             self.cache = open_teacher_cache(self.loss, self.cache_settings, self.make_loader(loader.dataset, False),
                                             self.augment, epochs, self.device, self.world, self.progress, self.note)
+        self.hooks.build(self.student.model)  # the EMA's copy is made before the taps are attached
         self.loss.attach()
         if isinstance(loader.batch_sampler, EpochBatchSampler):
             loader.batch_sampler.set_epoch(0)
@@ -254,20 +254,12 @@ class Distiller:
                               epoch=0, num_epochs=epochs, num_samples=self.num_samples)
         self._check_label_term(ctx)
         self.optimizer = build_optimizer(self.trainable_parameters(), self.optimizer_settings)
-        self.scheduler = build_scheduler(self.optimizer, self.schedule_settings, epochs, len(loader))
+        self.steps_per_epoch = optimizer_steps(len(loader), self.accumulate_steps)  # what the schedule counts
+        self.scheduler = build_scheduler(self.optimizer, self.schedule_settings, epochs, self.steps_per_epoch)
         if self.precision == "fp16" and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
         self._method_parameters = [p for p in self.loss.parameters() if p.requires_grad]
-        if self.world.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            broadcast_tensors(list(self.loss.state_dict().values()))  # adapters start equal on every rank
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self._student_ddp = DistributedDataParallel(self.student.model, device_ids=device_ids)
-        if self.compile:
-            backend = self.compile if isinstance(self.compile, str) else "inductor"
-            # taps are attached before compiling, so their hooks are traced into the graph
-            self._student_ddp = torch.compile(self._student_ddp or self.student.model, backend=backend)
+        self._student_ddp = wrap_student(self.student.model, self.loss, self.world, self.device, self.compile)
 
     # checkpoints ----------------------------------------------------------------------------------
     @property
@@ -275,18 +267,10 @@ class Distiller:
         return self.run_dir / "checkpoints" / "last.pt" if self.run_dir else None
 
     def state_dict(self, epoch: int, step_in_epoch: int, running: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return training_state(epoch=epoch, step_in_epoch=step_in_epoch, student=self.student.model,
-                              methods=self.loss.methods, optimizer=self.optimizer, scheduler=self.scheduler,
-                              scaler=self.scaler, running=running, history=self.history)
+        return distiller_state(self, epoch, step_in_epoch, running)
 
     def load_state_dict(self, state: dict[str, Any]) -> tuple[int, int, dict[str, torch.Tensor]]:
-        epoch, step, running, self.history = restore_training_state(
-            state, student=self.student.model, methods=self.loss.methods, optimizer=self.optimizer,
-            scheduler=self.scheduler, scaler=self.scaler)
-        # mid-epoch sums were reduced over processes before saving: rank 0 carries them alone
-        running = {k: v.to(self.device) if self.world.is_main else torch.zeros_like(v, device=self.device)
-                   for k, v in running.items()}
-        return epoch, step, running
+        return restore_distiller_state(self, state)
 
     def save_checkpoint(self, epoch: int, step_in_epoch: int, running: dict[str, torch.Tensor]) -> Path | None:
         """Rank 0 writes; the others wait, so a resume never reads a half-written run."""
@@ -297,13 +281,15 @@ class Distiller:
         return path
 
     def request_stop(self) -> None:
-        """Stop after the current step, leaving a resumable checkpoint (what Ctrl-C does)."""
+        """Stop after the current optimiser step (with gradient accumulation: its group's last batch),
+        leaving a resumable checkpoint (what Ctrl-C does)."""
         self._stop_requested = True
 
     # fitting --------------------------------------------------------------------------------------
     def fit(self, train: Dataset | DataLoader, val: Dataset | DataLoader | None = None, epochs: int = 10,
             resume: bool = False) -> list[dict[str, Any]]:
-        """Train for `epochs`; with `resume`, continue from `run_dir`'s last checkpoint."""
+        """Train for `epochs` (fewer when early stopping ends it); with `resume`, continue from `run_dir`'s
+        last checkpoint. Returns the epoch records."""
         loader = self.make_loader(train, train=True)
         self.num_samples = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
         self._build(loader, epochs)
@@ -319,10 +305,13 @@ class Distiller:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "notes.json").write_text(json.dumps(self.notes, indent=1))
         self._stop_requested = False
+        self.hooks.start(self, val, self.global_step(start_epoch, start_step) if resume else None)
         with stop_requests_on_sigint(lambda: self._stop_requested, self.request_stop), \
                 progress_bar(self.progress) as progress:
             try:
                 for epoch in range(start_epoch, epochs):
+                    if self.hooks.stopped:  # early stopping
+                        break
                     first = epoch == start_epoch
                     self._run_epoch(loader, val, epoch, epochs, start_step if first else 0,
                                     running if first else {}, progress)
@@ -332,14 +321,16 @@ class Distiller:
                 for teacher, flags in zip(self.teachers, self._teacher_grad_flags, strict=False):
                     for parameter, flag in zip(teacher.model.parameters(), flags, strict=True):
                         parameter.requires_grad_(flag)
-        if self.world.distributed:
-            # DDP keeps parameters equal; BatchNorm statistics updated in the last forward are per
-            # rank: every rank leaves fit() with rank 0's, the ones that are saved
-            broadcast_tensors(list(self.student.model.buffers()))
+        self.hooks.finish(self)  # the EMA's weights into the student when on; rank 0's buffers on every rank
         if self.run_dir is not None and self.world.is_main:
             atomic_save(self.student.model.state_dict(), self.run_dir / "student.pt")
         barrier()
+        self.hooks.fire("on_fit_end", self)
         return self.history
+
+    def global_step(self, epoch: int, batch: int) -> int:
+        """Optimiser steps taken once `batch` batches of epoch `epoch` are done."""
+        return epoch * self.steps_per_epoch + optimizer_steps(batch, self.accumulate_steps)
 
     def _run_epoch(self, loader: DataLoader, val: Any, epoch: int, epochs: int, start_step: int,
                    running: dict[str, torch.Tensor], progress: Any) -> None:
@@ -357,31 +348,33 @@ class Distiller:
                                  completed=start_step) if progress else None
         started = time.perf_counter()
         step = start_step
-        for batch in loader:
-            terms, correct, size = self.train_step(batch, epoch, epochs, epoch + step / len(loader))
-            for key, value in terms.items():
-                running[key] = running.get(key, 0) + value * size
-            running["correct"] = running.get("correct", 0) + correct
-            running["samples"] = running.get("samples", 0) + torch.tensor(float(size), device=self.device)
-            step += 1
-            if task is not None:
-                progress.advance(task)
+        for group in micro_batch_groups(loader, self.accumulate_steps, self.device):  # [(batch, weight)]
+            sums, samples = {}, 0
+            for index, (batch, weight) in enumerate(group):  # one batch with weight None without accumulation
+                terms, correct, size = self.train_step(batch, epoch, epochs, epoch + step / len(loader), weight=weight,
+                                                       first=index == 0, last=index == len(group) - 1)
+                for key, value in terms.items():
+                    scaled = value * size
+                    running[key], sums[key] = running.get(key, 0) + scaled, sums.get(key, 0) + scaled
+                running["correct"] = running.get("correct", 0) + correct
+                running["samples"] = running.get("samples", 0) + torch.tensor(float(size), device=self.device)
+                step, samples = step + 1, samples + size
+                if task is not None:
+                    progress.advance(task)
+            step_terms = terms if len(group) == 1 else {k: v / samples for k, v in sums.items()}
+            info = StepInfo(epoch, self.global_step(epoch, step), step, len(loader), samples, step_terms,
+                            self.optimizer.param_groups[0]["lr"])
+            self.hooks.step_end(self, info, val, running)
             if any_rank(self._stop_requested, self.device):  # every rank stops at the same step
                 raise TrainingInterrupted(self.save_checkpoint(epoch, step, reduce_sums(running, self.device)))
         if task is not None:
             progress.remove_task(task)
-        self._log_epoch(epoch, reduce_sums(running, self.device), time.perf_counter() - started, val)
+        record = epoch_record(self.description, epoch, self.optimizer.param_groups[0]["lr"],
+                              reduce_sums(running, self.device), time.perf_counter() - started)
+        self.hooks.epoch_end(self, record, val, self.global_step(epoch + 1, 0))
         self.save_checkpoint(epoch + 1, 0, {})
         if any_rank(self._stop_requested, self.device):
             raise TrainingInterrupted(self.checkpoint_path)
-
-    def _log_epoch(self, epoch: int, running: dict[str, torch.Tensor], elapsed: float, val: Any) -> None:
-        record = epoch_record(self.description, epoch, self.optimizer.param_groups[0]["lr"], running, elapsed)
-        if val is not None:
-            record.update({f"val/{k}": v for k, v in self.evaluate(val).items()})
-        self.history.append(record)
-        if self.run_dir is not None and self.world.is_main:
-            append_record(self.run_dir, record)
 
     def detach_taps(self) -> None:
         self.loss.detach()
@@ -389,10 +382,12 @@ class Distiller:
     # evaluation -----------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, data: Dataset | DataLoader, which: str | int = "student") -> dict[str, float]:
-        """Accuracy and cross-entropy of the student (or teacher `which`) on `data`."""
+        """Accuracy (top-1, and top-5 with more than 5 classes) and cross-entropy of the student (its
+        EMA when on, which fit() leaves in the student) or of teacher `which` on `data`."""
         participant = self.student if which == "student" else self.teachers[int(which)]
-        return evaluate_model(participant.model, self.make_loader(data, train=False), self.device,
-                              participant.normalize, self._autocast)
+        model = self.hooks.evaluated_model(participant.model) if which == "student" else participant.model
+        return evaluate_model(model, self.make_loader(data, train=False), self.device, participant.normalize,
+                              self._autocast)
 
 
 __all__ = ["Distiller", "Participant", "TrainingInterrupted", "evaluate_model", "resolve_device"]

@@ -1,4 +1,8 @@
-"""Accuracy and cross-entropy of a model on a data set (the loop's validation and final test)."""
+"""Accuracy and cross-entropy of a model on a data set (the loop's validation and final test).
+
+`acc` is top-1 accuracy; with more than 5 classes `acc_top5` (the label among the 5 largest
+logits) comes alongside; `loss` is the mean cross-entropy.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ def evaluate_model(
     model.eval()
     model.to(device)
     normalize = (normalize or Normalize(None, None)).to(device)
-    correct, total, loss = 0.0, 0, 0.0
+    correct, correct_top5, total, loss = 0.0, 0.0, 0, 0.0
+    top5 = False
     for batch in loader:
         inputs, labels, _ = split_batch(to_device(batch, device))
         if torch.is_tensor(inputs):
@@ -33,7 +38,13 @@ def evaluate_model(
         with autocast():
             logits = logits_of(call_model(model, inputs)).float()
         correct += float((logits.argmax(1) == labels).sum())
+        if logits.shape[1] > 5:
+            top5 = True
+            correct_top5 += float((logits.topk(5, dim=1).indices == labels[:, None]).any(1).sum())
         loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
         total += labels.shape[0]
     model.train(was_training)
-    return {"acc": correct / max(total, 1), "loss": loss / max(total, 1)}
+    metrics = {"acc": correct / max(total, 1), "loss": loss / max(total, 1)}
+    if top5:
+        metrics["acc_top5"] = correct_top5 / max(total, 1)
+    return metrics

@@ -12,7 +12,8 @@ from kdistill.methods.features import NST, PKT, RKD, AttentionTransfer, Hint, Si
 from kdistill.methods.logits import DIST, DKD, HardLabel, LogitMSE, SoftTarget
 from kdistill.registry import Registry
 
-METHODS: Registry = Registry("method")
+# the `mutual` method lives with its strategy (a cohort of peers); it registers itself when first needed
+METHODS: Registry = Registry("method", builtins=("kdistill.strategies.mutual",))
 for _method in (HardLabel, SoftTarget, LogitMSE, DKD, DIST, Hint, AttentionTransfer, SimilarityPreserving,
                 RKD, PKT, NST, CRD):
     METHODS.register(_method.name)(_method)

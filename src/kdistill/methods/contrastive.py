@@ -83,7 +83,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdistill.engine.distributed import gather_rows
+from kdistill.collectives import gather_rows
 from kdistill.methods.base import StepContext, require_positive
 from kdistill.methods.features import FeatureMethod, layer_name, to_vectors
 

@@ -40,6 +40,7 @@ from kdistill.engine.seed import derive_seed
 from kdistill.methods import METHODS
 from kdistill.methods.base import Method, StepContext, require_non_negative, require_positive
 from kdistill.methods.logits import softened_kl
+from kdistill.strategies.stages import fit_or_load
 
 OUTPUTS = ("first", "mean")
 
@@ -163,20 +164,9 @@ def mutual_learning(
     cohort = Cohort(models)
     methods = [MutualLearning(peers=len(models), temperature=temperature, kl_weight=kl_weight), *extra_methods]
     distiller = Distiller(None, cohort, methods, run_dir=run_dir, **kwargs)
-    final = Path(run_dir) / "student.pt" if run_dir is not None else None
-    if final is not None and final.exists():
-        if not resume:
-            raise FileExistsError(f"{run_dir} already holds a finished run; pass resume=True to load it, or choose "
-                                  "another run_dir")
-        cohort.load_state_dict(torch.load(final, map_location="cpu", weights_only=True))
-        distiller.detach_taps()
-        return cohort, distiller
-    checkpoint = distiller.checkpoint_path
-    has_checkpoint = checkpoint is not None and checkpoint.exists()
-    if has_checkpoint and not resume:
-        raise FileExistsError(f"{run_dir} holds an interrupted run; pass resume=True to continue it, or choose "
-                              "another run_dir")
-    distiller.fit(train, val, epochs=epochs, resume=has_checkpoint)
+    record = {"teacher": None, "teacher_weights": None, "epochs": epochs, "methods": [m.name for m in methods],
+              "seed": seed, "peers": len(models)}
+    fit_or_load(run_dir, cohort, lambda: distiller, train, val, epochs, resume=resume, record=record)
     return cohort, distiller
 
 

@@ -11,14 +11,20 @@ Born-again networks (generation k+1 learns from generation k) and teacher-assist
       <stage>/checkpoints/last.pt  the resumable checkpoint (the Distiller's)
       <stage>/student.pt           the trained weights: the stage is done
 
-With `resume=True` a stage whose `student.pt` exists is loaded, not retrained; an interrupted stage
-continues from its checkpoint (`Distiller.fit(resume=True)`); later stages start fresh. A resumed
-chain ends with the same weights as an uninterrupted one: before each stage the global RNG is
-re-seeded from (seed, stage index), so model initialisation and lazily built method parts do not
-depend on whether the previous stage was trained or loaded. A stage whose `stage.json` disagrees
-with the current call (another teacher, other epochs or methods) is an error rather than silently
-reused. Without `resume`, a run directory that already holds stages is an error: nothing is
-overwritten silently.
+Every stage of every strategy (the experiment's teachers, scratch baseline and students, chains,
+mutual cohorts) goes through one function, `fit_or_load`, with one set of rules:
+
+- without `resume`, a stage folder that already holds anything is an error (`StageExists`):
+  nothing is overwritten silently;
+- with `resume`, a stage whose `student.pt` exists is loaded, not retrained; an interrupted stage
+  continues from its checkpoint (`Distiller.fit(resume=True)`); later stages start fresh;
+- a stage whose `stage.json` disagrees with the current call (another teacher or teacher weights,
+  other epochs, methods or seed) is an error (`StageMismatch`), for a finished stage as for an
+  interrupted one: a stage is never loaded or resumed against another teacher.
+
+A resumed chain ends with the same weights as an uninterrupted one: before each stage the global
+RNG is re-seeded from (seed, stage index), so model initialisation and lazily built method parts
+do not depend on whether the previous stage was trained or loaded.
 """
 
 from __future__ import annotations
@@ -32,10 +38,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdistill.collectives import barrier, broadcast_object, current_world
 from kdistill.digest import model_digest
 from kdistill.engine import Distiller
 from kdistill.engine.checkpoint import atomic_write_text
-from kdistill.engine.distributed import barrier, broadcast_object, current_world
 from kdistill.engine.seed import derive_seed
 from kdistill.methods.base import Method
 
@@ -103,19 +109,93 @@ def stage_done(stage_dir: Path) -> bool:
     return (Path(stage_dir) / FINAL_WEIGHTS).exists()
 
 
+def stage_started(stage_dir: Path) -> bool:
+    """The folder holds anything: a finished stage, an interrupted one, or its record."""
+    stage_dir = Path(stage_dir)
+    return stage_dir.is_dir() and any(stage_dir.iterdir())
+
+
+class StageExists(FileExistsError):
+    """A stage folder already holds a stage, and this call does not resume."""
+
+
+class StageMismatch(ValueError):
+    """A stage folder holds a stage started with another set-up (teacher, epochs, methods, seed)."""
+
+
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2))
 
 
-def _check_record(stage_dir: Path, record: dict[str, Any]) -> None:
+def _record_problem(stage_dir: Path, record: dict[str, Any] | None) -> str | None:
     path = stage_dir / STAGE_FILE
-    if not path.exists():
-        return
+    if record is None or not path.exists():
+        return None
     previous = json.loads(path.read_text())
-    for key in ("teacher", "teacher_weights", "epochs", "methods", "seed"):
-        if previous.get(key) != record[key]:
-            raise ValueError(f"{stage_dir}: this stage was started with {key}={previous.get(key)!r}, but this run "
-                             f"asks for {key}={record[key]!r}; use another run_dir (or delete {stage_dir})")
+    for key, value in json.loads(json.dumps(record)).items():  # compared as stored (tuples read back as lists)
+        if previous.get(key) != value:
+            return (f"{stage_dir}: this stage was started with {key}={previous.get(key)!r}, but this run asks for "
+                    f"{key}={value!r}; use another run directory (or delete {stage_dir})")
+    return None
+
+
+def _verdict(stage_dir: Path, record: dict[str, Any] | None, resume: bool) -> tuple[str, str]:
+    """('load' | 'resume' | 'fresh', '') or ('exists' | 'mismatch', message): the one rule for every stage."""
+    if not resume:
+        if stage_started(stage_dir):
+            return "exists", (f"{stage_dir} already holds a stage; continue it with resume=True (kdistill run "
+                              "--resume), or choose another run directory")
+        return "fresh", ""
+    problem = _record_problem(stage_dir, record)
+    if problem is not None:
+        return "mismatch", problem
+    if stage_done(stage_dir):
+        return "load", ""
+    return ("resume" if (stage_dir / "checkpoints" / "last.pt").exists() else "fresh"), ""
+
+
+@dataclass
+class StageOutcome:
+    history: list[dict[str, Any]]
+    trained: bool  # False when the finished stage was loaded from its folder
+    distiller: Distiller | None  # None when loaded
+
+
+def load_stage(stage_dir: Path, model: nn.Module) -> nn.Module:
+    """Load a finished stage's weights (`student.pt`) into `model`."""
+    model.load_state_dict(torch.load(Path(stage_dir) / FINAL_WEIGHTS, map_location="cpu", weights_only=True))
+    return model
+
+
+def fit_or_load(stage_dir: str | Path | None, model: nn.Module, make_distiller: Callable[[], Distiller], train: Any,
+                val: Any, epochs: int, *, resume: bool = False, record: dict[str, Any] | None = None) -> StageOutcome:
+    """This stage is done: load it into `model`; else train it, or resume it from its checkpoint.
+
+    `make_distiller()` builds the stage's `Distiller` (training `model`, writing into `stage_dir`);
+    it is called only when the stage trains. `record` (JSON values: who taught the stage and a
+    digest of its weights, epochs, methods, seed, ...) is written to `stage.json` before training
+    and must match on every later call (see the module's rules). Rank 0 inspects the folder and
+    every rank follows its verdict. Without `stage_dir` the stage simply trains.
+    """
+    if stage_dir is None:
+        distiller = make_distiller()
+        return StageOutcome(list(distiller.fit(train, val, epochs=epochs)), True, distiller)
+    stage_dir = Path(stage_dir)
+    world = current_world()
+    verdict, message = broadcast_object(_verdict(stage_dir, record, resume) if world.is_main else None)
+    if verdict == "exists":
+        raise StageExists(message)
+    if verdict == "mismatch":
+        raise StageMismatch(message)
+    if verdict == "load":
+        load_stage(stage_dir, model)
+        return StageOutcome(read_metrics(stage_dir), False, None)
+    if record is not None and world.is_main:
+        _write_json(stage_dir / STAGE_FILE, record)
+    barrier()
+    distiller = make_distiller()
+    history = distiller.fit(train, val, epochs=epochs, resume=verdict == "resume")
+    return StageOutcome(list(history), True, distiller)
 
 
 def check_distiller_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -158,14 +238,12 @@ def run_chain(
     kwargs = check_distiller_kwargs(distiller_kwargs or {})
     seed = int(kwargs.get("seed", 0))
     run_dir = Path(run_dir)
-    if not resume:
-        # rank 0 decides (other ranks may already be writing this run's first stage)
-        started = [n for n in names if (run_dir / n).exists() and any((run_dir / n).iterdir())] \
-            if current_world().is_main else []
-        started = broadcast_object(started)
+    if not resume:  # fail before training anything (`fit_or_load` refuses each stage too)
+        started = [n for n in names if stage_started(run_dir / n)] if current_world().is_main else []
+        started = broadcast_object(started)  # rank 0 decides (other ranks may already be writing stage 0)
         if started:
-            raise FileExistsError(f"{run_dir} already holds stages {started}; continue them with resume=True, or "
-                                  "choose another run_dir")
+            raise StageExists(f"{run_dir} already holds stages {started}; continue them with resume=True, or "
+                              "choose another run_dir")
     result = ChainResult(run_dir)
     teacher: nn.Module | Sequence[nn.Module] | None = first_teacher
     teacher_name: str | None = first_teacher_name if first_teacher is not None else None
@@ -186,34 +264,25 @@ def run_chain(
             "methods": [m.name for m in methods],
             "seed": seed,
         }
-        if stage_done(stage_dir):
-            _check_record(stage_dir, record)
-            state = torch.load(stage_dir / FINAL_WEIGHTS, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-            result.stages.append(StageResult(stage.name, model, teacher_name, stage_dir, read_metrics(stage_dir),
-                                             trained=False))
-        else:
-            checkpoint = stage_dir / "checkpoints" / "last.pt"
-            _check_record(stage_dir, record)
-            if current_world().is_main:
-                _write_json(stage_dir / STAGE_FILE, record)
-            barrier()
-            if index == 0:
-                stage_teacher_norm = teacher_normalization
-                aggregator = teacher_aggregator
-            else:
-                stage_teacher_norm = kwargs.get("student_normalization")
-                aggregator = None
+
+        def make_distiller(stage=stage, model=model, methods=methods, teacher=teacher, first=index == 0,
+                           stage_dir=stage_dir) -> Distiller:
+            teacher_norm = teacher_normalization if first else kwargs.get("student_normalization")
             distiller = Distiller(teacher, model, methods, run_dir=stage_dir, description=stage.name,
-                                  teacher_normalization=stage_teacher_norm if teacher is not None else None,
-                                  teacher_aggregator=aggregator, **kwargs)
+                                  teacher_normalization=teacher_norm if teacher is not None else None,
+                                  teacher_aggregator=teacher_aggregator if first else None, **kwargs)
             if callback is not None:
                 callback(stage.name, distiller)
-            history = distiller.fit(train, val, epochs=stage.epochs, resume=resume and checkpoint.exists())
-            result.stages.append(StageResult(stage.name, model, teacher_name, stage_dir, list(history), trained=True))
+            return distiller
+
+        outcome = fit_or_load(stage_dir, model, make_distiller, train, val, stage.epochs, resume=resume,
+                              record=record)
+        result.stages.append(StageResult(stage.name, model, teacher_name, stage_dir, outcome.history,
+                                         trained=outcome.trained))
         model.eval()
         teacher, teacher_name = model, stage.name
     return result
 
 
-__all__ = ["ChainResult", "ChainStage", "StageResult", "read_metrics", "run_chain", "stage_done", "weights_digest"]
+__all__ = ["ChainResult", "ChainStage", "StageExists", "StageMismatch", "StageOutcome", "StageResult", "fit_or_load",
+           "load_stage", "read_metrics", "run_chain", "stage_done", "stage_started", "weights_digest"]

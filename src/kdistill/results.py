@@ -1,0 +1,85 @@
+"""What an experiment produces: one row per model (accuracy, size, latency) and the run's summary.
+
+A leaf module (no kdistill imports), shared by the experiment that fills it and the report that
+prints it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DISTILLED = "student (distilled)"
+SCRATCH = "student (scratch)"
+
+
+@dataclass
+class ModelResult:
+    role: str
+    accuracy: float
+    parameters: int
+    size_bytes: int
+    latency_ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExperimentResult:
+    run_dir: Path
+    rows: list[ModelResult]
+
+    def by_role(self, role: str) -> ModelResult:
+        return next(r for r in self.rows if r.role == role)
+
+    def _gap_parts(self) -> tuple[float, float, float] | None:
+        """(best teacher, scratch, distilled) accuracies, where the run has all three."""
+        roles = {r.role for r in self.rows}
+        if not {SCRATCH, DISTILLED} <= roles:
+            return None
+        teachers = [r.accuracy for r in self.rows if r.role.startswith("teacher") and not math.isnan(r.accuracy)]
+        if not teachers:
+            return None
+        return max(teachers), self.by_role(SCRATCH).accuracy, self.by_role(DISTILLED).accuracy
+
+    @property
+    def gap_recovered(self) -> float | None:
+        """(distilled - scratch) / (teacher - scratch): the share of the gap distillation closed.
+
+        None where it means nothing: no teacher, scratch or distilled row, or a teacher that is
+        not better than the scratch student (then there is no gap; a ratio would read as nonsense
+        such as "138 %" for a student that lost accuracy)."""
+        parts = self._gap_parts()
+        if parts is None:
+            return None
+        teacher, scratch, distilled = parts
+        gap = teacher - scratch
+        return (distilled - scratch) / gap if gap > 1e-12 else None
+
+    def gap_summary(self) -> str:
+        """The gap in words, with a flag where distillation made the student worse."""
+        parts = self._gap_parts()
+        if parts is None:
+            return ("Gap recovered: n/a (needs a teacher, a scratch student and a distilled student; the scratch "
+                    "student is trained with `baseline: true` or `kdistill run --baseline`).")
+        teacher, scratch, distilled = (100 * p for p in parts)
+        change = f"{distilled - scratch:+.2f} points against scratch"
+        if teacher - scratch <= 1e-10:
+            text = (f"No gap to recover: the teacher ({teacher:.2f} %) is not better than the student trained "
+                    f"from scratch ({scratch:.2f} %); the distilled student is at {distilled:.2f} % ({change}).")
+        else:
+            text = (f"Distillation recovered {100 * self.gap_recovered:.1f} % of the teacher-student accuracy gap "
+                    f"({scratch:.2f} % scratch, {distilled:.2f} % distilled, {teacher:.2f} % teacher).")
+        if distilled < scratch:
+            text += f" WARNING: the distilled student is worse than the one trained from scratch ({change})."
+        return text
+
+
+def write_results(result: ExperimentResult) -> None:
+    payload = {
+        "rows": [r.__dict__ for r in result.rows],
+        "gap_recovered": result.gap_recovered,
+    }
+    (result.run_dir / "results.json").write_text(json.dumps(payload, indent=2))

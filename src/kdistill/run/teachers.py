@@ -1,0 +1,101 @@
+"""The experiment's teachers: loaded from their checkpoints, or trained first (each in its own stage)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from kdistill.config import ConfigError, ExperimentConfig, TeacherSpec
+from kdistill.data import DataBundle
+from kdistill.data.transforms import Normalize
+from kdistill.engine import Distiller
+from kdistill.engine.seed import derive_seed
+from kdistill.methods import HardLabel, Method
+from kdistill.run.build import STAGE_SEEDS, build_methods, build_participant, distiller_kwargs, normalization_for
+from kdistill.settings import CacheSettings
+from kdistill.strategies.multi_teacher import build_aggregator, check_label_spaces
+from kdistill.strategies.stages import fit_or_load, weights_digest
+
+
+@dataclass
+class Teachers:
+    """The loaded (or trained) teachers with their specs and input normalisations."""
+
+    specs: list[TeacherSpec]
+    models: list[nn.Module]
+    norms: list[Normalize]
+    aggregator: Any = None
+
+    @property
+    def teacher(self) -> nn.Module | list[nn.Module]:
+        return self.models[0] if len(self.models) == 1 else self.models
+
+    @property
+    def normalization(self) -> Normalize | list[Normalize]:
+        return self.norms[0] if len(self.norms) == 1 else self.norms
+
+    def record(self) -> dict[str, Any]:
+        """Who teaches (for a stage's `stage.json`): their names and a digest of their weights."""
+        if not self.models:
+            return {"teacher": None, "teacher_weights": None}
+        return {"teacher": [spec.name for spec in self.specs], "teacher_weights": weights_digest(self.models)}
+
+
+def teacher_cache_settings(config: ExperimentConfig, teachers: Teachers, run_dir: Path) -> CacheSettings | None:
+    """The teacher-output cache of a one-teacher run; without a directory, `<run dir>/teacher-cache`."""
+    if len(teachers.specs) != 1:
+        return None
+    cache = teachers.specs[0].cache_spec()
+    if cache is None or cache.directory is not None:
+        return cache
+    return cache.model_copy(update={"directory": run_dir / "teacher-cache"})
+
+
+def prepare_teachers(config: ExperimentConfig, bundle: DataBundle, train: Any, val: Any, run_dir: Path, resume: bool,
+                     progress: bool) -> Teachers:
+    specs = config.teacher_specs()
+    many = len(specs) > 1
+    models, norms = [], []
+    for index, spec in enumerate(specs):
+        where = f"teachers[{index}]" if config.teachers else "teacher"
+        seed = derive_seed(config.seed, STAGE_SEEDS["teacher"], index)
+        model = build_participant(spec, bundle, where, seed, spec.num_classes)
+        norm = normalization_for(spec, bundle)
+        if spec.checkpoint is None:
+            if spec.num_classes not in (None, bundle.num_classes):
+                raise ConfigError([f"{where}.num_classes: a teacher of another task must come with its checkpoint"])
+            training = spec.training or config.training
+            stage_dir = run_dir / (f"teacher-{index + 1}" if many else "teacher")
+
+            def make(model=model, norm=norm, training=training, stage_dir=stage_dir) -> Distiller:
+                return Distiller(None, model, [HardLabel()], **distiller_kwargs(
+                    config, training, norm, stage_dir, stage_dir.name, progress))
+
+            record = {"stage": stage_dir.name, "teacher": None, "teacher_weights": None, "model": spec.name,
+                      "epochs": training.epochs, "methods": ["hard_label"], "seed": config.seed}
+            fit_or_load(stage_dir, model, make, train, val, training.epochs, resume=resume, record=record)
+        model.eval()
+        models.append(model)
+        norms.append(norm)
+    teachers = Teachers(specs, models, norms)
+    if config.strategy.aggregate is not None:
+        options = config.strategy.aggregate.options()
+        if "temperature" not in options:  # the mixture at the temperature the logit methods read it
+            temperatures = [float(m.temperature) for m in build_methods(config) if hasattr(m, "temperature")]
+            options["temperature"] = max(temperatures, default=1.0)
+        teachers.aggregator = build_aggregator(config.strategy.aggregate.name, options)
+    return teachers
+
+
+def check_teacher_labels(methods: list[Method], teachers: Teachers, bundle: DataBundle) -> None:
+    """Logit methods need teachers of the data's classes; a teacher of another task teaches features only."""
+    if not teachers.models:
+        return
+    classes = [spec.num_classes or bundle.num_classes for spec in teachers.specs]
+    try:
+        check_label_spaces(methods, classes, bundle.num_classes)
+    except ValueError as error:
+        raise ConfigError([f"methods: {error}"]) from error
