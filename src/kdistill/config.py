@@ -45,9 +45,27 @@ class NormalizeSpec(Strict):
         return self
 
 
+class AugmentOpSpec(BaseModel):
+    """One kornia.augmentation class by name, its keyword arguments beside it (checked here)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @model_validator(mode="after")
+    def _builds(self) -> AugmentOpSpec:
+        from kdistill.data.augment_pipeline import build_op
+
+        try:
+            build_op(self.name, self.model_extra or {})
+        except ImportError as error:
+            raise ValueError(str(error)) from None
+        return self
+
+
 class AugmentSpec(Strict):
     crop_padding: int = Field(0, ge=0)
     horizontal_flip: bool = False
+    pipeline: list[AugmentOpSpec] = Field(default_factory=list)  # kornia ops after the crop and flip
 
 
 class DataSpec(Strict):

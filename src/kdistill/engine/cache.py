@@ -80,7 +80,7 @@ class TeacherCache:
             "teacher_class": type(teacher).__qualname__,
             "data": dataset_digest(dataset),
             "normalize": [normalize.enabled, normalize.mean.flatten().tolist(), normalize.std.flatten().tolist()],
-            "augment": [augment.crop_padding, augment.horizontal_flip, augment.seed] if augment.active else None,
+            "augment": augment_key(augment) if augment.active else None,
             "views": settings.views if augment.active else 1,
             "dtype": settings.dtype,
             "top_k": settings.top_k,
@@ -252,6 +252,14 @@ class TeacherCache:
         view, idx = epoch % self.settings.views, indices.cpu().numpy()
         return {tap: torch.from_numpy(self._arrays[self._feature_name(tap)][view, idx].astype(np.float32)).to(device)
                 for tap in (self.taps if taps is None else taps)}
+
+
+def augment_key(augment: Any) -> Any:
+    """The augmentation's part of the key: the built-in crop, flip and seed (as it always was), or
+    what a pipeline says defines its views (`cache_key()`: ops, arguments, seed, library version)."""
+    if hasattr(augment, "cache_key"):
+        return augment.cache_key()
+    return [augment.crop_padding, augment.horizontal_flip, augment.seed]
 
 
 def open_cache(settings: CacheSettings, teacher: nn.Module, dataset: Any, loader: Any, normalize: Normalize,

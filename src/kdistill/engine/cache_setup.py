@@ -32,9 +32,14 @@ def cache_views(settings: CacheSettings, augment: Augment, epochs: int, note: Ca
 
 def open_teacher_cache(loss: DistillationLoss, settings: CacheSettings, in_order: DataLoader, augment: Augment,
                        epochs: int, device: torch.device, world: World, progress: bool,
-                       note: Callable[[str], None]) -> TeacherCache:
+                       note: Callable[[str], None]) -> TeacherCache | None:
     """Load the complete cache for this teacher, data and preprocessing, or build it (rank 0 builds,
-    the other processes wait and load it)."""
+    the other processes wait and load it). None, noted, when the augmentation's views depend on the
+    batch (mixing ops such as MixUp): no cache could replay them, so the teacher runs live."""
+    if augment.active and not getattr(augment, "replayable", True):
+        note(f"teacher.cache is off for this run: the augmentation {augment!r} draws per batch (it mixes samples "
+             "or is batch-level), so no cached view can be replayed exactly; the teacher runs live every step")
+        return None
     teacher = loss.teachers[0]
     inputs, _, _ = split_batch(to_device(next(iter(in_order)), device))
     with torch.inference_mode():

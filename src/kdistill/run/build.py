@@ -10,7 +10,8 @@ from torch import nn
 
 from kdistill.config import ConfigError, ExperimentConfig, ModelSpec, TrainingSpec
 from kdistill.data import DataBundle
-from kdistill.data.transforms import Augment, Normalize
+from kdistill.data.augment_pipeline import build_augment
+from kdistill.data.transforms import Normalize
 from kdistill.methods import Method, build_method
 from kdistill.models import build_model, load_weights
 
@@ -62,7 +63,8 @@ def distiller_kwargs(config: ExperimentConfig, training: TrainingSpec, normalize
         "precision": training.precision,
         "grad_clip": training.grad_clip,
         "seed": config.seed,
-        "augment": Augment(config.data.augment.crop_padding, config.data.augment.horizontal_flip, config.seed),
+        "augment": build_augment([{"name": op.name, **(op.model_extra or {})} for op in config.data.augment.pipeline],
+                                 config.seed, config.data.augment.crop_padding, config.data.augment.horizontal_flip),
         "student_normalization": normalize,
         "run_dir": stage_dir,
         "progress": progress,
