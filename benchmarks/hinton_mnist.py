@@ -92,7 +92,7 @@ def train_teacher(records: Records, bundle, epochs: int):
 
 def run_student(records: Records, bundle, variant: str, seed: int, config: dict, methods, teacher, args):
     """Train (or resume, or load when recorded) one student; returns it."""
-    name = f"{variant.split(' ')[0]}-seed{seed}"
+    name = f"{variant.split(' ')[0]}-seed{seed}"  # the config digest in the directory name tells variants apart
     torch.manual_seed(seed)
     student = build_model("mlp", 10, (1, 28, 28), STUDENT)
     final = run_dir(name, config) / "student.pt"
@@ -122,6 +122,8 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=20.0)
     parser.add_argument("--soft-weight", type=float, default=0.9)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--variants", nargs="*", default=["born-again", "born-again-2"],
+                        help="which born-again generations to train (scratch and distilled always run)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -137,13 +139,19 @@ def main() -> None:
 
     for seed in args.seeds:  # every variant's first seed first
         scratch_config = {**student_recipe, "model": STUDENT}
-        # the student trained from the labels; then distilled from the big teacher; then a born-again
-        # generation: the same architecture distilled from the scratch student of the same seed
+        # the student trained from the labels; then distilled from the big teacher; then born-again
+        # generations: the same architecture distilled from the scratch student of the same seed, and
+        # from the distilled student of the same seed (student of round k teaches round k + 1)
         scratch = run_student(records, bundle, "scratch", seed, scratch_config, [HardLabel()], None, args)
-        run_student(records, bundle, "distilled", seed, {**scratch_config, **kd, "teacher": model_digest(teacher)},
-                    distill(), teacher, args)
-        run_student(records, bundle, "born-again (teacher: scratch student)", seed,
-                    {**scratch_config, **kd, "teacher": "scratch student, same seed"}, distill(), scratch, args)
+        distilled = run_student(records, bundle, "distilled", seed,
+                                {**scratch_config, **kd, "teacher": model_digest(teacher)}, distill(), teacher, args)
+        if "born-again" in args.variants:
+            run_student(records, bundle, "born-again (teacher: scratch student)", seed,
+                        {**scratch_config, **kd, "teacher": "scratch student, same seed"}, distill(), scratch, args)
+        if "born-again-2" in args.variants:
+            run_student(records, bundle, "born-again-2 (teacher: distilled student)", seed,
+                        {**scratch_config, **kd, "teacher": "distilled student, same seed"}, distill(), distilled,
+                        args)
     print(render(BENCHMARK))
 
 
