@@ -69,14 +69,28 @@ def launch_processes(args: argparse.Namespace, run_dir: Path) -> int:
 
 
 def command_run(args: argparse.Namespace, console: Console) -> int:
-    from kdistill.config import ConfigError, load_config
-    from kdistill.engine import TrainingInterrupted
-    from kdistill.engine.distributed import broadcast_object, setup_from_env
-    from kdistill.experiment import new_run_dir, run_experiment
+    from kdistill.engine.distributed import setup_from_env, shutdown
 
     world = setup_from_env()
     if world.distributed and not world.is_main:
         console = Console(quiet=True)
+    try:
+        code = _run(args, console, world)
+    except BaseException:
+        if world.distributed:
+            shutdown(wait=False)
+        raise
+    if world.distributed:
+        shutdown()
+    return code
+
+
+def _run(args: argparse.Namespace, console: Console, world) -> int:
+    from kdistill.config import ConfigError, load_config
+    from kdistill.engine import TrainingInterrupted
+    from kdistill.engine.distributed import broadcast_object
+    from kdistill.experiment import new_run_dir, run_experiment
+
     try:
         if args.nproc < 1:
             raise ConfigError([f"--nproc: must be >= 1 (got {args.nproc})"])

@@ -41,5 +41,20 @@ def setup_from_env() -> World:
     return current_world()
 
 
+def shutdown(wait: bool = True) -> None:
+    """Wait for every process (`wait`), then close the process group. A process that exits with
+    the group still open can abort in gloo's teardown ("terminate called without an active
+    exception") while another rank is finishing a collective, turning a clean stop (Ctrl-C, the end
+    of a run) into a failed launch. After an error on this rank, do not wait: the others may never
+    reach the barrier."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            if wait:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
 __all__ = ["World", "all_reduce_sum", "any_rank", "average_gradients", "barrier", "broadcast_object",
-           "broadcast_tensors", "current_world", "gather_rows", "reduce_sums", "setup_from_env", "shard_weight"]
+           "broadcast_tensors", "current_world", "gather_rows", "reduce_sums", "setup_from_env", "shard_weight",
+           "shutdown"]
