@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +23,10 @@ if __name__ == "__main__":
                                resume=mode == "resume")
     except TrainingInterrupted:
         shutdown()
-        sys.exit(0)
+        sys.stdout.flush()
+        # skip the interpreter's teardown: under load, gloo's threads have aborted it ("terminate
+        # called without an active exception") after a clean stop, with everything already written
+        os._exit(0)
     if world.is_main:
         torch.save(distiller.student.model.state_dict(), Path(sys.argv[1]) / "student.pt")
         torch.save(distiller.history, Path(sys.argv[1]) / "history.pt")
