@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from distributed_case import train_case  # noqa: E402
 
 from kdistill import TrainingInterrupted  # noqa: E402
-from kdistill.engine.distributed import setup_from_env, shutdown  # noqa: E402
+from kdistill.engine.distributed import exit_process, setup_from_env  # noqa: E402
 
 if __name__ == "__main__":
     world = setup_from_env()
@@ -22,13 +21,9 @@ if __name__ == "__main__":
         distiller = train_case(Path(sys.argv[1]) / "run", stop_at=25 if mode == "interrupt" else None,
                                resume=mode == "resume")
     except TrainingInterrupted:
-        shutdown()
-        sys.stdout.flush()
-        # skip the interpreter's teardown: under load, gloo's threads have aborted it ("terminate
-        # called without an active exception") after a clean stop, with everything already written
-        os._exit(0)
+        exit_process(0)
     if world.is_main:
         torch.save(distiller.student.model.state_dict(), Path(sys.argv[1]) / "student.pt")
         torch.save(distiller.history, Path(sys.argv[1]) / "history.pt")
         torch.save(distiller.methods.state_dict(), Path(sys.argv[1]) / "methods.pt")
-    shutdown()
+    exit_process(0)

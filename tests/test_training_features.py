@@ -413,7 +413,7 @@ if __name__ == "__main__":  # under torchrun, from the test above
     import sys
     from pathlib import Path
 
-    from kdistill.engine.distributed import setup_from_env
+    from kdistill.engine.distributed import exit_process, setup_from_env
 
     setup_from_env()
     torch.set_num_threads(1)
@@ -422,4 +422,5 @@ if __name__ == "__main__":  # under torchrun, from the test above
         ddp_case(Path(sys.argv[1]) / "run", 32, 2, stop_at=25 if mode == "interrupt" else None,
                  resume=mode == "resume")
     except TrainingInterrupted:
-        sys.exit(0)
+        exit_process(0)
+    exit_process(0)

@@ -69,7 +69,7 @@ def launch_processes(args: argparse.Namespace, run_dir: Path) -> int:
 
 
 def command_run(args: argparse.Namespace, console: Console) -> int:
-    from kdistill.engine.distributed import setup_from_env, shutdown
+    from kdistill.engine.distributed import exit_process, setup_from_env, shutdown
 
     world = setup_from_env()
     if world.distributed and not world.is_main:
@@ -81,7 +81,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
             shutdown(wait=False)
         raise
     if world.distributed:
-        shutdown()
+        exit_process(code)  # closes the process group; no interpreter teardown (see its docstring)
     return code
 
 

@@ -9,6 +9,8 @@ metrics, agreeing on a stop, waiting for rank 0's files) live in the leaf module
 from __future__ import annotations
 
 import os
+import sys
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -55,6 +57,17 @@ def shutdown(wait: bool = True) -> None:
             dist.destroy_process_group()
 
 
+def exit_process(code: int = 0) -> NoReturn:
+    """End a torchrun worker: close the process group, flush, and exit without the interpreter's
+    teardown. After a stopped run (Ctrl-C, `request_stop`) that teardown has aborted under load
+    in gloo's threads ("terminate called without an active exception", exit code -6), failing the
+    whole launch after every file was written; by then there is nothing left to clean up."""
+    shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 __all__ = ["World", "all_reduce_sum", "any_rank", "average_gradients", "barrier", "broadcast_object",
            "broadcast_tensors", "current_world", "gather_rows", "reduce_sums", "setup_from_env", "shard_weight",
-           "shutdown"]
+           "shutdown", "exit_process"]
