@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import keep_freed_memory, shared_data
+from _common import REPO, keep_freed_memory, shared_data
 from _records import WORK, Records, Timer, config_digest, train_seconds
 from table import render
 
@@ -107,6 +107,9 @@ def prepare_teacher(records: Records, bundle, norm, name: str, epochs: int, lr: 
     source = shared_data() / "teachers" / f"cifar10-resnet{depth}.th"
     config = {**recipe(epochs, lr), "model": name, "init": source.name, "train_samples": len(bundle.train)}
     path = WORK / BENCHMARK / f"teacher-{name}-{config_digest(config)}.pt"
+    kept = REPO / "benchmarks" / "artifacts" / f"{BENCHMARK}-{path.name}"  # in git: later sessions reuse it
+    if not path.exists() and kept.exists():
+        path = kept
     teacher = load_weights(build_model(name, 10, (3, 32, 32)), source)
     if records.find("teacher", TEACHER_SEED, config) and path.exists():
         teacher.load_state_dict(torch.load(path, weights_only=True))
