@@ -55,3 +55,17 @@ class StepCounter(Callback):
 
     def load_state_dict(self, state):
         self.steps, self.loss_sum, self.evaluations = state["steps"], state["loss_sum"], state["evaluations"]
+
+
+def scheduled_lrs(settings, epochs: int, steps_per_epoch: int, lr: float = 0.1) -> list[float]:
+    """The learning rate of every optimiser step, the scheduler stepped after each as the loop does."""
+    from kdistill.engine.optim import build_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = build_scheduler(optimizer, settings, epochs, steps_per_epoch)
+    lrs = []
+    for _ in range(epochs * steps_per_epoch):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import yaml
-from helpers import StopAtStep
+from helpers import StopAtStep, scheduled_lrs
 from pydantic import ValidationError
 
 import kdistill
@@ -18,7 +18,7 @@ import kdistill.engine.optim
 import kdistill.settings
 from kdistill import Distiller, OptimizerSettings, ScheduleSettings, TrainingInterrupted
 from kdistill.config import ConfigError, dump_config, load_config, validate
-from kdistill.engine.optim import build_optimizer, build_scheduler
+from kdistill.engine.optim import build_optimizer
 from kdistill.experiment import Teachers, _cache_settings
 from kdistill.methods import HardLabel
 from kdistill.models import build_model
@@ -138,52 +138,40 @@ def test_builtin_schedule_settings_dump_as_the_first_version_did():
         "name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
 
 
-def _lrs(settings: ScheduleSettings, epochs: int, steps_per_epoch: int, lr: float = 0.1) -> list[float]:
-    """The learning rate of every optimiser step, the scheduler stepped after each as the loop does."""
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
-    scheduler = build_scheduler(optimizer, settings, epochs, steps_per_epoch)
-    lrs = []
-    for _ in range(epochs * steps_per_epoch):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return lrs
-
-
 def test_per_epoch_torch_scheduler_changes_the_lr_at_epoch_ends_only():
     config = load_config(None, ["training.schedule={name: ExponentialLR, gamma: 0.5, interval: epoch}"])
     settings = config.training.schedule
-    lrs = _lrs(settings, epochs=4, steps_per_epoch=7)
+    lrs = scheduled_lrs(settings, epochs=4, steps_per_epoch=7)
     for epoch in range(4):
         assert lrs[epoch * 7: (epoch + 1) * 7] == pytest.approx([0.1 * 0.5 ** epoch] * 7, rel=1e-12)
     # every torch class but OneCycleLR / CyclicLR steps per epoch unless told otherwise
     assert ScheduleSettings(name="StepLR", step_size=2).interval == "epoch"
-    lrs = _lrs(ScheduleSettings(name="steplr", step_size=2, gamma=0.1), epochs=5, steps_per_epoch=3)
+    lrs = scheduled_lrs(ScheduleSettings(name="steplr", step_size=2, gamma=0.1), epochs=5, steps_per_epoch=3)
     assert lrs[::3] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001], rel=1e-9)
 
 
 def test_cosine_annealing_spans_the_run_in_the_intervals_units():
     # T_max not given: the run's length, 4 epochs per epoch, 4 * 5 steps per step
-    lrs = _lrs(ScheduleSettings(name="CosineAnnealingLR", eta_min=0.01), epochs=4, steps_per_epoch=5)
+    lrs = scheduled_lrs(ScheduleSettings(name="CosineAnnealingLR", eta_min=0.01), epochs=4, steps_per_epoch=5)
     for epoch in range(4):
         assert lrs[epoch * 5] == pytest.approx(0.01 + 0.09 * (1 + math.cos(math.pi * epoch / 4)) / 2, rel=1e-9)
-    lrs = _lrs(ScheduleSettings(name="CosineAnnealingLR", interval="step"), epochs=4, steps_per_epoch=5)
+    lrs = scheduled_lrs(ScheduleSettings(name="CosineAnnealingLR", interval="step"), epochs=4, steps_per_epoch=5)
     assert lrs == pytest.approx([0.1 * (1 + math.cos(math.pi * s / 20)) / 2 for s in range(20)], rel=1e-6, abs=1e-12)
 
 
 def test_one_cycle_runs_per_step_over_the_whole_run():
     settings = ScheduleSettings(name="OneCycleLR", max_lr=0.1)
     assert settings.interval == "step"
-    lrs = _lrs(settings, epochs=2, steps_per_epoch=10)  # total_steps = 20; stepping past it would raise
+    lrs = scheduled_lrs(settings, epochs=2, steps_per_epoch=10)  # total_steps = 20; stepping past it would raise
     assert lrs[0] == pytest.approx(0.1 / 25)  # max_lr / div_factor
     assert max(lrs) == pytest.approx(0.1) and lrs.index(max(lrs)) == 5  # peak after pct_start 0.3 of 20 steps
     assert lrs[19] == pytest.approx(0.1 / 25 / 1e4)  # initial lr / final_div_factor at the last step
 
 
 def test_builtin_schedules_are_unchanged():
-    lrs = _lrs(ScheduleSettings(name="multistep", milestones=[1, 3], gamma=0.5), epochs=4, steps_per_epoch=2)
+    lrs = scheduled_lrs(ScheduleSettings(name="multistep", milestones=[1, 3], gamma=0.5), epochs=4, steps_per_epoch=2)
     assert lrs == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.025, 0.025])
-    lrs = _lrs(ScheduleSettings(name="cosine", warmup_epochs=1, min_lr_ratio=0.1), epochs=3, steps_per_epoch=4)
+    lrs = scheduled_lrs(ScheduleSettings(name="cosine", warmup_epochs=1, min_lr_ratio=0.1), epochs=3, steps_per_epoch=4)
     assert lrs[:4] == pytest.approx([1e-9, 0.025, 0.05, 0.075], abs=1e-8)
     assert lrs[4] == pytest.approx(0.1)
     assert lrs[8] == pytest.approx(0.01 + 0.09 * 0.5 * (1 + math.cos(math.pi * 0.5)))

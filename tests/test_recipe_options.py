@@ -6,23 +6,16 @@ import math
 
 import pytest
 import torch
+from helpers import scheduled_lrs
 
 from kdistill import Distiller, OptimizerSettings, ScheduleSettings
 from kdistill.config import ConfigError, load_config
 from kdistill.data.base import InMemoryDataset
-from kdistill.engine.optim import build_scheduler
 from kdistill.models import build_model
 
 
 def _lrs(settings: ScheduleSettings, epochs: int, steps_per_epoch: int) -> list[float]:
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = build_scheduler(optimizer, settings, epochs, steps_per_epoch)
-    lrs = []
-    for _ in range(epochs * steps_per_epoch):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return lrs
+    return scheduled_lrs(settings, epochs, steps_per_epoch, lr=1.0)  # base lr 1: the lr is the factor
 
 
 def test_warmup_steps_ramp_linearly_then_cosine_to_zero():
