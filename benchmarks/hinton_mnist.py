@@ -90,11 +90,12 @@ def train_teacher(records: Records, bundle, epochs: int):
     return teacher.eval()
 
 
-def run_student(records: Records, bundle, variant: str, seed: int, config: dict, methods, teacher, args):
+def run_student(records: Records, bundle, variant: str, seed: int, config: dict, methods, teacher, args,
+                architecture: dict = STUDENT, epochs: int | None = None, augment: Augment | None = None):
     """Train (or resume, or load when recorded) one student; returns it."""
     name = f"{variant.split(' ')[0]}-seed{seed}"  # the config digest in the directory name tells variants apart
     torch.manual_seed(seed)
-    student = build_model("mlp", 10, (1, 28, 28), STUDENT)
+    student = build_model("mlp", 10, (1, 28, 28), architecture)
     final = run_dir(name, config) / "student.pt"
     recorded = records.find(variant, seed, config)
     if recorded and final.exists():
@@ -102,8 +103,8 @@ def run_student(records: Records, bundle, variant: str, seed: int, config: dict,
         return student.eval()
     cache = CacheSettings(WORK / BENCHMARK / "cache", dtype="float32") if teacher is not None else None
     with Timer() as timer:
-        distiller = distiller_for(teacher, student, methods, config, seed, name, cache=cache)
-        fit(distiller, bundle.train, args.student_epochs)
+        distiller = distiller_for(teacher, student, methods, config, seed, name, augment=augment, cache=cache)
+        fit(distiller, bundle.train, epochs or args.student_epochs)
     found = errors(distiller, bundle.test)
     if recorded:  # recorded elsewhere, weights not kept here: retrained only to teach the next generation
         return student.eval()
@@ -122,7 +123,7 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=20.0)
     parser.add_argument("--soft-weight", type=float, default=0.9)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--variants", nargs="*", default=["born-again", "born-again-2"],
+    parser.add_argument("--variants", nargs="*", default=["born-again", "born-again-2", "born-again-teacher-size"],
                         help="which born-again generations to train (scratch and distilled always run)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -152,6 +153,14 @@ def main() -> None:
             run_student(records, bundle, "born-again-2 (teacher: distilled student)", seed,
                         {**scratch_config, **kd, "teacher": "distilled student, same seed"}, distill(), distilled,
                         args)
+        if "born-again-teacher-size" in args.variants:
+            # Furlanello et al.'s born-again setting: the teacher's own architecture and recipe
+            # (dropout, +-2 px jitter, its epochs), distilled from the teacher (cache: one view per epoch)
+            size_config = {**recipe(args.teacher_epochs), "model": TEACHER, "jitter_px": 2, **kd,
+                           "teacher": model_digest(teacher)}
+            run_student(records, bundle, "born-again (teacher's size, taught by the teacher)", seed, size_config,
+                        distill(), teacher, args, architecture=TEACHER, epochs=args.teacher_epochs,
+                        augment=Augment(crop_padding=2, seed=0))  # one jitter stream: one cache for all seeds
     print(render(BENCHMARK))
 
 
