@@ -16,16 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kdistill.engine.ema import EMASettings
 from kdistill.engine.tracking import EarlyStoppingSettings, MetricGoal
+from kdistill.errors import BadInput
 from kdistill.registry import RegistryError
 from kdistill.settings import CacheSettings, OptimizerSettings, ScheduleSettings
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput):
     """A configuration that cannot run; `problems` are `field: message` lines."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
 
 
 class Strict(BaseModel):
