@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kdistill.digest import tensors_digest
+from kdistill.errors import BadInput
 
 
 class InMemoryDataset(Dataset):
@@ -21,10 +22,11 @@ class InMemoryDataset(Dataset):
 
     def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, classes: list[str] | None = None) -> None:
         if len(inputs) != len(labels):
-            raise ValueError(f"{len(inputs)} inputs but {len(labels)} labels")
+            raise BadInput(f"data set: {len(inputs)} inputs but {len(labels)} labels; give one label per input")
         self.inputs = inputs
         self.labels = labels.long()
-        self.classes = classes or [str(c) for c in range(int(self.labels.max()) + 1)]
+        largest = int(self.labels.max()) if len(self.labels) else -1
+        self.classes = classes or [str(c) for c in range(largest + 1)]
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from kdistill.data.base import DataBundle, InMemoryDataset
+from kdistill.errors import BadInput
 
 DEFAULT_TEST_FRACTION = 0.25
 
@@ -30,8 +31,9 @@ def read_digits() -> dict[str, np.ndarray]:
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) indices: each class split in the given proportion after a seeded shuffle."""
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction: must be between 0 and 1 (got {test_fraction!r})")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float) or not 0 < test_fraction < 1:
+        raise BadInput(f"data.options.test_fraction: must be a number between 0 and 1, exclusive "
+                       f"(got {test_fraction!r})")
     rng = np.random.default_rng(seed)
     train, test = [], []
     for label in np.unique(labels):

@@ -7,20 +7,20 @@ under `~/.cache/kdistill` (or `$KDISTILL_CACHE`), keyed by the source's path, si
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import tarfile
 import tempfile
-from collections import defaultdict
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from kdistill.data.base import DataBundle, InMemoryDataset
+from kdistill.data.image_files import IMAGE_SUFFIXES, LAYOUT, Decoded, decode_all
+from kdistill.errors import UnreadableFile
+from kdistill.file_checks import MissingFile
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+__all__ = ["IMAGE_SUFFIXES", "cache_dir", "load_image_folder_bundle", "source_key"]
 
 
 def cache_dir() -> Path:
@@ -38,45 +38,61 @@ def source_key(root: Path, train_split: str, test_split: str, image_size: int | 
     return digest.hexdigest()[:16]
 
 
-def _iter_files(root: Path):
-    """Yield (relative posix path, bytes) for every image under `root` (directory or tarball)."""
-    if root.is_dir():
-        for path in sorted(root.rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                yield path.relative_to(root).as_posix(), path.read_bytes()
-        return
-    with tarfile.open(root, "r:*") as archive:
-        for member in archive:
-            if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
-                yield member.name.lstrip("./"), archive.extractfile(member).read()
-
-
-def _decode(root: Path, size: tuple[int, int] | None) -> dict[str, dict[str, list[np.ndarray]]]:
+def _decode(root: Path, size: tuple[int, int] | None) -> tuple[Decoded, str | None]:
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    by_split: dict[str, dict[str, list[tuple[str, np.ndarray]]]] = defaultdict(lambda: defaultdict(list))
     progress = Progress(SpinnerColumn(), TextColumn("decoding {task.completed} images from " + root.name),
                         transient=True)
     with progress:
         task = progress.add_task("decode", total=None)
-        for name, payload in _iter_files(root):
-            _add_image(by_split, name, payload, size)
-            progress.advance(task)
-    return {split: {label: [array for _, array in sorted(items, key=lambda item: item[0])]
-                    for label, items in classes.items()}
-            for split, classes in by_split.items()}
+        return decode_all(root, size, lambda: progress.advance(task))
 
 
-def _add_image(by_split: dict, name: str, payload: bytes, size: tuple[int, int] | None) -> None:
-    """File `split/label/name` goes to by_split[split][label]; deeper prefixes are ignored."""
-    parts = name.split("/")
-    if len(parts) < 3:
-        return
-    split, label = parts[-3], parts[-2]
-    image = Image.open(io.BytesIO(payload)).convert("RGB")
-    if size is not None and image.size != size:
-        image = image.resize(size, Image.BILINEAR)
-    by_split[split][label].append((name, np.asarray(image, dtype=np.uint8)))
+def _arrays(root: Path, decoded: Decoded, stray: str | None, splits: tuple[str, str]
+            ) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Classes (sorted, from the training split) and each split's (N, 3, H, W) images and labels."""
+    train_split, test_split = splits
+    for split in splits:
+        if split not in decoded:
+            outside = f"; {stray} is outside a class folder" if stray else ""
+            raise UnreadableFile(root, f"has no '{split}/<class>/' images (found splits: {', '.join(sorted(decoded))})"
+                                       f"{outside}; arrange the files as {LAYOUT} or set data.options "
+                                       "train_split / test_split")
+    classes = sorted(decoded[train_split])
+    unknown = sorted(set(decoded[test_split]) - set(classes))
+    if unknown:
+        raise UnreadableFile(root, f"'{test_split}/' has classes that '{train_split}/' lacks ({', '.join(unknown)}); "
+                                   "every class needs training images")
+    sizes: dict[tuple[int, ...], str] = {}
+    for split in splits:
+        for items in decoded[split].values():
+            for name, pixels in items:
+                sizes.setdefault(pixels.shape, name)
+    if len(sizes) > 1:
+        (a, a_name), (b, b_name) = list(sizes.items())[:2]
+        raise UnreadableFile(root, f"images differ in size ({a_name} is {a[1]}x{a[0]}, {b_name} is {b[1]}x{b[0]}); "
+                                   "set data.options.image_size to resize them all")
+    arrays = {}
+    for split in splits:
+        xs, ys = [], []
+        for label_index, label in enumerate(classes):
+            images = [pixels for _, pixels in decoded[split].get(label, [])]
+            xs.extend(images)
+            ys.extend([label_index] * len(images))
+        arrays[split] = (np.stack(xs).transpose(0, 3, 1, 2).copy(), np.asarray(ys, dtype=np.int64))
+    return classes, arrays
+
+
+def _read_cache(cached: Path, splits: tuple[str, str]) -> tuple[list[str], dict] | None:
+    """The decoded arrays kept from an earlier load; None (decode again) when absent or unreadable."""
+    if not cached.exists():
+        return None
+    try:
+        with np.load(cached, allow_pickle=False) as stored:
+            classes = [str(c) for c in stored["classes"]]
+            return classes, {s: (stored[f"{s}_x"], stored[f"{s}_y"]) for s in splits}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def load_image_folder_bundle(
@@ -89,28 +105,16 @@ def load_image_folder_bundle(
 ) -> DataBundle:
     root = Path(root)
     if not root.exists():
-        raise FileNotFoundError(f"image folder not found: {root}")
+        raise MissingFile(root, f"image folder not found; give a folder or a .tar/.tar.gz of {LAYOUT}")
+    splits = (train_split, test_split)
     key = source_key(root, train_split, test_split, image_size)
     cached = cache_dir() / f"image-folder-{key}.npz"
-    if cached.exists():
-        stored = np.load(cached, allow_pickle=False)
-        classes = [str(c) for c in stored["classes"]]
-        arrays = {s: (stored[f"{s}_x"], stored[f"{s}_y"]) for s in (train_split, test_split)}
+    kept = _read_cache(cached, splits)
+    if kept is not None:
+        classes, arrays = kept
     else:
         size = (image_size, image_size) if image_size else None
-        decoded = _decode(root, size)
-        for split in (train_split, test_split):
-            if split not in decoded:
-                raise FileNotFoundError(f"{root} has no '{split}/<class>/' images (found splits: {sorted(decoded)})")
-        classes = sorted(decoded[train_split])
-        arrays = {}
-        for split in (train_split, test_split):
-            xs, ys = [], []
-            for label_index, label in enumerate(classes):
-                images = decoded[split].get(label, [])
-                xs.extend(images)
-                ys.extend([label_index] * len(images))
-            arrays[split] = (np.stack(xs).transpose(0, 3, 1, 2).copy(), np.asarray(ys, dtype=np.int64))
+        classes, arrays = _arrays(root, *_decode(root, size), splits)
         cached.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=f".{cached.stem}.", suffix=".npz")
         with os.fdopen(fd, "wb") as handle:
