@@ -64,11 +64,86 @@ def broadcast_object(obj: object) -> object:
     return holder[0]
 
 
+def batch_order(sizes: list[int]) -> list[int] | None:
+    """Where each gathered row (in rank order) sits in the global batch, or None to keep rank order.
+
+    kdistill's sampler gives rank r the rows r, r + W, r + 2W, ... of each global batch, so rank r
+    holds ceil((N - r) / W) rows; for such sizes the rows are put back in that order, which is the
+    batch one process would have seen (a FIFO memory then fills exactly as with one process).
+    Other splits (a user's own sampler) keep rank order."""
+    world, total = len(sizes), sum(sizes)
+    if sizes != [len(range(r, total, world)) for r in range(world)]:
+        return None
+    offsets = [sum(sizes[:r]) for r in range(world)]
+    return [offsets[p % world] + p // world for p in range(total)]
+
+
+def _gather_padded(tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Every rank's rows concatenated in rank order (all_gather needs equal shapes: pad, then trim)."""
+    padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
+    padded[: len(tensor)] = tensor
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
+
+
+class _GatherBatch(torch.autograd.Function):
+    """All-gather with a backward pass: each rank's loss on the global batch depends on every
+    rank's rows, so a row's gradient is the sum over ranks of the gradients of their losses (a
+    reduce-scatter, written as an all-reduce because gloo has no reduce-scatter). torch's own
+    `torch.distributed.nn.functional.all_gather` needs equal shapes on every rank, which the last
+    batch of an epoch does not have."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, sizes: list[int], order: list[int] | None, rank: int) -> torch.Tensor:
+        ctx.sizes, ctx.order, ctx.rank = sizes, order, rank
+        gathered = _gather_padded(tensor, sizes)
+        return gathered if order is None else gathered[torch.tensor(order, device=tensor.device)]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        if ctx.order is None:
+            ranked = grad.contiguous().clone()
+        else:
+            ranked = torch.empty_like(grad)
+            ranked[torch.tensor(ctx.order, device=grad.device)] = grad
+        dist.all_reduce(ranked, op=dist.ReduceOp.SUM)
+        start = sum(ctx.sizes[: ctx.rank])
+        return ranked[start : start + ctx.sizes[ctx.rank]], None, None, None
+
+
+def gather_batch(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The global batch of each tensor (rows of every rank, in the global batch's order where the
+    split is kdistill's own), keeping gradients: for losses that compare the samples of a batch
+    (similarity matrices, pairwise distances, correlations over the batch), which on a per-rank
+    shard would compute another loss than one process on the whole batch.
+
+    Every rank must call it the same number of times with tensors of the same rows (a training
+    step under DDP does). Each rank then holds the same loss; with DDP's gradient mean and the
+    loop's shard weights (which sum to the number of processes) the gradient equals one
+    process's on the global batch."""
+    world = current_world()
+    if not world.distributed or not tensors:
+        return tensors
+    count = torch.tensor([len(tensors[0])], device=tensors[0].device)
+    counts = [torch.zeros_like(count) for _ in range(world.world_size)]
+    dist.all_gather(counts, count)
+    sizes = [int(c.item()) for c in counts]
+    order = batch_order(sizes)
+    for tensor in tensors:
+        if len(tensor) != len(tensors[0]):
+            raise ValueError(f"gather_batch: tensors of {len(tensors[0])} and {len(tensor)} rows; pass the rows "
+                             "of one batch")
+    return tuple(_GatherBatch.apply(t, sizes, order, world.rank) for t in tensors)
+
+
 def gather_rows(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-    """Concatenate each tensor's rows from all ranks, in rank order (uneven sizes allowed).
+    """Concatenate each tensor's rows from all ranks (uneven sizes allowed), without gradients, in
+    the global batch's order where the split is kdistill's own (see `batch_order`).
 
     Memories that every rank updates from its own shard (CRD's) stay identical across ranks only
-    if every rank applies every rank's rows."""
+    if every rank applies every rank's rows; in the global batch's order a FIFO queue holds what
+    it holds with one process."""
     if not current_world().distributed:
         return tensors
     gathered: list = [None] * current_world().world_size
@@ -77,7 +152,12 @@ def gather_rows(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...
     out = []
     for position in range(len(tensors)):
         parts = [rank_parts[position] for rank_parts in gathered]
-        out.append(None if parts[0] is None else torch.cat(parts).to(device))
+        if parts[0] is None:
+            out.append(None)
+            continue
+        rows = torch.cat(parts)
+        order = batch_order([len(p) for p in parts])
+        out.append((rows if order is None else rows[torch.tensor(order)]).to(device))
     return tuple(out)
 
 

@@ -24,6 +24,7 @@ from kdistill.collectives import (
     broadcast_object,
     broadcast_tensors,
     current_world,
+    gather_batch,
     gather_rows,
     reduce_sums,
     shard_weight,
@@ -69,5 +70,5 @@ def exit_process(code: int = 0) -> NoReturn:
 
 
 __all__ = ["World", "all_reduce_sum", "any_rank", "average_gradients", "barrier", "broadcast_object",
-           "broadcast_tensors", "current_world", "gather_rows", "reduce_sums", "setup_from_env", "shard_weight",
-           "shutdown", "exit_process"]
+           "broadcast_tensors", "current_world", "gather_batch", "gather_rows", "reduce_sums", "setup_from_env",
+           "shard_weight", "shutdown", "exit_process"]

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from kdistill.collectives import gather_batch
+
 
 @dataclass
 class StepContext:
@@ -96,6 +98,13 @@ class Method(nn.Module):
 
     def loss_terms(self, ctx: StepContext) -> torch.Tensor | dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def global_batch(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """For losses that compare the samples of a batch with each other: under DDP, in training
+        mode, every rank's rows (with gradients), so N processes compute the loss one process
+        computes on the whole batch; unchanged on one process or in eval mode (a loss computed on
+        one rank alone, as a user's validation may, must not wait for the others)."""
+        return gather_batch(*tensors) if self.training else tensors
 
     def forward(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         terms = self.loss_terms(ctx)

@@ -15,6 +15,12 @@ Vector methods (RKD, PKT) compare one vector per sample. Given a feature map (B,
 token sequence (B, L, D) they global-average-pool it to (B, C) / (B, D) by default: the reference
 code applies them to the pooled penultimate features ("pooled_feat"). With `flatten: true` the
 feature is flattened to (B, C*H*W) instead (what the reference loss functions do with any input).
+
+SP, RKD and PKT compare the samples of a batch with each other. Under DDP each process holds a
+shard, so in training they gather the global batch first (`Method.global_batch`, with gradients):
+N processes compute the loss of one process on the whole batch, at the cost of holding the global
+B x B matrices (RKD's angles: B^3) on every process. Hint, attention transfer and NST are means of
+per-sample terms and need no gather.
 """
 
 from __future__ import annotations
@@ -219,8 +225,8 @@ class SimilarityPreserving(FeatureMethod):
     def loss_terms(self, ctx: StepContext) -> torch.Tensor:
         total = None
         for fs, ft, _, _ in self.pairs(ctx):
-            batch = fs.shape[0]
-            qs, qt = fs.float().flatten(1), ft.float().flatten(1)
+            qs, qt = self.global_batch(fs.float().flatten(1), ft.float().flatten(1))
+            batch = qs.shape[0]
             gs = F.normalize(qs @ qs.t(), dim=1)
             gt = F.normalize(qt @ qt.t(), dim=1)
             term = (gt - gs).pow(2).sum() / (batch * batch)
@@ -275,8 +281,7 @@ class RKD(FeatureMethod):
 
     def loss_terms(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         fs, ft, _, _ = next(self.pairs(ctx))
-        s = to_vectors(fs.float(), self.flatten)
-        t = to_vectors(ft.float(), self.flatten)
+        s, t = self.global_batch(to_vectors(fs.float(), self.flatten), to_vectors(ft.float(), self.flatten))
         if s.shape[0] < 2:  # no pairs in a batch of one
             zero = s.sum() * 0.0
             return {"distance": zero, "angle": zero}
@@ -324,8 +329,9 @@ class PKT(FeatureMethod):
     def loss_terms(self, ctx: StepContext) -> torch.Tensor:
         eps = 1e-7
         fs, ft, _, _ = next(self.pairs(ctx))
-        ps = cosine_kernel_probabilities(to_vectors(fs.float(), self.flatten), eps)
-        pt = cosine_kernel_probabilities(to_vectors(ft.float(), self.flatten), eps)
+        s, t = self.global_batch(to_vectors(fs.float(), self.flatten), to_vectors(ft.float(), self.flatten))
+        ps = cosine_kernel_probabilities(s, eps)
+        pt = cosine_kernel_probabilities(t, eps)
         return (pt * torch.log((pt + eps) / (ps + eps))).mean()
 
 

@@ -194,8 +194,10 @@ class DIST(Method):
 
     def loss_terms(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         t = self.temperature
-        ys = F.softmax(ctx.student_logits.float() / t, dim=1)
-        yt = F.softmax(ctx.teacher.float() / t, dim=1)
+        # the intra-class term correlates each class across the batch: under DDP, the global batch
+        student, teacher = self.global_batch(ctx.student_logits.float(), ctx.teacher.float())
+        ys = F.softmax(student / t, dim=1)
+        yt = F.softmax(teacher / t, dim=1)
         inter = t**2 * (1 - pearson_rows(ys, yt).mean())
         intra = t**2 * (1 - pearson_rows(ys.t(), yt.t()).mean())
         return {"inter": self.beta * inter, "intra": self.gamma * intra}
