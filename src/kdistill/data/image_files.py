@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from kdistill.errors import UnreadableFile
 from kdistill.file_checks import MissingFile, described, read_head
@@ -68,8 +68,9 @@ def decode_image(root: Path, name: str, payload: bytes, size: tuple[int, int] | 
         image = Image.open(io.BytesIO(payload))
         image = image.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        reason = "an unknown image format" if isinstance(error, UnidentifiedImageError) else str(error)
         where = (root / name, "") if root.is_dir() else (root, f"member {name}: ")
-        raise UnreadableFile(where[0], f"{where[1]}not a readable image ({error}{described(payload[:512])}); "
+        raise UnreadableFile(where[0], f"{where[1]}not a readable image: {reason}{described(payload[:512])}; "
                                        "remove or replace it") from error
     if size is not None and image.size != size:
         image = image.resize(size, Image.BILINEAR)
