@@ -6,23 +6,19 @@ Every problem becomes a `ConfigError` whose lines each name a field and the fix,
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kdistill.config_error import ConfigError
+from kdistill.config_files import expand_environment, read_config_file
+from kdistill.config_overrides import apply_override
 from kdistill.engine.ema import EMASettings
 from kdistill.engine.tracking import EarlyStoppingSettings, MetricGoal
-from kdistill.errors import BadInput
 from kdistill.registry import RegistryError
 from kdistill.settings import CacheSettings, OptimizerSettings, ScheduleSettings
-
-
-class ConfigError(BadInput):
-    """A configuration that cannot run; `problems` are `field: message` lines."""
 
 
 class Strict(BaseModel):
@@ -259,66 +255,13 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
     return problems
 
 
-def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """`a.b.c=value` (lists by index: `methods.0.weight=0.5`); the value is parsed as YAML."""
-    if "=" not in assignment:
-        raise ConfigError([f"--set {assignment}: expected key=value"])
-    key, _, text = assignment.partition("=")
-    try:
-        value = yaml.safe_load(text) if text != "" else None
-    except yaml.YAMLError as error:
-        raise ConfigError([f"--set {key}: the value is not valid YAML ({str(error).splitlines()[0]})"]) from None
-    parts = key.strip().split(".")
-    node: Any = raw
-    for depth, part in enumerate(parts[:-1]):
-        where = ".".join(parts[: depth + 1])
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError([f"--set {key}: '{where}' is not an index of a list of {len(node)}"])
-            node = node[int(part)]
-        else:
-            if not isinstance(node.get(part, {}), dict | list):
-                raise ConfigError([f"--set {key}: '{where}' is a value, not a section"])
-            node = node.setdefault(part, {})
-    last = parts[-1]
-    if isinstance(node, list):
-        if not last.isdigit() or int(last) >= len(node):
-            raise ConfigError([f"--set {key}: '{last}' is not an index of a list of {len(node)}"])
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
-_ENV_REFERENCE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
-
-
-def expand_environment(value: Any) -> Any:
-    """`${NAME}` and `${NAME:-default}` in string values, so experiment files can point at data
-    folders that live elsewhere on other machines (`root: ${KDISTILL_DATA:-../shared/data}/mnist`)."""
-    if isinstance(value, str):
-        return _ENV_REFERENCE.sub(lambda m: os.environ.get(m[1], m[2] if m[2] is not None else m[0]), value)
-    if isinstance(value, dict):
-        return {k: expand_environment(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_environment(v) for v in value]
-    return value
-
-
 def load_raw(path: str | Path | None) -> dict[str, Any]:
+    """The raw mapping of the experiment file (None: the built-in demo), file problems named as such."""
     if path is None:
         from importlib.resources import files
 
         return yaml.safe_load(files("kdistill.presets").joinpath("digits.yaml").read_text())
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"{path}: no such config file"])
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError([f"{path}: not valid YAML ({error})"]) from error
-    if not isinstance(raw, dict):
-        raise ConfigError([f"{path}: the top level must be a mapping of sections"])
-    return expand_environment(raw)
+    return read_config_file(path)
 
 
 def validate(raw: dict[str, Any]) -> ExperimentConfig:
@@ -347,3 +290,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None,
 
 def dump_config(config: ExperimentConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+__all__ = ["ConfigError", "ExperimentConfig", "apply_override", "dump_config", "expand_environment", "load_config",
+           "load_raw", "validate"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kdistill.collectives import current_world
 from kdistill.config import ConfigError, ExperimentConfig, dump_config
+from kdistill.engine.checkpoint import atomic_write_text
 from kdistill.engine.seed import derive_seed
 from kdistill.report import write_report
 from kdistill.results import DISTILLED, SCRATCH, ExperimentResult, ModelResult, write_results
@@ -54,7 +55,7 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, resume: bool = False
     if main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
-            (run_dir / "config.yaml").write_text(dump_config(config))
+            atomic_write_text(run_dir / "config.yaml", dump_config(config))
     methods = build_methods(config)
     try:
         teachers = prepare_teachers(config, bundle, train, val, run_dir, resume, progress)

@@ -9,6 +9,7 @@ early-stopping counter, the gradient-accumulation count.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -18,39 +19,133 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdistill.errors import StorageFailure, UnreadableFile
+
 CHECKPOINT_FORMAT = 1
 
 
+WRITE_FAILURES = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EFBIG: "file size limit exceeded", errno.EROFS: "read-only file system",
+                  errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+UNREADABLE_CHECKPOINT = "truncated or not a PyTorch checkpoint"
+
+
+def describe_target(path: Path) -> str:
+    """What a file is to the user, by the names the engine gives them."""
+    names = {"last.pt": "the checkpoint", "best.pt": "the best checkpoint", "student.pt": "the final weights",
+             "metrics.jsonl": "the metrics log", "stage.json": "the stage record", "config.yaml": "the run's config"}
+    return f"{names.get(path.name, 'the file')} {path}"
+
+
+def last_good_checkpoint(path: Path) -> str:
+    """Which checkpoint survived a failed write beside `path`: '(epoch N) is intact', or that none exists."""
+    for candidate in (path.parent / "last.pt", path.parent / "checkpoints" / "last.pt"):
+        if candidate.is_file():
+            try:
+                epoch, step = checkpoint_position(candidate)
+            except Exception:  # noqa: BLE001 - reported, never raised from an error path
+                return f"the previous checkpoint {candidate} could not be read back"
+            return f"the last good checkpoint (epoch {epoch}{f', step {step}' if step else ''}) is intact"
+    return "no checkpoint of this stage was written yet"
+
+
+def storage_failure(error: OSError, path: Path, checkpointed: bool = True) -> OSError:
+    """The one-line StorageFailure for an OSError while writing `path` (others are returned as they are)."""
+    reason = WRITE_FAILURES.get(error.errno or 0)
+    if reason is None:
+        return error
+    message = f"{reason} while writing {describe_target(path)}"
+    if checkpointed:
+        message += f"; {last_good_checkpoint(path)}"
+    failure = StorageFailure(message)
+    failure.errno = error.errno  # not filename: OSError would print it instead of the message
+    return failure
+
+
+class _RecordingWriter:
+    """A file handle for torch.save that keeps the OSError of a failed write: torch turns it into a
+    RuntimeError without the errno, which is what tells a full disk from a bug."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle, self.error = handle, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save through a temp file and a rename: a failed write (disk full, read-only) leaves the
+    previous file untouched, removes the temp file and raises StorageFailure naming what it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    writer = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise storage_failure(error, path) from error
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            writer = _RecordingWriter(handle)
+            torch.save(obj, writer)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        cause = error if isinstance(error, OSError) else (writer.error if writer is not None else None)
+        if isinstance(cause, OSError) and isinstance(error, OSError | RuntimeError):
+            raise storage_failure(cause, path) from error
         raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise storage_failure(error, path, checkpointed=False) from error
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise storage_failure(error, path, checkpointed=False) from error
         raise
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    """A training checkpoint; one that cannot be read (truncated, empty, another format) is named as such."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as error:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError, ...
+        raise UnreadableFile(path, f"{UNREADABLE_CHECKPOINT} ({type(error).__name__}); delete it to train this "
+                                   "stage again from its start") from error
+
+
+def checkpoint_position(path: str | Path) -> tuple[int, int]:
+    """(epoch, step in epoch) of a training checkpoint, read without loading its tensors where possible."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a zip checkpoint: the full load says what is wrong
+        state = load_checkpoint(path)
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise UnreadableFile(path, "not a kdistill training checkpoint (no epoch); delete it to train this stage "
+                                   "again from its start")
+    return int(state["epoch"]), int(state.get("step_in_epoch", 0))
 
 
 def training_state(*, epoch: int, step_in_epoch: int, student: nn.Module, methods: nn.Module,

@@ -41,8 +41,10 @@ from torch import nn
 from kdistill.collectives import barrier, broadcast_object, current_world
 from kdistill.digest import model_digest
 from kdistill.engine import Distiller
-from kdistill.engine.checkpoint import atomic_write_text
+from kdistill.engine.checkpoint import atomic_write_text, checkpoint_position
+from kdistill.engine.metrics_log import read_records, truncate_records
 from kdistill.engine.seed import derive_seed
+from kdistill.errors import UnreadableFile
 from kdistill.methods.base import Method
 
 STAGE_FILE = "stage.json"
@@ -99,10 +101,7 @@ def weights_digest(models: nn.Module | Sequence[nn.Module]) -> str:
 
 
 def read_metrics(stage_dir: Path) -> list[dict[str, Any]]:
-    path = Path(stage_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_records(Path(stage_dir) / "metrics.jsonl")
 
 
 def stage_done(stage_dir: Path) -> bool:
@@ -131,7 +130,11 @@ def _record_problem(stage_dir: Path, record: dict[str, Any] | None) -> str | Non
     path = stage_dir / STAGE_FILE
     if record is None or not path.exists():
         return None
-    previous = json.loads(path.read_text())
+    try:
+        previous = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UnreadableFile(path, "not a stage record (truncated or edited); delete the stage folder to train "
+                                   "this stage again") from None
     for key, value in json.loads(json.dumps(record)).items():  # compared as stored (tuples read back as lists)
         if previous.get(key) != value:
             return (f"{stage_dir}: this stage was started with {key}={previous.get(key)!r}, but this run asks for "
@@ -190,8 +193,12 @@ def fit_or_load(stage_dir: str | Path | None, model: nn.Module, make_distiller: 
     if verdict == "load":
         load_stage(stage_dir, model)
         return StageOutcome(read_metrics(stage_dir), False, None)
-    if record is not None and world.is_main:
-        _write_json(stage_dir / STAGE_FILE, record)
+    if world.is_main:
+        if verdict == "resume":  # a damaged checkpoint is named now, not after the Distiller is built
+            epochs_done, _ = checkpoint_position(stage_dir / "checkpoints" / "last.pt")
+            truncate_records(stage_dir, epochs_done)  # epochs logged after it are logged again
+        if record is not None:
+            _write_json(stage_dir / STAGE_FILE, record)
     barrier()
     distiller = make_distiller()
     history = distiller.fit(train, val, epochs=epochs, resume=verdict == "resume")

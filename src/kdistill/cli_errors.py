@@ -1,0 +1,78 @@
+"""How the `kdistill` command ends when something goes wrong: one line a user can act on, and an
+exit code a script can test (`kdistill.errors`): 2 bad input, 3 the file system said no, 1 anything
+unexpected, 130 interrupted. The traceback is for `--debug` (or KDISTILL_DEBUG=1) only: a user
+who gave a bad path needs the path named, not forty lines of PyTorch internals.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+from kdistill.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_STORAGE, BadInput, StorageFailure
+
+# what the file system says when it refuses a write (or a read of a file it will not open to us)
+STORAGE_ERRNOS = {"ENOSPC": "no space left on device", "EROFS": "read-only file system",
+                  "EACCES": "permission denied", "EPERM": "operation not permitted",
+                  "EDQUOT": "disk quota exceeded", "EFBIG": "file size limit exceeded"}
+
+
+def debug_wanted(flag: bool) -> bool:
+    return flag or os.environ.get("KDISTILL_DEBUG", "") not in ("", "0")
+
+
+def say(line: str) -> None:
+    """One message line on stderr, prefixed with the rank under torchrun so ranks can be told apart."""
+    rank = os.environ.get("RANK")
+    prefix = "kdistill" if rank in (None, "0") else f"kdistill (rank {rank})"
+    print(f"{prefix}: {line}", file=sys.stderr, flush=True)
+
+
+def _storage_errno(error: OSError) -> str | None:
+    import errno
+
+    name = errno.errorcode.get(error.errno or 0)
+    return name if name in STORAGE_ERRNOS else None
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    line = text[0] if text else ""
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def report(error: BaseException) -> int:
+    """Print `error` as a user should see it; the exit code."""
+    from kdistill.registry import RegistryError
+
+    if isinstance(error, BadInput):
+        for line in error.problems:
+            say(line)
+        return EXIT_BAD_INPUT
+    if isinstance(error, RegistryError):  # a name that is neither registered nor importable
+        say(str(error))
+        return EXIT_BAD_INPUT
+    if isinstance(error, StorageFailure):
+        say(first_line(error) or "the file system refused a write")
+        return EXIT_STORAGE
+    if isinstance(error, OSError) and _storage_errno(error):
+        what = error.filename or "a file"
+        say(f"{STORAGE_ERRNOS[_storage_errno(error)]}: cannot write {what}; free space or choose a writable "
+            "--output-dir")
+        return EXIT_STORAGE
+    say(f"{type(error).__name__}: {first_line(error)}")
+    say("run with --debug for the traceback")
+    return EXIT_FAILURE
+
+
+def guarded(command: Callable[[], int], debug: bool) -> int:
+    """Run a command; an exception becomes its one-line message and exit code (re-raised with debug)."""
+    if debug_wanted(debug):
+        return command()
+    try:
+        return command()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as error:  # noqa: BLE001 - the whole point: no traceback for the user
+        return report(error)
