@@ -18,8 +18,9 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     mode = sys.argv[2] if len(sys.argv) > 2 else "full"
     try:
+        cache_dir = Path(sys.argv[1]) / "cache" if mode == "cached" else None
         distiller = train_case(Path(sys.argv[1]) / "run", stop_at=25 if mode == "interrupt" else None,
-                               resume=mode == "resume")
+                               resume=mode == "resume", cache_dir=cache_dir)
     except TrainingInterrupted:
         exit_process(0)
     if world.is_main:

@@ -9,6 +9,7 @@ from helpers import StopAtStep
 
 from kdistill import Distiller, OptimizerSettings
 from kdistill.data import load_digits_bundle, split_validation
+from kdistill.engine.cache import CacheSettings
 from kdistill.methods import CRD, HardLabel, Hint, SoftTarget
 from kdistill.models import build_model
 
@@ -16,8 +17,10 @@ GLOBAL_BATCH = 64
 SAMPLES = 18 * GLOBAL_BATCH + 3  # the last global batch splits unevenly (2 + 1) over 2 processes
 
 
-def train_case(run_dir: Path | None, epochs: int = 2, stop_at: int | None = None, resume: bool = False) -> Distiller:
-    """`stop_at`: ask to stop (as Ctrl-C does) after that many steps; `resume`: continue run_dir."""
+def train_case(run_dir: Path | None, epochs: int = 2, stop_at: int | None = None, resume: bool = False,
+               cache_dir: Path | None = None) -> Distiller:
+    """`stop_at`: ask to stop (as Ctrl-C does) after that many steps; `resume`: continue run_dir;
+    `cache_dir`: the teacher's logits and tapped features from a cache kept there (float32)."""
     bundle = load_digits_bundle()
     train, val = split_validation(bundle.train, 0.1, seed=0)
     train = train.subset(torch.arange(SAMPLES))
@@ -37,7 +40,8 @@ def train_case(run_dir: Path | None, epochs: int = 2, stop_at: int | None = None
                           optimizer=OptimizerSettings(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4),
                           batch_size=GLOBAL_BATCH, seed=0, progress=False, run_dir=run_dir, device="cpu",
                           student_normalization=(bundle.mean, bundle.std),
-                          teacher_normalization=(bundle.mean, bundle.std))
+                          teacher_normalization=(bundle.mean, bundle.std),
+                          teacher_cache=CacheSettings(cache_dir, dtype="float32", features=True) if cache_dir else None)
     handle.append(distiller)
     distiller.fit(train, val, epochs=epochs, resume=resume)
     return distiller

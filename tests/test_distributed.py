@@ -86,3 +86,21 @@ def test_cli_nproc_born_again_stages(tmp_path):
         assert (tmp_path / "run" / "born-again" / f"generation-{k}" / "student.pt").exists()
         assert (tmp_path / "run" / "born-again" / f"generation-{k}" / "stage.json").exists()
     assert "generation-2" in (tmp_path / "run" / "report.md").read_text()  # nested stages are reported
+
+
+@pytest.mark.slow
+def test_two_process_cache_build_is_byte_identical_and_trains_the_same_student(tmp_path):
+    """Both ranks build their share of the teacher cache (logits and tapped features) into one
+    memory map: the same bytes as one process's build, and the same student as one process."""
+    torchrun(tmp_path, "cached")
+    torch.set_num_threads(1)  # as the workers: the teacher's forward is then the same computation
+    reference = train_case(tmp_path / "reference", cache_dir=tmp_path / "reference-cache")
+    built, expected = sorted((tmp_path / "cache").iterdir()), sorted((tmp_path / "reference-cache").iterdir())
+    assert [p.name for p in built] == [p.name for p in expected] == [reference.cache.key]  # no staging left
+    files = sorted(p.name for p in expected[0].iterdir())
+    assert sorted(p.name for p in built[0].iterdir()) == files and len(files) == 3  # logits, the tap, meta
+    for name in files:
+        assert (built[0] / name).read_bytes() == (expected[0] / name).read_bytes(), name
+    distributed = torch.load(tmp_path / "student.pt", weights_only=True)
+    for name, value in reference.student.model.state_dict().items():
+        torch.testing.assert_close(distributed[name], value, rtol=1e-4, atol=1e-5, msg=name)

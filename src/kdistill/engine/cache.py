@@ -31,8 +31,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdistill.data.transforms import Augment, Normalize, to_float
+from kdistill.collectives import broadcast_object
+from kdistill.data.transforms import Augment, Normalize
 from kdistill.digest import model_digest
-from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
 from kdistill.settings import CacheSettings  # the cache's settings live with the config's (one schema)
 
 CACHE_FORMAT = 1
@@ -97,7 +95,7 @@ class TeacherCache:
         return "feature-" + hashlib.sha256(tap.encode()).hexdigest()[:12]
 
     def _open_features(self, mode: str, shapes: dict[str, tuple[int, ...]] | None = None) -> None:
-        """Feature arrays: created from the first batch's shapes (w+), or opened from disk (r)."""
+        """Feature arrays: created from the layers' per-sample shapes (w+), or opened from disk (r, r+)."""
         dtype = np.float16 if self.settings.dtype == "float16" else np.float32
         for tap in self.taps:
             name = self._feature_name(tap)
@@ -105,7 +103,7 @@ class TeacherCache:
                 shape = (self.settings.views, self.num_samples, *shapes[tap])
                 self._arrays[name] = np.lib.format.open_memmap(self._file(name), mode="w+", dtype=dtype, shape=shape)
             else:
-                self._arrays[name] = np.load(self._file(name), mmap_mode="r")
+                self._arrays[name] = np.load(self._file(name), mmap_mode=mode)
 
     def is_complete(self) -> bool:
         meta = self.path / "meta.json"
@@ -129,12 +127,29 @@ class TeacherCache:
             if mode == "w+":
                 self._arrays[name] = np.lib.format.open_memmap(self._file(name), mode="w+", dtype=dtype_, shape=shape)
             else:
-                self._arrays[name] = np.load(self._file(name), mmap_mode="r")
+                self._arrays[name] = np.load(self._file(name), mmap_mode=mode)
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.glob("*.npy"))
 
-    # writing --------------------------------------------------------------------------------------
+    # writing (the build itself: cache_build.py) ------------------------------------------------------
+    def create(self, feature_shapes: dict[str, tuple[int, ...]]) -> None:
+        """Create every array in `self.path` (one process does, before the others open them)."""
+        self._open("w+")
+        if self.taps:
+            self._open_features("w+", feature_shapes)
+
+    def open_for_writing(self) -> None:
+        """Open the arrays another process created, to write this process's rows into them."""
+        self._open("r+")
+        self._open_features("r+")
+
+    def store(self, view: int, rows: np.ndarray, logits: torch.Tensor, features: dict[str, torch.Tensor]) -> None:
+        """Write one batch's logits (or their top-k form) and tapped features at their sample rows."""
+        self._store(view, rows, logits)
+        for tap in self.taps:
+            self._arrays[self._feature_name(tap)][view, rows] = features[tap].float().cpu().numpy()
+
     def _store(self, view: int, indices: np.ndarray, logits: torch.Tensor) -> None:
         logits = logits.float().cpu()
         if self.settings.top_k is None:
@@ -153,80 +168,28 @@ class TeacherCache:
         self._arrays["indices"][view, indices] = top.numpy()
         self._arrays["fill"][view, indices] = fill.numpy()
 
-    @torch.inference_mode()
-    def build(self, teacher: nn.Module, loader: Any, normalize: Normalize, augment: Augment,
-              device: torch.device, progress: Any = None, layer_taps: Any = None) -> None:
-        """Compute every view of every sample in a private staging directory, write `meta.json`
-        last, then publish the directory under the key with one rename: processes that build the
-        same cache at once (a benchmark's parallel runs) never see or damage each other's halves."""
-        final = self.path
-        self.path = final.parent / f".{final.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.path.mkdir(parents=True)
-        try:
-            self._compute(teacher, loader, normalize, augment, device, progress, layer_taps)
-        except BaseException:
-            self._arrays.clear()
-            shutil.rmtree(self.path, ignore_errors=True)
-            self.path = final
-            raise
-        self._publish(final)
-        self.load()
-
-    def _publish(self, final: Path) -> None:
-        staging, self.path = self.path, final
-        if final.exists() and self.is_complete():  # another process finished first: use its copy
-            shutil.rmtree(staging, ignore_errors=True)
-            return
-        shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover (a crash) under our key
-        try:
-            os.rename(staging, final)
-        except OSError:  # a concurrent builder published between the two lines above
-            if self.is_complete():
-                shutil.rmtree(staging, ignore_errors=True)
-            else:
-                self.path = staging  # keep ours where it is
-
-    def _compute(self, teacher: nn.Module, loader: Any, normalize: Normalize, augment: Augment,
-                 device: torch.device, progress: Any, layer_taps: Any) -> None:
-        self._open("w+")
-        teacher.eval()
-        views = self.settings.views if augment.active else 1
-        task = progress.add_task("caching teacher outputs", total=views * len(loader)) if progress else None
-        seen = np.zeros(self.num_samples, dtype=np.int64)
-        for view in range(views):
-            for batch in loader:
-                inputs, _, indices = split_batch(to_device(batch, device))
-                if indices is None:
-                    raise ValueError("the teacher cache needs sample indices; yield an 'index' with each sample")
-                inputs = to_float(inputs)
-                if augment.active:
-                    inputs = augment(inputs, indices, view)
-                if layer_taps is not None:
-                    layer_taps.clear()
-                logits = logits_of(call_model(teacher, normalize(inputs)))
-                rows = indices.cpu().numpy()
-                self._store(view, rows, logits)
-                if self.taps:
-                    features = layer_taps.collect()
-                    if self._feature_name(self.taps[0]) not in self._arrays:
-                        self._open_features("w+", {t: tuple(features[t].shape[1:]) for t in self.taps})
-                    for tap in self.taps:
-                        self._arrays[self._feature_name(tap)][view, rows] = features[tap].float().cpu().numpy()
-                seen[indices.cpu().numpy()] += 1
-                if task is not None:
-                    progress.advance(task)
-        if not np.all(seen == views):
-            raise RuntimeError("the cache loader did not visit every sample exactly once per view")
+    def flush(self) -> None:
         for array in self._arrays.values():
             array.flush()
+
+    def close(self) -> None:
+        self._arrays.clear()
+
+    def mark_complete(self, views: int) -> None:
+        """`meta.json`, written last and atomically: from now on the cache may be used."""
         tmp = self.path / "meta.json.tmp"
         tmp.write_text(json.dumps({"key": self.key, "complete": True, "num_samples": self.num_samples,
                                    "num_classes": self.num_classes, "views": views,
                                    "dtype": self.settings.dtype, "top_k": self.settings.top_k}))
         os.replace(tmp, self.path / "meta.json")
-        if task is not None:
-            progress.remove_task(task)
-        self._arrays.clear()
+
+    def build(self, teacher: nn.Module, loader: Any, normalize: Normalize, augment: Augment,
+              device: torch.device, progress: Any = None, layer_taps: Any = None) -> None:
+        """Compute every view of every sample (shared out over the processes of a DDP run, which
+        all call this), publish the cache under its key, and load it (see cache_build.py)."""
+        from kdistill.engine.cache_build import build_cache
+
+        build_cache(self, teacher, loader, normalize, augment, device, progress, layer_taps)
 
     def load(self) -> None:
         self._open("r")
@@ -265,7 +228,8 @@ def augment_key(augment: Any) -> Any:
 def open_cache(settings: CacheSettings, teacher: nn.Module, dataset: Any, loader: Any, normalize: Normalize,
                augment: Augment, num_classes: int, device: torch.device, progress: Any = None,
                layer_taps: Any = None) -> TeacherCache:
-    """The valid cache for this teacher, data and preprocessing: loaded if complete, else built.
+    """The valid cache for this teacher, data and preprocessing: loaded if complete, else built
+    (under DDP every rank calls this, and they build it together).
 
     `layer_taps` (a `LayerTaps` on the teacher) are cached too when `settings.features` is set."""
     if not settings.enabled:
@@ -280,7 +244,7 @@ def open_cache(settings: CacheSettings, teacher: nn.Module, dataset: Any, loader
     key = TeacherCache.make_key(settings, teacher, dataset, normalize, augment, taps)
     views = settings.views if augment.active else 1
     cache = TeacherCache(settings.model_copy(update={"views": views}), key, len(dataset), num_classes, taps)
-    if cache.is_complete():
+    if broadcast_object(cache.is_complete()):  # rank 0's answer: every rank loads, or every rank builds
         cache.load()
     else:
         if taps:

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from kdistill.data.transforms import Augment, to_float
 from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
 from kdistill.engine.cache import CacheSettings, TeacherCache, open_cache
-from kdistill.engine.distributed import World, barrier
+from kdistill.engine.distributed import World
 from kdistill.engine.loss import DistillationLoss
 from kdistill.engine.progress import progress_bar
 from kdistill.taps import LayerTaps
@@ -33,9 +33,10 @@ def cache_views(settings: CacheSettings, augment: Augment, epochs: int, note: Ca
 def open_teacher_cache(loss: DistillationLoss, settings: CacheSettings, in_order: DataLoader, augment: Augment,
                        epochs: int, device: torch.device, world: World, progress: bool,
                        note: Callable[[str], None]) -> TeacherCache | None:
-    """Load the complete cache for this teacher, data and preprocessing, or build it (rank 0 builds,
-    the other processes wait and load it). None, noted, when the augmentation's views depend on the
-    batch (mixing ops such as MixUp): no cache could replay them, so the teacher runs live."""
+    """Load the complete cache for this teacher, data and preprocessing, or build it (under DDP every
+    process builds its share of the batches, so no process waits long in a collective). None,
+    noted, when the augmentation's views depend on the batch (mixing ops such as MixUp): no cache
+    could replay them, so the teacher runs live."""
     if augment.active and not getattr(augment, "replayable", True):
         note(f"teacher.cache is off for this run: the augmentation {augment!r} draws per batch (it mixes samples "
              "or is batch-level), so no cached view can be replayed exactly; the teacher runs live every step")
@@ -53,14 +54,10 @@ def open_teacher_cache(loss: DistillationLoss, settings: CacheSettings, in_order
     if settings.features and settings.extra_taps:  # the union: one cache serves runs of other methods too
         tapped = [str(t) for t in teacher.taps.taps] if teacher.taps is not None else []
         build_taps = LayerTaps(teacher.model, sorted({*tapped, *settings.extra_taps}), "teacher 0 (cache)")
-    if not world.is_main:
-        barrier()  # rank 0 builds the cache; the others then find it complete and load it
-    with progress_bar(progress) as bar:
-        cache = open_cache(settings, teacher.model, in_order.dataset, in_order, teacher.normalize, augment,
-                           num_classes, device, bar, build_taps)
-    if world.is_main:
-        barrier()
-    return cache
+    # every rank: rank 0's finding (complete or not) decides, and a build is shared out over the ranks
+    with progress_bar(progress and world.is_main) as bar:
+        return open_cache(settings, teacher.model, in_order.dataset, in_order, teacher.normalize, augment,
+                          num_classes, device, bar, build_taps)
 
 
 def _replace(settings: CacheSettings, updates: dict[str, Any]) -> CacheSettings:
