@@ -8,14 +8,16 @@ from torch.utils.data import DataLoader, Dataset
 from kdistill.data.base import InMemoryDataset, batch_collate
 from kdistill.engine.distributed import World
 from kdistill.engine.sampler import EpochBatchSampler
+from kdistill.engine.user_loader import shard_user_loader
 
 
 def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eval_batch_size: int, seed: int,
                 world: World, device: torch.device, num_workers: int = 0, drop_last: bool = False) -> DataLoader:
     """A training loader (shuffled per epoch, each process its share of the global batch) or an
-    evaluation loader (in order; every process evaluates the whole set). A DataLoader passes through."""
+    evaluation loader (in order; every process evaluates the whole set). A DataLoader passes through,
+    except a training one under DDP, which is re-batched per process or refused (user_loader.py)."""
     if isinstance(data, DataLoader):
-        return data
+        return shard_user_loader(data, seed=seed, world=world) if train else data
     if train:
         if batch_size % world.world_size:
             raise ValueError(f"batch_size {batch_size} (global) must be divisible by the "
