@@ -199,7 +199,7 @@ def test_tiny_image_archive_loads(tmp_path):
     (tar_bytes({"README.txt": b"hello"}), "holds no images in class folders"),
     (tar_bytes({"train/0.png": png_bytes(), "test/0.png": png_bytes()}), "train/0.png is outside a class folder"),
     (tar_bytes({**image_members(), "train/cat/broken.png": truncated(png_bytes())}),
-     "member train/cat/broken.png: not a readable image"),
+     "member train/cat/broken.png: not a readable image: truncated or damaged (PNG image)"),
     (tar_bytes(image_members(splits=("train",))), "has no 'test/<class>/' images (found splits: train)"),
     (tar_bytes({**image_members(), "test/horse/0.png": png_bytes()}),
      "'test/' has classes that 'train/' lacks (horse)"),

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from kdistill.errors import UnreadableFile
-from kdistill.file_checks import MissingFile, described, read_head
+from kdistill.file_checks import MissingFile, described, looks_like, read_head
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 LAYOUT = "<split>/<class>/<image> (e.g. train/cat/0001.jpg)"
@@ -68,13 +68,22 @@ def decode_image(root: Path, name: str, payload: bytes, size: tuple[int, int] | 
         image = Image.open(io.BytesIO(payload))
         image = image.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        reason = "an unknown image format" if isinstance(error, UnidentifiedImageError) else str(error)
         where = (root / name, "") if root.is_dir() else (root, f"member {name}: ")
-        raise UnreadableFile(where[0], f"{where[1]}not a readable image: {reason}{described(payload[:512])}; "
+        raise UnreadableFile(where[0], f"{where[1]}not a readable image: {_why(error, payload)}; "
                                        "remove or replace it") from error
     if size is not None and image.size != size:
         image = image.resize(size, Image.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
+
+
+def _why(error: Exception, payload: bytes) -> str:
+    """PIL's 'cannot identify image file <_io.BytesIO ...>' made useful: what the bytes look like."""
+    if not isinstance(error, UnidentifiedImageError):
+        return str(error)
+    kind = looks_like(payload[:512])
+    if kind is not None and kind.endswith(" image"):
+        return f"truncated or damaged ({kind[2:] if kind.startswith('a ') else kind})"
+    return f"an unknown image format{described(payload[:512])}"
 
 
 def decode_all(root: Path, size: tuple[int, int] | None, progress: Callable[[], None] | None = None
