@@ -42,10 +42,12 @@ from kdistill.engine.loss import DistillationLoss, Participant, TeacherOutputs
 from kdistill.engine.metrics_log import epoch_record
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler
 from kdistill.engine.progress import progress_bar
+from kdistill.engine.run_record import claim_run_dir, fit_identity
 from kdistill.engine.sampler import EpochBatchSampler
 from kdistill.engine.seed import derive_seed
 from kdistill.engine.tracking import EarlyStoppingSettings, MetricGoal
 from kdistill.engine.wrapping import wrap_student
+from kdistill.file_checks import MissingFile
 from kdistill.methods.base import Method, StepContext
 
 LOG = logging.getLogger("kdistill")
@@ -295,15 +297,15 @@ class Distiller:
         last checkpoint. Returns the epoch records."""
         loader = self.make_loader(train, train=True)
         self.num_samples = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
+        if not resume:  # before any work: another run's directory is refused, never overwritten
+            claim_run_dir(self.run_dir, fit_identity(self, loader, epochs), self.world)
         self._build(loader, epochs)
         start_epoch, start_step, running = 0, 0, {}
         if resume:
             if self.checkpoint_path is None or not self.checkpoint_path.exists():
-                raise FileNotFoundError(f"nothing to resume: no checkpoint at {self.checkpoint_path}")
+                raise MissingFile(self.checkpoint_path or "run_dir=None",
+                                  "nothing to resume: no checkpoint there; fit without resume=True")
             start_epoch, start_step, running = self.load_state_dict(load_checkpoint(self.checkpoint_path))
-        elif self.run_dir is not None and self.world.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "metrics.jsonl").write_text("")
         if self.run_dir is not None and self.world.is_main and self.notes:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "notes.json").write_text(json.dumps(self.notes, indent=1))
