@@ -173,7 +173,8 @@ class DIST(Method):
     and the loss is `beta * inter + gamma * intra` (returned as the terms `inter` and `intra`,
     already multiplied by beta / gamma), as in the authors' code (eps 1e-8 in the correlation).
     Defaults are the paper's ImageNet settings (beta = gamma = 1, T = 1); its CIFAR-100 runs use
-    T = 4 and beta = gamma = 2.
+    T = 4 and beta = gamma = 2. The intra-class term compares samples with each other, so under
+    DDP both terms are computed on the global batch (`Method.global_batch`).
     """
 
     name = "dist"
