@@ -16,6 +16,7 @@ from kdistill.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_STORAGE, BadInput
 STORAGE_ERRNOS = {"ENOSPC": "no space left on device", "EROFS": "read-only file system",
                   "EACCES": "permission denied", "EPERM": "operation not permitted",
                   "EDQUOT": "disk quota exceeded", "EFBIG": "file size limit exceeded"}
+FULL = ("ENOSPC", "EDQUOT", "EFBIG")
 
 
 def debug_wanted(flag: bool) -> bool:
@@ -58,11 +59,12 @@ def report(error: BaseException) -> int:
         return EXIT_STORAGE
     if isinstance(error, OSError) and _storage_errno(error):
         what = error.filename or "a file"
-        say(f"{STORAGE_ERRNOS[_storage_errno(error)]}: cannot write {what}; free space or choose a writable "
-            "--output-dir")
+        name = _storage_errno(error)
+        fix = "free space, then run again" if name in FULL else "choose a writable --output-dir or fix the permissions"
+        say(f"{STORAGE_ERRNOS[name]}: cannot write {what}; {fix}")
         return EXIT_STORAGE
     say(f"{type(error).__name__}: {first_line(error)}")
-    say("run with --debug for the traceback")
+    say("run with --debug to see where it was raised")
     return EXIT_FAILURE
 
 
