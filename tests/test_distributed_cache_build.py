@@ -53,6 +53,14 @@ def _worker(rank: int, folder: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=WORLD)
     try:
         build(Path(folder) / "cache")
+        import kdistill.engine.cache_build as cache_build
+
+        real = cache_build.socket.gethostname
+        cache_build.socket.gethostname = lambda: f"machine-{rank}"  # as if on two machines: rank 0 builds alone
+        try:
+            build(Path(folder) / "two-machines")
+        finally:
+            cache_build.socket.gethostname = real
         try:
             build(Path(folder) / "failing", failing=True)
             outcome = "built"
@@ -74,6 +82,7 @@ def test_two_process_build_equals_one_process_and_a_rank_failure_fails_both(tmp_
     assert names == ["fill.npy", "indices.npy", "meta.json", "values.npy"]
     for name in names:
         assert (built / name).read_bytes() == (reference.path / name).read_bytes(), name
+        assert (tmp_path / "two-machines" / reference.key / name).read_bytes() == built.joinpath(name).read_bytes()
     outcomes = [torch.load(tmp_path / f"outcome{r}.pt", weights_only=False) for r in range(WORLD)]
     assert outcomes[1] == "rank 1's teacher failed" and "another process failed" in outcomes[0]
     assert list((tmp_path / "failing").iterdir()) == []  # the staging directory is gone; nothing published

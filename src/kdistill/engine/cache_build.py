@@ -9,25 +9,31 @@ rank b mod N) into the same memory-mapped arrays, which rank 0 created: the buil
 the time a single builder took while the others waited, which on a large data set could exceed
 the process group's timeout. Each rank computes the same batches one process would, so the
 arrays are the same bytes. Then the ranks agree that every sample of every view was written and
-that no rank failed, and rank 0 alone marks the cache complete and publishes it.
+that no rank failed, and rank 0 alone marks the cache complete and publishes it. (Processes on
+several machines do not share a memory map safely: there rank 0 builds alone; see `_one_machine`.)
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
 from kdistill.collectives import all_reduce_sum, broadcast_object, current_world
 from kdistill.data.transforms import Augment, Normalize, to_float
 from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
+
+LOG = logging.getLogger("kdistill")
 
 
 def rank_batches(loader: Any, rank: int, world_size: int) -> Any:
@@ -110,11 +116,12 @@ def build_cache(cache: Any, teacher: nn.Module, loader: Any, normalize: Normaliz
         failure = RuntimeError("another process failed to create the teacher cache; see its error")
     seen = None
     if failure is None:
+        builders = world.world_size if _one_machine() else 1  # ranks 0 .. builders-1 compute
         try:
-            if not world.is_main:
+            if not world.is_main and builders > 1:
                 cache.open_for_writing()
-            seen = _compute(cache, teacher, rank_batches(loader, world.rank, world.world_size), normalize, augment,
-                            device, progress, layer_taps, views)
+            share = rank_batches(loader, world.rank, builders) if world.rank < builders else []
+            seen = _compute(cache, teacher, share, normalize, augment, device, progress, layer_taps, views)
             cache.flush()
         except BaseException as error:
             failure = error
@@ -133,6 +140,25 @@ def build_cache(cache: Any, teacher: nn.Module, loader: Any, normalize: Normaliz
     published = str(_publish(cache, final, views)) if world.is_main else None
     cache.path = Path(broadcast_object(published))
     cache.load()
+
+
+def _one_machine() -> bool:
+    """Whether every process runs on this machine. Processes on one machine share the memory map
+    through the page cache; on several machines over a network file system they do not (each
+    writes back whole pages, and rows of two ranks may share one), so there rank 0 builds alone
+    while the others wait, as before, which a very large cache may need a longer process-group
+    timeout for (or a first run with one process that builds it)."""
+    world = current_world()
+    if not world.distributed:
+        return True
+    hosts: list = [None] * world.world_size
+    dist.all_gather_object(hosts, socket.gethostname())
+    if len(set(hosts)) == 1:
+        return True
+    if world.is_main:
+        LOG.warning("kdistill: the processes run on %d machines: rank 0 builds the teacher cache alone (a memory "
+                    "map is not shared safely across machines); the others wait for it", len(set(hosts)))
+    return False
 
 
 def _agree(ok: bool, device: torch.device) -> bool:
