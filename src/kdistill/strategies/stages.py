@@ -44,7 +44,7 @@ from kdistill.engine import Distiller
 from kdistill.engine.checkpoint import atomic_write_text, checkpoint_position
 from kdistill.engine.metrics_log import read_records, truncate_records
 from kdistill.engine.seed import derive_seed
-from kdistill.errors import UnreadableFile
+from kdistill.errors import BadInput, UnreadableFile
 from kdistill.methods.base import Method
 
 STAGE_FILE = "stage.json"
@@ -143,18 +143,26 @@ def _record_problem(stage_dir: Path, record: dict[str, Any] | None) -> str | Non
 
 
 def _verdict(stage_dir: Path, record: dict[str, Any] | None, resume: bool) -> tuple[str, str]:
-    """('load' | 'resume' | 'fresh', '') or ('exists' | 'mismatch', message): the one rule for every stage."""
+    """('load' | 'resume' | 'fresh', '') or ('exists' | 'mismatch' | 'unreadable', message): the one rule for
+    every stage, decided by rank 0 (a damaged stage record or checkpoint is named on every rank)."""
     if not resume:
         if stage_started(stage_dir):
             return "exists", (f"{stage_dir} already holds a stage; continue it with resume=True (kdistill run "
                               "--resume), or choose another run directory")
         return "fresh", ""
-    problem = _record_problem(stage_dir, record)
-    if problem is not None:
-        return "mismatch", problem
-    if stage_done(stage_dir):
-        return "load", ""
-    return ("resume" if (stage_dir / "checkpoints" / "last.pt").exists() else "fresh"), ""
+    try:
+        problem = _record_problem(stage_dir, record)
+        if problem is not None:
+            return "mismatch", problem
+        if stage_done(stage_dir):
+            return "load", ""
+        checkpoint = stage_dir / "checkpoints" / "last.pt"
+        if not checkpoint.exists():
+            return "fresh", ""
+        checkpoint_position(checkpoint)  # a damaged checkpoint is named now, not after the Distiller is built
+    except BadInput as error:
+        return "unreadable", str(error)
+    return "resume", ""
 
 
 @dataclass
@@ -190,11 +198,13 @@ def fit_or_load(stage_dir: str | Path | None, model: nn.Module, make_distiller: 
         raise StageExists(message)
     if verdict == "mismatch":
         raise StageMismatch(message)
+    if verdict == "unreadable":
+        raise BadInput(message)
     if verdict == "load":
         load_stage(stage_dir, model)
         return StageOutcome(read_metrics(stage_dir), False, None)
     if world.is_main:
-        if verdict == "resume":  # a damaged checkpoint is named now, not after the Distiller is built
+        if verdict == "resume":
             epochs_done, _ = checkpoint_position(stage_dir / "checkpoints" / "last.pt")
             truncate_records(stage_dir, epochs_done)  # epochs logged after it are logged again
         if record is not None:
