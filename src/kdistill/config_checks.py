@@ -8,7 +8,21 @@ import inspect
 import re
 
 from kdistill.config import ExperimentConfig
+from kdistill.option_types import option_type_problems
 from kdistill.registry import RegistryError
+
+
+def method_type_problems(name: str, options: dict) -> list[str]:
+    """Options of a known method whose values do not fit its constructor's hints (`key: must be ...`)."""
+    from kdistill.methods import METHODS
+
+    try:
+        cls = METHODS.get(name)
+    except RegistryError:
+        return []  # reported with the method's name
+    if not isinstance(cls, type):
+        return []
+    return option_type_problems(cls, options)
 
 
 def semantic_problems(config: ExperimentConfig) -> list[str]:
@@ -59,6 +73,10 @@ def semantic_problems(config: ExperimentConfig) -> list[str]:
                             "add features: true to cache them too, or turn the cache off")
     problems += strategy_problems(config)  # the strategy's name, options and what it needs (teachers, ...)
     for index, spec in enumerate(config.methods):
+        typed = method_type_problems(spec.name, spec.options())
+        if typed:  # a wrong type would otherwise reach the method's own checks as a Python error
+            problems += [f"methods[{index}].{problem}" for problem in typed]
+            continue
         try:
             build_method(spec.name, spec.options())
         except RegistryError as error:

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -30,18 +33,54 @@ def normalise_name(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
+def _with_working_directory_on_path() -> None:
+    """Put the current directory first on `sys.path`, as `python -m` does: the `kdistill` console
+    script does not, and a user's `mymodels.py` beside their config must be found either way."""
+    cwd = os.getcwd()
+    if not any(entry in ("", cwd) or _same_directory(entry, cwd) for entry in sys.path):
+        sys.path.insert(0, cwd)
+
+
+def _same_directory(entry: str, cwd: str) -> bool:
+    try:
+        return os.path.samefile(entry, cwd)
+    except OSError:
+        return False
+
+
+def _import_problem(error: BaseException) -> str:
+    """One line from an import failure: the missing module, or the error raised while importing."""
+    if isinstance(error, ModuleNotFoundError):
+        return str(error)
+    if isinstance(error, SyntaxError):
+        return f"SyntaxError: {error.msg} ({Path(error.filename or '?').name}, line {error.lineno})"
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__} while importing it" + (f": {lines[0]}" if lines else "")
+
+
 def import_attribute(path: str) -> object:
-    """Import `package.module:attribute` (attribute may be dotted)."""
+    """Import `package.module:attribute` (attribute may be dotted), the module looked up also in
+    the current directory."""
     module_name, _, attribute = path.partition(":")
     if not module_name or not attribute:
         raise RegistryError(f"'{path}' is not of the form 'package.module:attribute'")
+    _with_working_directory_on_path()
     try:
         obj: object = importlib.import_module(module_name)
-    except ImportError as error:
-        raise RegistryError(f"cannot import module '{module_name}' from '{path}': {error}") from error
+    except Exception as error:  # a user's module may raise anything at import time
+        top = module_name.split(".")[0]
+        itself = isinstance(error, ModuleNotFoundError) and (error.name or "").split(".")[0] == top
+        hint = "" if not itself else (
+            f"; is '{module_name.replace('.', '/')}.py' in the current directory ({os.getcwd()}) "
+            "or an installed package?")
+        raise RegistryError(f"cannot import module '{module_name}' from '{path}': "
+                            f"{_import_problem(error)}{hint}") from error
     for part in attribute.split("."):
         if not hasattr(obj, part):
-            raise RegistryError(f"module '{module_name}' has no attribute '{attribute}' (from '{path}')")
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            close = difflib.get_close_matches(part, names, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise RegistryError(f"module '{module_name}' has no attribute '{attribute}' (from '{path}'){hint}")
         obj = getattr(obj, part)
     return obj
 

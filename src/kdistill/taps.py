@@ -117,9 +117,14 @@ class LayerTaps:
     def clear(self) -> None:
         self._outputs.clear()
 
+    def missing(self) -> list[str]:
+        """The taps whose module did not run in the last forward pass (a branch forward() never takes,
+        a module held but unused): what `collect` refuses, for a caller that names them itself."""
+        return [str(t) for t in self.taps if t not in self._outputs]
+
     def collect(self) -> dict[str, Any]:
         """Outputs of the last forward pass, keyed by tap text; a tap that never ran is an error."""
-        missing = [str(t) for t in self.taps if t not in self._outputs]
+        missing = self.missing()
         if missing:
             raise TapError(
                 f"{self.owner}: tapped module(s) {missing} did not run during the forward pass; "

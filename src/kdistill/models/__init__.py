@@ -1,6 +1,8 @@
 """Model registry: built-in architectures by name, user models by `module:factory`.
 
-A factory takes `num_classes` and `input_shape` (of one sample) and its own options.
+A factory takes `num_classes` and `input_shape` (of one sample) when its signature names them, and
+its own options as keyword arguments, and returns an `nn.Module`; the user's own is found by
+`package.module:factory` (a module in the current directory included).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from kdistill.errors import BadInput
 from kdistill.models.cnn import SmallCNN, cnn
 from kdistill.models.loading import load_weights, read_weights
 from kdistill.models.mlp import MLP, mlp
@@ -28,6 +31,12 @@ for _depth in NARROW_DEPTHS:
 for _depth in WIDE_DEPTHS:
     MODELS.register(f"resnet{_depth}x4")(_wide(_depth))
 
+
+class ModelFactoryError(BadInput):
+    """A model factory that raised while building, or returned something that is not a module: the
+    user's code, named, so that the message is not mistaken for a bad option."""
+
+
 _WRN_NAME = re.compile(r"^wrn[-_](\d+)[-_](\d+)$")
 
 
@@ -43,19 +52,34 @@ def build_model(name: str, num_classes: int, input_shape: Sequence[int],
         factory = MODELS.get(name)
     if isinstance(factory, nn.Module):
         return factory
+    if not callable(factory):
+        raise ModelFactoryError(f"'{name}' is a {type(factory).__name__}, not a function or class that builds a model")
     accepted = inspect.signature(factory).parameters
     kwargs: dict[str, Any] = dict(options)
     if "num_classes" in accepted:
         kwargs["num_classes"] = num_classes
     if "input_shape" in accepted:
         kwargs["input_shape"] = tuple(input_shape)
-    model = factory(**kwargs)
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as error:  # the options do not fit the factory's parameters
+        raise TypeError(f"model '{name}': {error}") from error
+    try:
+        model = factory(**kwargs)
+    except Exception as error:  # whatever a (user's) factory raises: named, one line
+        raise ModelFactoryError(f"model factory '{name}' raised {type(error).__name__}: {first_line(error)}") from error
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model factory '{name}' returned {type(model).__name__}, not an nn.Module")
+        raise ModelFactoryError(f"model factory '{name}' returned {type(model).__name__}, not a torch.nn.Module; "
+                                "return the model itself")
     return model
 
 
+def first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else "(no message)"
+
+
 __all__ = [
-    "MLP", "MODELS", "CifarResNet", "SmallCNN", "WideResNet", "build_model", "cnn", "load_weights", "mlp",
-    "read_weights", "wrn",
+    "MLP", "MODELS", "CifarResNet", "ModelFactoryError", "SmallCNN", "WideResNet", "build_model", "cnn",
+    "load_weights", "mlp", "read_weights", "wrn",
 ]
