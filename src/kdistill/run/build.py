@@ -1,4 +1,7 @@
-"""The models and training settings of a stage, from the config: participants, methods, Distiller arguments."""
+"""The models and training settings of a stage, from the config: participants, methods, Distiller arguments.
+
+`normalization_for` (which statistics each model's inputs get) lives in `run.normalization`.
+"""
 
 from __future__ import annotations
 
@@ -12,35 +15,58 @@ from kdistill.config import ConfigError, ExperimentConfig, ModelSpec, TrainingSp
 from kdistill.data import DataBundle
 from kdistill.data.augment_pipeline import build_augment
 from kdistill.data.transforms import Normalize
+from kdistill.errors import UnreadableFile
 from kdistill.methods import Method, build_method
-from kdistill.models import build_model, load_weights
+from kdistill.models import ModelFactoryError, build_model, load_weights, read_weights
+from kdistill.run.normalization import normalization_for  # noqa: F401  (the former home: experiment.py imports it here)
 
 STAGE_SEEDS = {"teacher": 1, "student": 2}
-
-
-def normalization_for(spec: ModelSpec, bundle: DataBundle) -> Normalize:
-    if spec.normalize is not None:
-        return Normalize(spec.normalize.mean, spec.normalize.std)
-    return Normalize(bundle.mean, bundle.std)
+DEBUG_HINT = " (run with --debug to see where it was raised)"
 
 
 def build_participant(spec: ModelSpec, bundle: DataBundle, where: str, seed: int | None,
                       num_classes: int | None = None) -> nn.Module:
-    """Build (and load) a model; seeded from `seed` unless None (the caller seeded already)."""
+    """Build (and load) a model; seeded from `seed` unless None (the caller seeded already). What the
+    user's factory or checkpoint gets wrong is a `ConfigError` naming the field."""
     if seed is not None:
         torch.manual_seed(seed)
     classes = num_classes or bundle.num_classes
     try:
         model = build_model(spec.name, classes, bundle.input_shape, spec.options)
+    except ModelFactoryError as error:
+        if ":" in spec.name:  # the user's code raised or returned something else: its name, not its options
+            raise ConfigError([f"{where}.name: {error}{DEBUG_HINT if error.__cause__ else ''}"]) from error
+        raise ConfigError([f"{where}.options: {error}"]) from error
     except (TypeError, ValueError) as error:
         raise ConfigError([f"{where}.options: {error}"]) from error
     if spec.checkpoint is not None:
         try:
             load_weights(model, spec.checkpoint)
+        except UnreadableFile as error:
+            raise ConfigError([f"{where}.checkpoint: {error}"]) from error
         except ValueError as error:
-            raise ConfigError([f"{where}.checkpoint: {error} (the model was built for {classes} classes; "
-                               f"do the architecture and its class count match the checkpoint?)"]) from error
+            other_task = f"set {where}.num_classes for a teacher of another task (it teaches through feature methods)"
+            hint = checkpoint_class_hint(model, spec.checkpoint, classes, other_task)
+            raise ConfigError([f"{where}.checkpoint: {error}{hint}"]) from error
     return model
+
+
+def checkpoint_class_hint(model: nn.Module, path: Path, classes: int, other_task: str) -> str:
+    """Name a checkpoint whose classifier has another number of outputs than the data's classes
+    (`other_task`: what to do when that is intended)."""
+    try:
+        state = read_weights(path)
+    except (ValueError, OSError):
+        return ""
+    own = model.state_dict()
+    for key, tensor in state.items():
+        mine = own.get(key)
+        if (mine is not None and tensor.dim() in (1, 2) and mine.dim() == tensor.dim() and mine.shape[0] == classes
+                and tensor.shape[0] != classes and tensor.shape[1:] == mine.shape[1:]):
+            return (f"; the checkpoint's '{key}' has {tensor.shape[0]} outputs but the model is built for {classes} "
+                    f"classes: load a checkpoint trained on these {classes} classes, or {other_task}")
+    return (f" (the model was built for {classes} classes; do the architecture, its options and its class count "
+            "match the checkpoint?)")
 
 
 def build_methods(config: ExperimentConfig) -> list[Method]:

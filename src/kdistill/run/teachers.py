@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from kdistill.config import ConfigError, ExperimentConfig, TeacherSpec
@@ -14,7 +15,9 @@ from kdistill.data.transforms import Normalize
 from kdistill.engine import Distiller
 from kdistill.engine.seed import derive_seed
 from kdistill.methods import HardLabel, Method
-from kdistill.run.build import STAGE_SEEDS, build_methods, build_participant, distiller_kwargs, normalization_for
+from kdistill.run.before_training import check_before_training
+from kdistill.run.build import STAGE_SEEDS, build_methods, build_participant, distiller_kwargs
+from kdistill.run.normalization import normalization_for
 from kdistill.settings import CacheSettings
 from kdistill.strategies.multi_teacher import build_aggregator, check_label_spaces
 from kdistill.strategies.stages import fit_or_load, weights_digest
@@ -56,19 +59,29 @@ def teacher_cache_settings(config: ExperimentConfig, teachers: Teachers, run_dir
 
 def prepare_teachers(config: ExperimentConfig, bundle: DataBundle, train: Any, val: Any, run_dir: Path, resume: bool,
                      progress: bool) -> Teachers:
+    """Build every teacher, check the whole run on one batch (`preflight`), then train those that
+    are trained here. Nothing trains before every model, tap and method has been checked."""
     specs = config.teacher_specs()
     many = len(specs) > 1
-    models, norms = [], []
+    built = []
     for index, spec in enumerate(specs):
         where = f"teachers[{index}]" if config.teachers else "teacher"
         seed = derive_seed(config.seed, STAGE_SEEDS["teacher"], index)
         model = build_participant(spec, bundle, where, seed, spec.num_classes)
-        norm = normalization_for(spec, bundle)
+        # each teacher trains from the RNG state right after its own build, as when built one at a time
+        built.append((spec, where, model, torch.get_rng_state()))
+    teachers = Teachers(specs, [m for _, _, m, _ in built], [normalization_for(s, bundle) for s in specs])
+    teachers.aggregator = build_run_aggregator(config)
+    methods = build_methods(config)
+    check_teacher_labels(methods, teachers, bundle)
+    check_before_training(config, bundle, train, val, run_dir, teachers, methods)
+    for index, (spec, where, model, rng_state) in enumerate(built):
         if spec.checkpoint is None:
             if spec.num_classes not in (None, bundle.num_classes):
                 raise ConfigError([f"{where}.num_classes: a teacher of another task must come with its checkpoint"])
             training = spec.training or config.training
             stage_dir = run_dir / (f"teacher-{index + 1}" if many else "teacher")
+            norm = teachers.norms[index]
 
             def make(model=model, norm=norm, training=training, stage_dir=stage_dir) -> Distiller:
                 return Distiller(None, model, [HardLabel()], **distiller_kwargs(
@@ -76,18 +89,21 @@ def prepare_teachers(config: ExperimentConfig, bundle: DataBundle, train: Any, v
 
             record = {"stage": stage_dir.name, "teacher": None, "teacher_weights": None, "model": spec.name,
                       "epochs": training.epochs, "methods": ["hard_label"], "seed": config.seed}
+            torch.set_rng_state(rng_state)
             fit_or_load(stage_dir, model, make, train, val, training.epochs, resume=resume, record=record)
         model.eval()
-        models.append(model)
-        norms.append(norm)
-    teachers = Teachers(specs, models, norms)
-    if config.strategy.aggregate is not None:
-        options = config.strategy.aggregate.options()
-        if "temperature" not in options:  # the mixture at the temperature the logit methods read it
-            temperatures = [float(m.temperature) for m in build_methods(config) if hasattr(m, "temperature")]
-            options["temperature"] = max(temperatures, default=1.0)
-        teachers.aggregator = build_aggregator(config.strategy.aggregate.name, options)
     return teachers
+
+
+def build_run_aggregator(config: ExperimentConfig) -> Any:
+    """How several teachers' soft targets combine (None without `strategy.aggregate`)."""
+    if config.strategy.aggregate is None:
+        return None
+    options = config.strategy.aggregate.options()
+    if "temperature" not in options:  # the mixture at the temperature the logit methods read it
+        temperatures = [float(m.temperature) for m in build_methods(config) if hasattr(m, "temperature")]
+        options["temperature"] = max(temperatures, default=1.0)
+    return build_aggregator(config.strategy.aggregate.name, options)
 
 
 def check_teacher_labels(methods: list[Method], teachers: Teachers, bundle: DataBundle) -> None:
