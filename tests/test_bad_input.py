@@ -1,7 +1,9 @@
 """Issue 9: every bad input is one clear line through the real CLI, exit 2, no traceback, no debris.
 
-The corpus lives in `tests/bad_input/` (one module per category); the cases run two at a time in
-subprocesses (each pays the CLI's start-up), then each is asserted on its own.
+The corpus lives in `tests/bad_input/` (one module per category); each case runs the real CLI entry
+point in its own process, forked two at a time from servers that imported kdistill once
+(`bad_input/cli_server.py`), then each is asserted on its own. `test_entry_point_in_a_fresh_process`
+runs a few cases as a plain `python -m kdistill.cli` too, so the forking cannot hide a start-up problem.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from bad_input import __path__ as CORPUS_PATH
-from bad_input.harness import Case, Outcome, problems_with, run_case
+from bad_input.harness import Case, CliServer, Outcome, problems_with, run_case
 from conftest import shared_data
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(CORPUS_PATH) if m.name != "harness")
+MODULES = sorted(m.name for m in pkgutil.iter_modules(CORPUS_PATH) if m.name not in ("harness", "cli_server"))
 CASES: list[Case] = [case for name in MODULES for case in importlib.import_module(f"bad_input.{name}").CASES]
 MINIMUM_CORPUS = 60
 
@@ -27,13 +29,22 @@ def test_corpus_is_large_and_ids_are_unique():
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict[str, Outcome | str]:
+def outcomes(request, tmp_path_factory) -> dict[str, Outcome | str]:
     data = shared_data()
-    runnable = [c for c in CASES if c.needs_shared is None or (data is not None and (data / c.needs_shared).exists())]
+    selected = {item.callspec.params["case"].id for item in request.session.items
+                if item.originalname == "test_bad_input" and hasattr(item, "callspec")}  # -k runs only these
+    runnable = [c for c in CASES if c.id in selected
+                and (c.needs_shared is None or (data is not None and (data / c.needs_shared).exists()))]
     root = tmp_path_factory.mktemp("bad-input")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {c.id: pool.submit(run_case, c, root / c.id, data) for c in runnable}
-    return {case_id: future.result() for case_id, future in futures.items()}
+    servers = [CliServer() for _ in range(2)]
+    try:
+        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+            futures = {c.id: pool.submit(run_case, c, root / c.id, data, servers[i % len(servers)])
+                       for i, c in enumerate(runnable)}
+        return {case_id: future.result() for case_id, future in futures.items()}
+    finally:
+        for server in servers:
+            server.close()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -43,3 +54,13 @@ def test_bad_input(case: Case, outcomes):
     outcome = outcomes[case.id]
     assert not problems_with(case, outcome), (
         f"{problems_with(case, outcome)}\n--- stdout\n{outcome.stdout}\n--- stderr\n{outcome.stderr}")
+
+
+FRESH_PROCESS_CASES = 3
+
+
+def test_entry_point_in_a_fresh_process(tmp_path):
+    """A few cases as a user starts them, `python -m kdistill.cli ...`: the same outcome as forked."""
+    for case in [c for c in CASES if c.needs_shared is None][:FRESH_PROCESS_CASES]:
+        outcome = run_case(case, tmp_path / case.id, shared_data())
+        assert not problems_with(case, outcome), (case.id, outcome.stdout, outcome.stderr)

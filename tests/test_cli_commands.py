@@ -24,7 +24,7 @@ def test_layers_prints_paths_and_shapes(capsys, monkeypatch):
 
 def test_layers_unknown_model_is_a_clear_error(capsys):
     assert main(["layers", "resnet21"]) == 2
-    assert "unknown model 'resnet21'" in capsys.readouterr().out
+    assert "unknown model 'resnet21'" in capsys.readouterr().err
 
 
 def test_layers_of_a_checkpoint_file(tmp_path, capsys, monkeypatch):

@@ -118,10 +118,10 @@ def test_cli_bad_config_exits_2_without_traceback(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     result = run_cli(["run", str(path), "--no-progress"], tmp_path)
     assert result.returncode == 2
-    assert "methods[0].temperature: must be > 0" in result.stdout
+    assert "methods[0].temperature: must be > 0" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     result = run_cli(["run", str(path), "--set", "methods.0.temperature=2", "--set", "training.epochz=1"], tmp_path)
-    assert result.returncode == 2 and "training.epochz: unknown key" in result.stdout
+    assert result.returncode == 2 and "training.epochz: unknown key" in result.stderr
 
 
 def test_existing_run_directory_is_never_overwritten(tmp_path):
@@ -145,8 +145,8 @@ def test_missing_config_file_and_bad_yaml(tmp_path):
 
 def test_cli_device_flag_is_validated(tmp_path):
     result = run_cli(["run", "--device", "tpu", "--output-dir", str(tmp_path / "x")], tmp_path)
-    assert result.returncode == 2 and "training.device: Value error" not in result.stdout
-    assert "training.device: must be auto, cpu, cuda, cuda:N or mps" in result.stdout
+    assert result.returncode == 2 and "training.device: Value error" not in result.stderr
+    assert "training.device: must be auto, cpu, cuda, cuda:N or mps" in result.stderr
 
 
 def test_cuda_without_cuda_is_a_config_error():

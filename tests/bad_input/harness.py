@@ -6,9 +6,11 @@ names the field or file at fault, and an output directory that does not block a 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +49,39 @@ def substitute(text: str, tmp: Path, data: Path | None) -> str:
     return text.replace("{data}", str(data)) if data is not None else text
 
 
-def run_case(case: Case, tmp: Path, data: Path | None) -> Outcome:
+class CliServer:
+    """A long-lived `cli_server.py` process; `run` forks the real CLI in a child per case (one at a time)."""
+
+    def __init__(self) -> None:
+        server = Path(__file__).with_name("cli_server.py")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.process = subprocess.Popen([sys.executable, str(server)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, env=env, cwd=REPO)
+        self.lock = threading.Lock()
+
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str]) -> Outcome:
+        stdout, stderr = cwd / ".stdout", cwd / ".stderr"
+        request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
+        with self.lock:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            answer = self.process.stdout.readline()
+        if not answer:
+            raise RuntimeError("the CLI server died; run the case with server=None to see why")
+        code = json.loads(answer)["code"]
+        outcome = Outcome(code, stdout.read_text(errors="replace"), stderr.read_text(errors="replace"), cwd)
+        stdout.unlink()
+        stderr.unlink()
+        return outcome
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+def run_case(case: Case, tmp: Path, data: Path | None, server: CliServer | None = None) -> Outcome:
+    """Write the case's files, then run `kdistill ARGV` in `tmp`: forked from `server` when given, else
+    as a fresh `python -m kdistill.cli` (the same entry point, paying the imports)."""
     tmp.mkdir(parents=True, exist_ok=True)
     for relative, content in case.files.items():
         path = tmp / relative
@@ -61,7 +95,10 @@ def run_case(case: Case, tmp: Path, data: Path | None) -> Outcome:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "KDISTILL_THREADS": "1", "COLUMNS": "200",
            **{k: substitute(v, tmp, data) for k, v in case.env.items()}}
     env.pop("KDISTILL_DEBUG", None)
+    env.pop("PYTEST_CURRENT_TEST", None)
     argv = [substitute(a, tmp, data) for a in case.argv]
+    if server is not None:
+        return server.run(argv, tmp, env)
     done = subprocess.run([sys.executable, "-m", "kdistill.cli", *argv], cwd=tmp, env=env, capture_output=True,
                           text=True, timeout=case.timeout)
     return Outcome(done.returncode, done.stdout, done.stderr, tmp)
