@@ -226,7 +226,14 @@ def pairings(config: ExperimentConfig, teachers: list[Model], student: Model,
 
 def preflight(config: ExperimentConfig, bundle: DataBundle, train: Any, teachers: list[Model], aggregator: Any,
               methods: Sequence[Method], student: Model, assistants: Sequence[Model] = ()) -> None:
-    """Raise one `ConfigError` with every problem the models and one batch reveal; return when none."""
+    """Raise one `ConfigError` with every problem the models and one batch reveal; return when none.
+    The global RNG is as it was (the methods' adapters are built from it)."""
+    with torch.random.fork_rng(devices=[]):
+        _preflight(config, bundle, train, teachers, aggregator, methods, student, assistants)
+
+
+def _preflight(config: ExperimentConfig, bundle: DataBundle, train: Any, teachers: list[Model], aggregator: Any,
+               methods: Sequence[Method], student: Model, assistants: Sequence[Model]) -> None:
     probe = Probe(train, config.data.batch_size, bundle.num_classes)
     problems = list(probe.problems)
     for model in [*teachers, student, *assistants]:
