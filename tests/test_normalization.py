@@ -79,6 +79,17 @@ def test_a_teacher_trained_on_raw_inputs_passes_with_the_default(digits, tmp_pat
     check_default_normalization(spec, "teacher", raw, bundle, val, "validation")
 
 
+def test_an_untrained_teacher_near_chance_either_way_is_not_refused(digits, tmp_path):
+    bundle, _, val = digits
+    for seed in range(3):  # near chance with or without the statistics: no evidence for either
+        torch.manual_seed(seed)
+        model = build_model("mlp", 10, (1, 8, 8), {"hidden": [32]}).eval()
+        checkpoint = tmp_path / f"untrained-{seed}.pt"
+        torch.save(model.state_dict(), checkpoint)
+        spec = TeacherSpec(name="mlp", options={"hidden": [32]}, checkpoint=checkpoint)
+        check_default_normalization(spec, "teacher", model, bundle, val, "validation")
+
+
 def test_far_below_the_recorded_accuracy_is_a_warning(digits, with_stats, tmp_path):
     loading = pytest.importorskip("kdistill.models.loading")
     if not hasattr(loading, "recorded_accuracy"):

@@ -33,10 +33,12 @@ from kdistill.data.transforms import Normalize, to_float
 LOG = logging.getLogger("kdistill")
 PROBE_SAMPLES = 1000  # samples the default-normalisation probe scores a loaded teacher on
 RECORD_SAMPLES = 2000  # at most this many validation samples are compared with a checkpoint's record
-# the data set's statistics better than the default by this much (and by a few samples): refuse the default.
-# Small on purpose: the loss the default is there to avoid was 0.15 points, and the fix is one line of config.
+# the data set's statistics better than the default by a point or more, and not by chance: refuse the default.
+# A point is small on purpose (the loss the default is there to avoid was 0.15 points, and the fix is one line
+# of config); "not by chance" is McNemar's test on the same samples at p < 0.01 (chi-square, 1 df), so that a
+# teacher near chance either way (an untrained one) is not refused.
 DEFAULT_GAP = 0.01
-DEFAULT_GAP_SAMPLES = 3
+MCNEMAR_P01 = 6.635
 RECORD_GAP = 0.05  # this far below the checkpoint's own accuracy: warn
 
 
@@ -87,12 +89,19 @@ def scoring_set(val: Any, train: Any) -> tuple[Any, str]:
 @torch.no_grad()
 def accuracy_on(model: nn.Module, data: Any, norm: Normalize, limit: int) -> tuple[float, int]:
     """Top-1 accuracy of `model` on the first `limit` samples of `data` (eval mode, restored after)."""
+    hits = correct_on(model, data, norm, limit)
+    return float(hits.float().mean()) if len(hits) else 0.0, len(hits)
+
+
+@torch.no_grad()
+def correct_on(model: nn.Module, data: Any, norm: Normalize, limit: int) -> torch.Tensor:
+    """Whether `model` classifies each of the first `limit` samples of `data` right (eval mode, restored after)."""
     from kdistill.engine.batch import call_model, logits_of, split_batch
     from kdistill.run.preflight import first_samples
 
     was_training = model.training
     model.eval()
-    correct = total = 0
+    hits = []
     try:
         for start in range(0, min(limit, len(data)), 256):
             batch = first_samples(data, min(256, limit - start), start)
@@ -100,11 +109,10 @@ def accuracy_on(model: nn.Module, data: Any, norm: Normalize, limit: int) -> tup
             if torch.is_tensor(inputs):
                 inputs = norm(to_float(inputs))
             logits = logits_of(call_model(model, inputs))
-            correct += int((logits.argmax(1) == labels).sum())
-            total += int(labels.shape[0])
+            hits.append((logits.argmax(1) == labels).cpu())
     finally:
         model.train(was_training)
-    return correct / max(total, 1), total
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
 
 
 def check_default_normalization(spec: TeacherSpec, where: str, model: nn.Module, bundle: DataBundle,
@@ -114,9 +122,14 @@ def check_default_normalization(spec: TeacherSpec, where: str, model: nn.Module,
         return
     if spec.num_classes not in (None, bundle.num_classes):
         return  # a teacher of another task has no accuracy on this one
-    plain, count = accuracy_on(model, data, Normalize(None, None), PROBE_SAMPLES)
-    with_stats, _ = accuracy_on(model, data, Normalize(bundle.mean, bundle.std), PROBE_SAMPLES)
-    if with_stats - plain >= max(DEFAULT_GAP, DEFAULT_GAP_SAMPLES / max(count, 1)):
+    plain_hits = correct_on(model, data, Normalize(None, None), PROBE_SAMPLES)
+    stats_hits = correct_on(model, data, Normalize(bundle.mean, bundle.std), PROBE_SAMPLES)
+    count = max(len(plain_hits), 1)
+    plain, with_stats = float(plain_hits.sum()) / count, float(stats_hits.sum()) / count
+    only_stats, only_plain = int((stats_hits & ~plain_hits).sum()), int((plain_hits & ~stats_hits).sum())
+    disagree = only_stats + only_plain
+    significant = disagree > 0 and (only_stats - only_plain) ** 2 / disagree > MCNEMAR_P01
+    if with_stats - plain >= DEFAULT_GAP and significant:
         raise ConfigError([
             f"{where}.normalize: not given, so this loaded teacher sees its inputs without normalisation "
             f"(the default for a checkpoint) and scores {plain:.1%} on {count} {split} samples; with the "
