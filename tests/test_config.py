@@ -49,7 +49,9 @@ def test_demo_preset_is_valid():
      "teacher.cache.dtype: Input should be 'float16' or 'float32'"),
     (lambda r: r.pop("student"), "student: required; add it"),
     (lambda r: r["methods"][0].update(start_epoch=-1), "methods[0].start_epoch: must be an integer >= 0"),
-    (lambda r: r["methods"][0].update(temperature="hot"), "methods[0]: bad options for 'soft_target'"),
+    (lambda r: r["methods"][0].update(temperature="hot"), "methods[0].temperature: must be a number (got 'hot')"),
+    (lambda r: r["teacher"].update(normalize="imagenet"),
+     "teacher.normalize: must be dataset, none or {mean: [...], std: [...]} (got 'imagenet')"),
     (lambda r: r["student"]["options"].update(dropuot=0.1), "student.options.dropuot: not an option of model 'mlp'"),
     (lambda r: r["teacher"].update(cache={"views": 0}), "teacher.cache.views: Input should be greater than 0"),
     (lambda r: (r["teacher"].update(cache=True), r["methods"].append(

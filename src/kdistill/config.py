@@ -131,7 +131,16 @@ class ModelSpec(Strict):
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
     checkpoint: Path | None = None
-    normalize: NormalizeSpec | None = None
+    # "dataset": the data set's mean/std; "none"; or {mean, std}. Not given: "dataset" for models trained
+    # in the run, "none" for a teacher loaded from a checkpoint (see kdistill.run.normalization)
+    normalize: NormalizeSpec | Literal["dataset", "none"] | None = None
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _normalize_form(cls, value: Any) -> Any:
+        if value is None or isinstance(value, dict) or value in ("dataset", "none"):
+            return value
+        raise ValueError(f"must be dataset, none or {{mean: [...], std: [...]}} (got {value!r})")
 
     @field_validator("checkpoint")
     @classmethod

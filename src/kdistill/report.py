@@ -33,8 +33,9 @@ def run_notes(run_dir: Path) -> list[str]:
     """Every stage's warnings (`notes.json`, written by the Distiller), prefixed by the stage."""
     notes = []
     for path in sorted(run_dir.rglob("notes.json")):
-        stage = path.parent.relative_to(run_dir)
-        notes += [f"`{stage}`: {note}" for note in json.loads(path.read_text())]
+        stage = path.parent.relative_to(run_dir).as_posix()
+        label = "run" if stage == "." else f"`{stage}`"  # notes about the whole run sit at its top
+        notes += [f"{label}: {note}" for note in json.loads(path.read_text())]
     return notes
 
 
