@@ -39,6 +39,8 @@ CASES = [
     yaml_case("cfg-empty-file", "", ("student", "required")),
     yaml_case("cfg-unset-environment-variable", "data:\n  name: mnist\n  root: ${KD_BAD_INPUT_UNSET}/mnist\n" + SMALL,
               ("data.root", "KD_BAD_INPUT_UNSET", "unset", "${KD_BAD_INPUT_UNSET:-")),
+    yaml_case("cfg-duplicate-section", "training: {epochs: 2}\n" + SMALL + "training: {epochs: 3}\n",
+              ("experiment.yaml", "'training' appears twice", "keep one")),
     yaml_case("cfg-misspelt-section", "trainig: {epochs: 1}\nstudent: {name: mlp}\n", ("trainig", "unknown key")),
     Case("cfg-set-item-of-list-not-in-file", [*RUN, "--set", "methods[0].temperature=2"],
          ("methods[0].temperature", "not set in the config file"), files={"experiment.yaml": SMALL}),
