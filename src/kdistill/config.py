@@ -138,7 +138,7 @@ class ModelSpec(Strict):
     @field_validator("normalize", mode="before")
     @classmethod
     def _normalize_form(cls, value: Any) -> Any:
-        if value is None or isinstance(value, dict) or value in ("dataset", "none"):
+        if value is None or isinstance(value, dict | NormalizeSpec) or value in ("dataset", "none"):
             return value
         raise ValueError(f"must be dataset, none or {{mean: [...], std: [...]}} (got {value!r})")
 
