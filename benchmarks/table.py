@@ -23,6 +23,8 @@ def metric_of(record: dict[str, Any]) -> tuple[str, float]:
     metrics = record["metrics"]
     if "test_errors" in metrics:
         return "test_errors", float(metrics["test_errors"])
+    if "test_acc" not in metrics and "val_acc" in metrics:  # sweeps: chosen on validation, never on test
+        return "val_acc", float(metrics["val_acc"])
     return "test_acc", float(metrics["test_acc"])
 
 
