@@ -39,10 +39,11 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def launch_processes(args: argparse.Namespace, run_dir: Path, threads: int) -> int:
-    """Re-run this command under torchrun with N processes, the run directory fixed up front."""
+    """Re-run this command under torchrun (through `kdistill.launch`: exit codes kept, no agent traceback)
+    with N processes, the run directory fixed up front."""
     import subprocess
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+    command = [sys.executable, "-m", "kdistill.launch", "--standalone", f"--nproc_per_node={args.nproc}",
                "-m", "kdistill.cli", "run", "--threads", str(threads)]
     if args.resume:
         command += ["--resume", args.resume] + [f"--set={o}" for o in args.overrides]

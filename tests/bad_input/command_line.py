@@ -41,6 +41,12 @@ def existing_file(tmp: Path) -> None:
 
 
 CASES = [
+    # under --nproc the workers find it; the launcher keeps their exit code, adds no agent traceback
+    Case("cli-nproc-misspelt-teacher-layer", [*RUN, "experiment.yaml", "--nproc", "2", *OUT],
+         ("methods[0].teacher_layer", "features.9", "closest"),
+         files={"experiment.yaml": "teacher: {name: cnn, training: {epochs: 1}}\nstudent: {name: mlp, options: "
+                "{hidden: [8]}}\nmethods:\n  - {name: hint, student_layer: hidden.0, teacher_layer: features.9}\n"
+                "training: {epochs: 1}\n"}),
     # --set
     Case("cli-set-not-an-integer", [*RUN, "--set", "training.epochs=x", *OUT], ("training.epochs", "integer")),
     Case("cli-set-unknown-field", [*RUN, "--set", "training.epoch=3", *OUT], ("training.epoch", "unknown key")),
