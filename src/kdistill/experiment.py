@@ -28,7 +28,7 @@ from kdistill.run.context import StrategyContext
 from kdistill.run.data import load_data
 from kdistill.run.directory import new_run_dir
 from kdistill.run.profiling import profile_row
-from kdistill.run.teachers import Teachers, check_teacher_labels, prepare_teachers, teacher_cache_settings
+from kdistill.run.teachers import Teachers, prepare_teachers, teacher_cache_settings
 from kdistill.strategies.registry import resolve_strategy
 from kdistill.strategies.stages import StageExists, StageMismatch
 
@@ -59,7 +59,6 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, resume: bool = False
     methods = build_methods(config)
     try:
         teachers = prepare_teachers(config, bundle, train, val, run_dir, resume, progress)
-        check_teacher_labels(methods, teachers, bundle)
         student_seed = derive_seed(config.seed, STAGE_SEEDS["student"])
         ctx = StrategyContext(config, bundle, train, val, run_dir, resume, progress, methods, teachers,
                               normalization_for(config.student, bundle), student_seed)
