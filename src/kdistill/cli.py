@@ -1,4 +1,5 @@
-"""The `kdistill` command: `run`, `methods`, `layers` (and `eval` where installed).
+"""The `kdistill` command: `run`, `methods`, `layers`, and the optional commands (eval, compress, tune,
+pair, report, compare, lm), each in its own module, listed where its module exists.
 
 Every command runs under `cli_errors.guarded`: a failure is one line and an exit code (2 bad input,
 3 storage, 1 unexpected, 130 interrupted); `--debug` or KDISTILL_DEBUG=1 shows the traceback.
@@ -21,6 +22,11 @@ from kdistill.cli_run import launch_processes as launch_processes
 from kdistill.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput
 
 EXIT_CONFIG = EXIT_BAD_INPUT  # the former name
+
+
+# command -> module in kdistill exposing add_parser(subparsers) and run(args, console) -> exit code
+OPTIONAL_COMMANDS = {"eval": "cli_eval", "compress": "cli_compress", "tune": "cli_tune", "pair": "cli_pair",
+                     "report": "cli_report", "compare": "cli_compare", "lm": "cli_lm"}
 
 
 def _optional_command(name: str):
@@ -50,9 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     layers.add_argument("--num-classes", type=int, default=10)
     layers.add_argument("--options", default="{}", help="model options as YAML, e.g. '{hidden: [64]}'")
     layers.add_argument("--checkpoint", help="weights to load first (optional)")
-    evaluate = _optional_command("cli_eval")
-    if evaluate is not None:
-        evaluate.add_parser(commands)
+    for module in OPTIONAL_COMMANDS.values():
+        found = _optional_command(module)
+        if found is not None:
+            found.add_parser(commands)
     return parser
 
 
@@ -140,7 +147,7 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         return command_methods(console)
     if args.command == "layers":
         return command_layers(args, console)
-    return _optional_command("cli_eval").run(args, console)
+    return _optional_command(OPTIONAL_COMMANDS[args.command]).run(args, console)
 
 
 def main(argv: list[str] | None = None) -> int:
