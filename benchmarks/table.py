@@ -23,6 +23,8 @@ def metric_of(record: dict[str, Any]) -> tuple[str, float]:
     metrics = record["metrics"]
     if "test_errors" in metrics:
         return "test_errors", float(metrics["test_errors"])
+    if "perplexity" in metrics:  # language models: held-out perplexity, lower is better
+        return "perplexity", float(metrics["perplexity"])
     if "test_acc" not in metrics and "val_acc" in metrics:  # sweeps: chosen on validation, never on test
         return "val_acc", float(metrics["val_acc"])
     return "test_acc", float(metrics["test_acc"])
@@ -55,9 +57,16 @@ def render(benchmark: str, baseline: str = "scratch", teacher: str = "teacher") 
     records = load(benchmark)
     if not records:
         return f"no records for {benchmark} (benchmarks/results/{benchmark}.jsonl)"
+    known = ("test_errors", "perplexity", "val_acc", "test_acc")
+    scored = [r for r in records if any(k in r["metrics"] for k in known)]
+    unscored = sorted({r["variant"] for r in records} - {r["variant"] for r in scored})
+    records = scored
     runs, notes = latest_runs(records)
+    notes += [f"{variant}: no accuracy, errors or perplexity in its records (the benchmark's own --table shows it)"
+              for variant in unscored]
     metric = metric_of(records[0])[0]
     digits = 1 if metric == "test_errors" else 2
+    lower_is_better = metric in ("test_errors", "perplexity")
     base = [metric_of(r)[1] for r in runs.get(baseline, [])]
     top = [metric_of(r)[1] for r in runs.get(teacher, [])]
     rows = []
@@ -68,7 +77,7 @@ def render(benchmark: str, baseline: str = "scratch", teacher: str = "teacher") 
             delta = f"{statistics.mean(values) - statistics.mean(base):+.2f}"
             if top:
                 span = statistics.mean(top) - statistics.mean(base)
-                better = span < 0 if metric == "test_errors" else span > 0
+                better = span < 0 if lower_is_better else span > 0
                 if better:
                     gap = f"{100 * (statistics.mean(values) - statistics.mean(base)) / span:.0f} %"
         seconds = statistics.mean(r["seconds"] for r in variant_runs)

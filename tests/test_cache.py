@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -261,3 +262,17 @@ def test_builders_of_the_same_cache_never_clash(digits, tmp_path):
     torch.testing.assert_close(second.lookup(torch.arange(5), 0, torch.device("cpu")),
                                first.lookup(torch.arange(5), 0, torch.device("cpu")))
     assert sorted(p.name for p in tmp_path.iterdir()) == [key]  # no staging directories left
+
+
+def test_a_cached_layer_whose_shape_changes_between_batches_is_refused_with_the_fix(tmp_path):
+    # text batches padded to their longest sentence give a tapped layer a new length per batch
+    from kdistill.engine.cache import TeacherCache
+    from kdistill.errors import BadInput
+
+    cache = TeacherCache(CacheSettings(tmp_path / "c", dtype="float32", views=1), "k", num_samples=4, num_classes=2,
+                         taps=["encoder"])
+    cache.path.mkdir(parents=True)
+    cache.create({"encoder": (5, 3)})
+    cache.store(0, np.array([0, 1]), torch.zeros(2, 2), {"encoder": torch.ones(2, 5, 3)})
+    with pytest.raises(BadInput, match=r"layer 'encoder' gave per-sample shape \(7, 3\).*padding: max_length"):
+        cache.store(0, np.array([2, 3]), torch.zeros(2, 2), {"encoder": torch.ones(2, 7, 3)})

@@ -34,6 +34,10 @@ def test_demo_reaches_sane_accuracy_and_writes_run_directory(tmp_path):
         assert (run / name).exists(), name
     assert "recovered" in (run / "report.md").read_text()
     assert json.loads((run / "results.json").read_text())["gap_recovered"] == result.gap_recovered
+    assert json.loads((run / "labels.json").read_text()) == [str(digit) for digit in range(10)]
+    report = (run / "report.md").read_text()  # every model profiled: FLOPs, latency spread, peak memory
+    profile = report.split("## Profile", 1)[1].split("\n## ", 1)[0]
+    assert all(f"| {role} |" in profile for role in ("teacher", "student (scratch)", "student (distilled)"))
 
 
 def cli(*args: str, cwd: Path) -> subprocess.Popen:

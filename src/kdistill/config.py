@@ -12,13 +12,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kdistill.compress.spec import CompressSpec
 from kdistill.config_error import ConfigError
 from kdistill.config_files import expand_environment, read_config_file
 from kdistill.config_overrides import apply_override
+from kdistill.data.label_noise import LabelNoiseSpec
 from kdistill.engine.ema import EMASettings
 from kdistill.engine.tracking import EarlyStoppingSettings, MetricGoal
 from kdistill.registry import RegistryError
 from kdistill.settings import CacheSettings, OptimizerSettings, ScheduleSettings
+from kdistill.tune.spec import TuneSpec
 
 
 class Strict(BaseModel):
@@ -72,6 +75,8 @@ class DataSpec(Strict):
     num_workers: int = Field(0, ge=0)
     drop_last: bool = False  # drop the last partial training batch each epoch
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    # corrupt a share of the training labels (never validation or test): kdistill.data.label_noise
+    label_noise: LabelNoiseSpec | None = None
 
     @field_validator("root")
     @classmethod
@@ -223,6 +228,8 @@ class ExperimentConfig(Strict):
     baseline: bool = False  # also train the student from scratch, same seed and epochs (reused when kept)
     baselines_dir: Path | None = None  # finished baselines by digest; default: .baselines beside the run dir
     strategy: StrategySpec = Field(default_factory=StrategySpec)
+    tune: TuneSpec | None = None  # what `kdistill tune` searches (kdistill.tune.spec); `run` ignores it
+    compress: CompressSpec | None = None  # after the strategy: prune, recover, quantize, export (kdistill.compress)
 
     @model_validator(mode="after")
     def _teachers(self) -> ExperimentConfig:

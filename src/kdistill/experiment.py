@@ -13,6 +13,7 @@ The pieces live in `kdistill.run` (directory, data, models, teachers, baseline, 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from kdistill.results import DISTILLED, SCRATCH, ExperimentResult, ModelResult, 
 from kdistill.run.baseline import scratch_baseline
 from kdistill.run.build import STAGE_SEEDS, build_methods, build_participant, distiller_kwargs, normalization_for
 from kdistill.run.context import StrategyContext
-from kdistill.run.data import load_data
+from kdistill.run.data import load_data, write_label_noise
+from kdistill.run.diagnostics import ProfiledModels, diagnostics_or_warning, write_diagnostics
 from kdistill.run.directory import new_run_dir
 from kdistill.run.profiling import profile_row
 from kdistill.run.teachers import Teachers, prepare_teachers, teacher_cache_settings
@@ -56,18 +58,27 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, resume: bool = False
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             atomic_write_text(run_dir / "config.yaml", dump_config(config))
+        write_label_noise(run_dir, train)
+        classes = getattr(bundle.train, "classes", None)
+        if classes:  # class id -> name, as the training data named them (text label names included)
+            atomic_write_text(run_dir / "labels.json", json.dumps(list(classes)))
     methods = build_methods(config)
     try:
         teachers = prepare_teachers(config, bundle, train, val, run_dir, resume, progress)
         student_seed = derive_seed(config.seed, STAGE_SEEDS["student"])
         ctx = StrategyContext(config, bundle, train, val, run_dir, resume, progress, methods, teachers,
                               normalization_for(config.student, bundle), student_seed)
+        profiled = ProfiledModels(ctx)  # the model of every row, for the diagnostics after training
         rows = teacher_rows(ctx) if main_process else []
         if config.baseline:
             student = scratch_baseline(ctx)
             if main_process:
                 rows.append(ctx.profile(SCRATCH, student))
         new_rows = chosen(ctx)
+        if config.compress is not None and main_process:  # the distilled student, compressed (kdistill.compress)
+            from kdistill.compress.experiment_hook import compress_after_strategy
+
+            new_rows = [*new_rows, *compress_after_strategy(ctx, profiled.models.get(DISTILLED), config.compress)]
     except (StageExists, StageMismatch) as error:
         raise ConfigError([str(error)]) from error
     if main_process:
@@ -75,6 +86,7 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, resume: bool = False
     result = ExperimentResult(run_dir, rows)
     if main_process:
         write_results(result)
+        write_diagnostics(run_dir, diagnostics_or_warning(ctx, profiled))
         write_report(run_dir, config, result)
     return result
 

@@ -1,12 +1,27 @@
-"""Run directory -> `report.md`: the comparison table, each stage's last epoch, the config."""
+"""Run directory -> `report.md` and `report.html`: the comparison table, the diagnostics (agreement, KL,
+calibration, per-class accuracy and inherited weakness, confusion matrices), label noise, any
+compression table, each stage's last epoch, the config.
+
+Everything is read from the run directory's files (`results.json`, `diagnostics.json`,
+`label_noise.json`, `metrics.jsonl`, `config.yaml`), so `kdistill report RUN_DIR` rebuilds both
+reports without the models (`rebuild_reports`).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import yaml
+
 from kdistill.config import ExperimentConfig, dump_config
-from kdistill.results import ExperimentResult
+from kdistill.errors import BadInput
+from kdistill.evaluate.profile_report import profile_section
+from kdistill.report_sections import compression_lines, diagnostics_lines, label_noise_lines, read_json
+from kdistill.results import ExperimentResult, ModelResult
+
+LOG = logging.getLogger("kdistill")
 
 
 def human_bytes(size: int) -> str:
@@ -51,14 +66,28 @@ def reused_baselines(run_dir: Path) -> list[str]:
 
 
 def write_report(run_dir: Path, config: ExperimentConfig, result: ExperimentResult) -> Path:
-    lines = [f"# {config.name}", "", f"Run directory: `{run_dir}`", "",
+    """`report.md` (returned) and `report.html` beside it. At the end of a run a failure to draw the
+    HTML report is a warning, not a failed run (`kdistill report RUN_DIR` retries it)."""
+    return render_reports(Path(run_dir), config.name, dump_config(config), result, strict=False)
+
+
+def render_reports(run_dir: Path, name: str, config_yaml: str, result: ExperimentResult,
+                   strict: bool = True) -> Path:
+    from kdistill.report_html import write_html
+
+    diagnostics = read_json(run_dir / "diagnostics.json")
+    lines = [f"# {name}", "", f"Run directory: `{run_dir}`", "",
              "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
     lines += ["", gap_sentence(result), ""]
+    lines += profile_section(result.rows)
     lines += [line for reused in reused_baselines(run_dir) for line in (reused, "")]
+    lines += label_noise_lines(run_dir)
     notes = run_notes(run_dir)
     if notes:
         lines += ["## Warnings", ""] + [f"- {note}" for note in notes] + [""]
+    lines += diagnostics_lines(diagnostics)
+    lines += compression_lines(run_dir)
     lines += ["## Stages (last epoch)", ""]
     for metrics_file in sorted(run_dir.rglob("metrics.jsonl")):
         records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
@@ -67,7 +96,44 @@ def write_report(run_dir: Path, config: ExperimentConfig, result: ExperimentResu
             shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items()
                               if k != "stage")
             lines.append(f"- `{metrics_file.parent.relative_to(run_dir)}`: {shown}")
-    lines += ["", "## Resolved config", "", "```yaml", dump_config(config).rstrip(), "```", ""]
+    lines += ["", "## Resolved config", "", "```yaml", config_yaml.rstrip(), "```", ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
+    try:
+        write_html(run_dir, name, config_yaml, result, diagnostics, notes)
+    except Exception as error:
+        if strict:
+            raise
+        LOG.warning("kdistill: report.html could not be written (%s: %s); report.md is complete. Run "
+                    "`kdistill report %s` to try again (--debug for the traceback)", type(error).__name__, error,
+                    run_dir)
     return path
+
+
+def read_result(run_dir: Path) -> ExperimentResult:
+    """The results table a finished run saved (`results.json`)."""
+    path = Path(run_dir) / "results.json"
+    try:
+        payload = read_json(path)
+        if not isinstance(payload, dict) or not isinstance(payload.get("rows"), list):
+            raise BadInput(f"{run_dir}: no results.json of a finished run; give the directory of a run that "
+                           f"finished (kdistill run writes it at the end)")
+        return ExperimentResult(Path(run_dir), [ModelResult(**row) for row in payload["rows"]])
+    except (ValueError, TypeError) as error:  # JSONDecodeError is a ValueError; TypeError: rows of another form
+        raise BadInput(f"{path}: not the results of a kdistill run ({type(error).__name__}: "
+                       f"{str(error).splitlines()[0]}); rerun the experiment, or give another run directory") from None
+
+
+def rebuild_reports(run_dir: Path) -> Path:
+    """`report.md` and `report.html` again from the run directory's files alone (no models, no data)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BadInput(f"{run_dir}: not a directory; give a run directory (the one kdistill run printed)")
+    result = read_result(run_dir)
+    config_path = run_dir / "config.yaml"
+    config_yaml = config_path.read_text() if config_path.exists() else ""
+    try:
+        name = (yaml.safe_load(config_yaml) or {}).get("name", run_dir.name)
+    except (yaml.YAMLError, AttributeError):
+        name = run_dir.name
+    return render_reports(run_dir, str(name), config_yaml, result)

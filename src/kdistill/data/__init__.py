@@ -8,7 +8,8 @@ from kdistill.data.image_folder import load_image_folder_bundle
 from kdistill.data.mnist import load_mnist_bundle
 from kdistill.registry import Registry
 
-DATASETS: Registry = Registry("dataset")
+# text data sets (sst2, trec, text-files) register themselves on the first lookup
+DATASETS: Registry = Registry("dataset", builtins=("kdistill.text.registrations",))
 DATASETS.register("digits")(load_digits_bundle)
 DATASETS.register("mnist")(load_mnist_bundle)
 DATASETS.register("image-folder", "image_folder", "cifar10-jpeg")(load_image_folder_bundle)

@@ -89,3 +89,16 @@ def detach_clone(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return type(value)(detach_clone(v) for v in value)
     return value
+
+
+def correct_count(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """Samples classified right, for `train/acc`. Per-position scores (B, C, T...) such as a language
+    model's count each sample as its share of right positions, ignoring labels of -100 (padding)."""
+    if labels is None:
+        return torch.zeros((), device=logits.device)
+    hits = logits.detach().argmax(1) == labels
+    if labels.dim() == 1:
+        return hits.sum()
+    valid = labels != -100
+    per_sample = (hits & valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
+    return per_sample.sum()

@@ -41,6 +41,7 @@ from torch import nn
 from kdistill.collectives import broadcast_object
 from kdistill.data.transforms import Augment, Normalize
 from kdistill.digest import model_digest
+from kdistill.errors import BadInput
 from kdistill.settings import CacheSettings  # the cache's settings live with the config's (one schema)
 
 CACHE_FORMAT = 1
@@ -148,7 +149,12 @@ class TeacherCache:
         """Write one batch's logits (or their top-k form) and tapped features at their sample rows."""
         self._store(view, rows, logits)
         for tap in self.taps:
-            self._arrays[self._feature_name(tap)][view, rows] = features[tap].float().cpu().numpy()
+            array, value = self._arrays[self._feature_name(tap)], features[tap]
+            if tuple(value.shape[1:]) != tuple(array.shape[2:]):
+                raise BadInput(f"teacher cache: layer '{tap}' gave per-sample shape {tuple(value.shape[1:])} here "
+                               f"and {tuple(array.shape[2:])} on the first batch; cached teacher layers need one "
+                               "fixed shape (text: pad every batch to one length, data.options.padding: max_length)")
+            array[view, rows] = value.float().cpu().numpy()
 
     def _store(self, view: int, indices: np.ndarray, logits: torch.Tensor) -> None:
         logits = logits.float().cpu()

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kdistill.data.transforms import Augment, Normalize
 from kdistill.engine.accumulation import check_steps, micro_batch_groups, no_sync, optimizer_steps
-from kdistill.engine.batch import batch_size_of
+from kdistill.engine.batch import batch_size_of, correct_count
 from kdistill.engine.cache import CacheSettings, TeacherCache
 from kdistill.engine.cache_setup import open_teacher_cache
 from kdistill.engine.callbacks import Callback, StepInfo
@@ -217,9 +217,7 @@ class Distiller:
         if last:
             self._optimizer_step()
         terms = {k: v.detach() for k, v in out.terms.items()} | {"loss": out.loss.detach()}
-        correct = (ctx.student_logits.detach().argmax(1) == ctx.labels).sum() if ctx.labels is not None \
-            else torch.zeros((), device=self.device)
-        return terms, correct, size
+        return terms, correct_count(ctx.student_logits, ctx.labels), size
 
     def _optimizer_step(self) -> None:
         average_gradients(self._method_parameters)  # before unscale_: every rank sees the same inf/nan

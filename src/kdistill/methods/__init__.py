@@ -10,18 +10,25 @@ from kdistill.methods.base import Method, StepContext
 from kdistill.methods.contrastive import CRD
 from kdistill.methods.features import NST, PKT, RKD, AttentionTransfer, Hint, SimilarityPreserving
 from kdistill.methods.logits import DIST, DKD, HardLabel, LogitMSE, SoftTarget
+from kdistill.methods.token_level import ForwardKL, GeneralizedJSD, ReverseKL
+from kdistill.methods.transformer import AttentionKL, EmbeddingMSE, HiddenStateMSE, MiniLM
 from kdistill.registry import Registry
 
 # the `mutual` method lives with its strategy (a cohort of peers); it registers itself when first needed
 METHODS: Registry = Registry("method", builtins=("kdistill.strategies.mutual",))
 for _method in (HardLabel, SoftTarget, LogitMSE, DKD, DIST, Hint, AttentionTransfer, SimilarityPreserving,
-                RKD, PKT, NST, CRD):
+                RKD, PKT, NST, CRD, ForwardKL, ReverseKL, GeneralizedJSD):
     METHODS.register(_method.name)(_method)
 METHODS.register("kd", "hinton")(SoftTarget)
 METHODS.register("ce", "cross_entropy")(HardLabel)
 METHODS.register("fitnets", "fitnet")(Hint)
 METHODS.register("at", "attention")(AttentionTransfer)
 METHODS.register("similarity_preserving")(SimilarityPreserving)
+for _method in (HiddenStateMSE, EmbeddingMSE, AttentionKL, MiniLM):  # transformers (kdistill.methods.transformer)
+    METHODS.register(_method.name)(_method)
+METHODS.register("fkl")(ForwardKL)
+METHODS.register("rkl")(ReverseKL)
+METHODS.register("generalized_jsd", "gkd")(GeneralizedJSD)
 
 
 def method_options(cls: type[Method]) -> dict[str, Any]:
@@ -66,6 +73,7 @@ def build_method(name: str, options: dict[str, Any]) -> Method:
     return method
 
 
-__all__ = ["CRD", "DIST", "DKD", "METHODS", "NST", "PKT", "RKD", "AttentionTransfer", "HardLabel", "Hint",
-           "LogitMSE", "Method", "SimilarityPreserving", "SoftTarget", "StepContext", "build_adapter",
-           "build_method", "method_options"]
+__all__ = ["CRD", "DIST", "DKD", "METHODS", "NST", "PKT", "RKD", "AttentionKL", "AttentionTransfer", "EmbeddingMSE",
+           "ForwardKL", "GeneralizedJSD", "HiddenStateMSE", "MiniLM",
+           "HardLabel", "Hint", "LogitMSE", "Method", "ReverseKL", "SimilarityPreserving", "SoftTarget", "StepContext",
+           "build_adapter", "build_method", "method_options"]

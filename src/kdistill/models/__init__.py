@@ -22,7 +22,8 @@ from kdistill.models.resnet_cifar import NARROW_DEPTHS, WIDE_DEPTHS, CifarResNet
 from kdistill.models.wrn import WideResNet, wrn
 from kdistill.registry import Registry
 
-MODELS: Registry = Registry("model")
+# text models (hf-classifier, hf-student, hf-from-teacher, text-bilstm, text-cnn) register on the first lookup
+MODELS: Registry = Registry("model", builtins=("kdistill.text.registrations",))
 MODELS.register("mlp")(mlp)
 MODELS.register("cnn", "small-cnn")(cnn)
 MODELS.register("wrn", "wide-resnet")(wrn)

@@ -1,5 +1,6 @@
 """The experiment's data: the bundle a registered (or `module:function`) loader returns, then the
-validation split and any `train_limit`, checked before any model is built.
+validation split and any `train_limit`, checked before any model is built. Label noise
+(`data.label_noise`) is applied last, to the training part only: validation and test stay clean.
 
 A data function is called with `data.options` as keyword arguments (and `root=data.root` when it
 takes a `root` parameter) and returns a `kdistill.data.DataBundle`. What the user's function gets
@@ -10,10 +11,13 @@ is a `ConfigError` naming `data.*`, not a traceback from deep inside the first e
 from __future__ import annotations
 
 import inspect
+import json
+from pathlib import Path
 from typing import Any
 
 from kdistill.config import ConfigError, ExperimentConfig
 from kdistill.data import DATASETS, DataBundle, InMemoryDataset, limit_samples, split_validation
+from kdistill.data.label_noise import LABEL_NOISE_FILE, apply_label_noise
 from kdistill.errors import BadInput
 from kdistill.run.preflight import first_line, label_problems
 
@@ -57,8 +61,18 @@ def load_data(config: ExperimentConfig) -> tuple[DataBundle, Any, Any]:
             train = limit_samples(train, config.data.train_limit, config.seed)
         if val is None and config.data.val_fraction > 0:
             train, val = split_validation(train, config.data.val_fraction, seed=0)
+    noise = config.data.label_noise
+    if noise is not None and noise.active:  # after the split: the validation labels stay clean
+        train = apply_label_noise(train, noise, bundle.num_classes)
     check_splits(config, train, val)
     return bundle, train, val
+
+
+def write_label_noise(run_dir: Path, train: Any) -> None:
+    """`label_noise.json` in the run directory when the training labels were corrupted (read by the report)."""
+    noise = getattr(train, "noise", None)
+    if noise is not None:
+        (Path(run_dir) / LABEL_NOISE_FILE).write_text(json.dumps(noise, indent=1))
 
 
 def _size(data: Any) -> int | None:

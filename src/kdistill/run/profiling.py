@@ -1,4 +1,6 @@
-"""One row of the results table: a model's test accuracy, parameters, bytes on disk and CPU latency."""
+"""One row of the results table: a model's test accuracy, parameters, bytes on disk and CPU latency,
+plus the deployment profile the report's "Profile" section shows (FLOPs, latency at batch 1 and 64
+with its spread, peak memory) for models that take one tensor."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from kdistill.data.transforms import Normalize, to_float
 from kdistill.engine import Distiller
 from kdistill.engine.batch import split_batch
 from kdistill.evaluate import count_parameters, cpu_latency_ms, size_on_disk_bytes
+from kdistill.evaluate.profile import profile_model
 from kdistill.results import ModelResult
 
 
@@ -34,4 +37,5 @@ def profile_row(role: str, model: nn.Module, bundle: DataBundle, norm: Normalize
         accuracy = evaluator.evaluate(bundle.test)["acc"]
     sample = sample_batch(bundle.test, 64, norm.cpu())
     latency = cpu_latency_ms(model, sample)
-    return ModelResult(role, accuracy, count_parameters(model), size_on_disk_bytes(model), latency)
+    extra = {"profile": profile_model(model, sample).as_record()} if torch.is_tensor(sample) else {}
+    return ModelResult(role, accuracy, count_parameters(model), size_on_disk_bytes(model), latency, extra)

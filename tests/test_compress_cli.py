@@ -1,0 +1,82 @@
+"""`kdistill compress`: a plan through the real CLI (the stop rule keeps the largest compression
+within the budget) and bad input as one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from kdistill.cli import main
+from kdistill.compress.recover import RecoverySettings, recover
+from kdistill.data.transforms import Normalize
+from kdistill.models import build_model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(digits, tmp_path_factory):
+    bundle, train, _ = digits
+    torch.manual_seed(0)
+    model = build_model("mlp", bundle.num_classes, bundle.input_shape, {"hidden": [64]})
+    recover(model, None, bundle.train, RecoverySettings(epochs=10, mode="finetune", lr=0.05),
+            Normalize(bundle.mean, bundle.std))
+    path = tmp_path_factory.mktemp("ckpt") / "mlp.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def write_plan(tmp_path, checkpoint, **compress) -> str:
+    plan = {"name": "digits-mlp", "data": {"name": "digits"},
+            "model": {"name": "mlp", "options": {"hidden": [64]}, "checkpoint": str(checkpoint),
+                      "normalize": "dataset"},
+            "compress": {"recover": {"epochs": 2}, "profile": {"repeats": 3, "warmup": 1}, **compress}}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return str(path)
+
+
+def test_the_stop_rule_keeps_the_largest_pruning_within_the_budget(tmp_path, checkpoint, capsys):
+    plan = write_plan(tmp_path, checkpoint, accuracy_budget=1.0, prune={"ratios": [0.5, 0.97]})
+    out = tmp_path / "out"
+    assert main(["compress", plan, "--out", str(out), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    by_stage = {row["stage"]: row for row in rows}
+    start = by_stage["start"]["accuracy"]
+    assert by_stage["recover 50%"]["accepted"] and by_stage["recover 50%"]["accuracy"] >= start - 0.01
+    assert not by_stage["recover 97%"]["accepted"]  # 2 neurons left: outside the budget, so the search stops
+    assert by_stage["prune 50%"]["profile"]["parameters"] < by_stage["start"]["profile"]["parameters"]
+    weights = load_file(out / "model.safetensors")
+    assert weights["hidden.0.0.weight"].shape == (32, 64)  # the deployed model is the 50 % one
+    int8 = by_stage["quantize (dynamic int8)"]
+    assert int8["artefact"] == "onnx int8" and int8["accepted"] and int8["accuracy"] >= start - 0.01
+    assert "max abs diff" in by_stage["export (onnx float)"]["note"]
+    assert {p.name for p in out.iterdir()} >= {"compress.md", "compress.json", "model.onnx", "model-int8.onnx",
+                                               "model.safetensors"}
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ("compress.stages=[prune,shrink]", "compress.stages: unknown stage 'shrink'"),
+    ("compress.prune.ratios=[1.5]", "compress.prune.ratios[0]: Input should be less than 1"),
+    ("compress.prune.ratios=[0]", "compress.prune.ratios[0]: Input should be greater than 0"),
+    ("model.checkpoint=missing.pt", "model.checkpoint: file does not exist: missing.pt"),
+    ("compress.stages=[export,prune]", "compress.stages: stages run in the order"),
+])
+def test_bad_input_is_one_line(tmp_path, checkpoint, capsys, change, expected):
+    plan = write_plan(tmp_path, checkpoint)
+    assert main(["compress", plan, "--set", change, "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and expected in error[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_installed_command_reports_a_missing_plan(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "kdistill.cli", "compress", str(tmp_path / "none.yaml")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"kdistill: {tmp_path / 'none.yaml'}: no such config file; check the "
+                                                "path (or run without a file for the demo)"]

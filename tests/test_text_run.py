@@ -1,0 +1,152 @@
+"""Text through every entry point: a YAML experiment (`kdistill run`'s code path) with Hugging Face
+teacher and student, the teacher cache on token batches, and `DistillationTrainer` inside a
+`transformers.Trainer` set-up."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from text_fixtures import model_dir, sentences, write_label_text  # noqa: E402
+
+from kdistill import Distiller, OptimizerSettings  # noqa: E402
+from kdistill.config import load_config  # noqa: E402
+from kdistill.engine.cache import CacheSettings  # noqa: E402
+from kdistill.experiment import run_experiment  # noqa: E402
+from kdistill.methods import HardLabel, SoftTarget  # noqa: E402
+from kdistill.methods.transformer import HiddenStateMSE  # noqa: E402
+from kdistill.text.datasets import load_text_files_bundle  # noqa: E402
+from kdistill.text.hf_models import hf_classifier, hf_student  # noqa: E402
+
+
+@pytest.fixture
+def assets(tmp_path):
+    root = tmp_path / "assets"
+    root.mkdir()
+    model_dir(root, "teacher", layers=4, hidden=32, heads=4)
+    write_label_text(root / "train.txt", 120)
+    write_label_text(root / "test.txt", 40, seed=1)
+    return root
+
+
+@pytest.mark.slow  # about 20 s alone, over a minute on the shared machine under load
+def test_yaml_experiment_with_hf_teacher_and_student(assets, tmp_path):
+    config_file = tmp_path / "text.yaml"
+    config_file.write_text(f"""
+name: tiny-text
+data:
+  name: text-files
+  root: {assets}
+  options: {{train: train.txt, test: test.txt, tokenizer: {assets / 'tokenizer'}, max_length: 16}}
+  batch_size: 16
+  val_fraction: 0.0
+teacher:
+  name: hf-classifier
+  options: {{path: {assets / 'teacher'}}}
+  training: {{epochs: 6, optimizer: {{name: adamw, lr: 0.004}}}}
+student:
+  name: hf-student
+  options: {{base: {assets / 'teacher'}, layers: 2, hidden: 16, heads: 2}}
+methods:
+  - {{name: soft_target, weight: 0.7, temperature: 2}}
+  - {{name: hard_label, weight: 0.3}}
+  - {{name: hidden_mse, student_layers: 2, teacher_layers: 4}}
+  - {{name: embedding_mse}}
+  - {{name: attention_kl, student_layers: 2, teacher_layers: 4, mapping: last}}
+training:
+  epochs: 1
+  optimizer: {{name: adamw, lr: 0.003}}
+  callbacks:
+    - {{name: "kdistill.text.export:SavePretrained", tokenizer: {assets / 'tokenizer'}, label_names: [neg, pos]}}
+""")
+    config = load_config(config_file)
+    result = run_experiment(config, tmp_path / "run", progress=False)
+    assert result.by_role("teacher").accuracy > 0.9  # the sentiment word decides the label
+    record = json.loads((tmp_path / "run" / "student-distilled" / "metrics.jsonl").read_text().splitlines()[-1])
+    for term in ("soft_target", "hard_label", "hidden_mse", "embedding_mse", "attention_kl"):
+        assert record[f"train/{term}"] > 0, term
+    assert (tmp_path / "run" / "report.md").exists()
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kdistill.text.hf_models import hf_student
+
+    saved = tmp_path / "run" / "student-distilled" / "pretrained"
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(saved)).eval()
+    student = hf_student(2, str(assets / "teacher"), layers=2, hidden=16, heads=2)
+    student.load_state_dict(torch.load(tmp_path / "run" / "student-distilled" / "student.pt", weights_only=True))
+    inputs = AutoTokenizer.from_pretrained(str(saved))(["good film", "the plot was dull"], padding=True,
+                                                       return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(loaded(**inputs).logits, student.eval()(**inputs).logits, atol=1e-5)
+    assert loaded.config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_teacher_cache_on_token_batches_equals_the_live_teacher(assets, tmp_path):
+    bundle = load_text_files_bundle("train.txt", "test.txt", str(assets / "tokenizer"), assets, max_length=16)
+    teacher = hf_classifier(2, str(assets / "teacher"))
+    finals = []
+    for cache in (None, CacheSettings(tmp_path / "cache", dtype="float32")):
+        torch.manual_seed(0)
+        student = hf_student(2, str(assets / "teacher"), layers=1, hidden=16, heads=2)
+        distiller = Distiller(teacher, student, [SoftTarget(weight=0.7), HardLabel(weight=0.3)], batch_size=16,
+                              optimizer=OptimizerSettings(name="adamw", lr=0.003), teacher_cache=cache, seed=0,
+                              progress=False)
+        distiller.fit(bundle.train, epochs=1)
+        finals.append(student.state_dict())
+    assert any((tmp_path / "cache").iterdir())  # the second run read the cache it built
+    for name, tensor in finals[0].items():
+        assert torch.allclose(tensor, finals[1][name], atol=1e-5), name
+
+
+def test_cached_teacher_layers_need_fixed_padding_and_then_equal_the_live_teacher(assets, tmp_path):
+    bundle = load_text_files_bundle("train.txt", "test.txt", str(assets / "tokenizer"), assets, max_length=16,
+                                    padding="max_length")
+    assert bundle.train.__getitems__([0, 1])["input"]["input_ids"].shape == (2, 16)
+    teacher = hf_classifier(2, str(assets / "teacher"))
+    finals = []
+    for cache in (None, CacheSettings(tmp_path / "cache", dtype="float32", features=True)):
+        torch.manual_seed(0)
+        student = hf_student(2, str(assets / "teacher"), layers=1, hidden=16, heads=2)
+        methods = [SoftTarget(weight=0.7), HardLabel(weight=0.3), HiddenStateMSE(student_layers=1, teacher_layers=4)]
+        distiller = Distiller(teacher, student, methods, batch_size=16, teacher_cache=cache, seed=0, progress=False,
+                              optimizer=OptimizerSettings(name="adamw", lr=0.003))
+        distiller.fit(bundle.train, epochs=1)
+        finals.append(student.state_dict())
+    for name, tensor in finals[0].items():
+        assert torch.allclose(tensor, finals[1][name], atol=1e-5), name
+
+
+def test_distillation_trainer_adds_kdistill_terms(assets, tmp_path):
+    pytest.importorskip("accelerate", reason="transformers' Trainer needs accelerate, which is not installed")
+    from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments
+
+    from kdistill.text.trainer import DistillationTrainer
+
+    tok = AutoTokenizer.from_pretrained(str(assets / "tokenizer"))
+    rows = [{**tok(text), "labels": label} for label, text in sentences(48)]
+    teacher = hf_classifier(2, str(assets / "teacher")).eval()
+    teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    torch.manual_seed(0)
+    student = hf_student(2, str(assets / "teacher"), layers=2, hidden=16, heads=2)
+    hidden = HiddenStateMSE(student_layers=2, teacher_layers=4)
+    args = TrainingArguments(output_dir=str(tmp_path / "trainer"), max_steps=6, per_device_train_batch_size=8,
+                             logging_steps=3, learning_rate=3e-3, report_to=[], save_strategy="no", use_cpu=True,
+                             disable_tqdm=True)
+    trainer = DistillationTrainer(model=student, args=args, train_dataset=rows, eval_dataset=rows[:16],
+                                  data_collator=DataCollatorWithPadding(tok), teacher=teacher,
+                                  methods=[SoftTarget(weight=0.7, temperature=2.0), HardLabel(weight=0.3), hidden])
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "kd/soft_target" in entry]
+    assert len(logs) == 2
+    for entry in logs:  # the Trainer's loss is the weighted sum of kdistill's terms, window by window
+        terms = entry["kd/soft_target"] + entry["kd/hard_label"] + entry["kd/hidden_mse"]
+        assert entry["loss"] == pytest.approx(terms, rel=1e-3)
+    adapter = hidden.adapters[0]
+    assert (adapter.in_features, adapter.out_features) == (16, 32)
+    assert any(p is adapter.weight for group in trainer.optimizer.param_groups for p in group["params"])
+    assert all(torch.equal(v, teacher_state[k]) for k, v in teacher.state_dict().items())  # the teacher is not trained
+    assert "eval_loss" in trainer.evaluate()  # evaluation: the model's own loss, no teacher

@@ -1,0 +1,140 @@
+"""`kdistill tune` end to end on the digits: an interrupted 3-trial search resumes with its first trials
+kept, the test split is never read, a hopeless trial is pruned, and best.yaml runs as an experiment."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from sealed_data import SealedSplitRead
+
+import kdistill.experiment
+from kdistill.config import load_config, validate
+from kdistill.experiment import run_experiment
+from kdistill.tune.data import tuning_raw
+from kdistill.tune.objective import make_objective
+from kdistill.tune.study import BEST_CONFIG, open_study, run_search, search_plan
+
+
+def experiment(**tune) -> dict:
+    space = {"methods[0].temperature": {"low": 1, "high": 8},
+             "training.optimizer.lr": {"low": 3e-3, "high": 3e-2, "log": True}}
+    return {"name": "tiny", "seed": 0, "data": {"name": "digits", "batch_size": 64},
+            "teacher": {"name": "mlp", "options": {"hidden": [64]}, "training": {"epochs": 3}},
+            "student": {"name": "mlp", "options": {"hidden": [16]}},
+            "methods": [{"name": "soft_target", "weight": 0.9, "temperature": 4.0},
+                        {"name": "hard_label", "weight": 0.1}],
+            "training": {"epochs": 2, "optimizer": {"name": "adam", "lr": 0.01}},
+            "tune": {"trials": 3, "space": space, "sampler": "random", **tune}}
+
+
+@pytest.fixture(autouse=True)
+def _no_run_reports(monkeypatch):
+    """Each trial's report.md / report.html is not what these tests check, and costs seconds a trial."""
+    monkeypatch.setattr(kdistill.experiment, "write_report", lambda *args, **kwargs: None)
+
+
+def finished(study) -> list:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def test_interrupted_search_resumes_to_three_trials_keeping_the_first(tmp_path, monkeypatch):
+    run_dir = tmp_path / "search"
+    real = kdistill.experiment.run_experiment
+    calls = []
+
+    def interrupt_third(config, where, **kwargs):
+        calls.append(where)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third trial
+        return real(config, where, **kwargs)
+
+    monkeypatch.setattr(kdistill.experiment, "run_experiment", interrupt_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(experiment(), run_dir)
+    monkeypatch.setattr(kdistill.experiment, "run_experiment", real)
+    before = optuna.load_study(study_name="kdistill-tune", storage=f"sqlite:///{run_dir / 'study.db'}")
+    first = [(t.number, t.params, t.value) for t in finished(before)]
+    cut = [t for t in before.trials if t.state == TrialState.FAIL]
+    assert len(first) == 2 and len(cut) == 1 and cut[0].user_attrs["interrupted"]
+    teacher_weights = (run_dir / "teacher" / "student.pt").stat().st_mtime_ns
+
+    result = run_search(None, run_dir, resume=True)
+    after = finished(result.study)
+    assert len(after) == 3  # reached the target; the cut trial does not count
+    assert [(t.number, t.params, t.value) for t in after[:2]] == first  # kept, not re-run
+    assert after[2].params == cut[0].params  # the interrupted values were run again
+    assert (run_dir / "teacher" / "student.pt").stat().st_mtime_ns == teacher_weights  # the teacher is not retrained
+    for name in ("tune-history.png", "tune-importances.png", "tune.md", "tune.json"):
+        assert (run_dir / name).stat().st_size > 0
+    summary = json.loads((run_dir / "tune.json").read_text())
+    assert [t["state"] for t in summary["trials"]] == ["complete", "complete", "fail", "complete"]
+
+    # best.yaml: the experiment with the best values, loads and runs as an experiment (on the test set)
+    best = max(after, key=lambda t: t.value)
+    assert result.best_params == best.params
+    best_raw = yaml.safe_load((run_dir / BEST_CONFIG).read_text())
+    assert "tune" not in best_raw
+    config = load_config(run_dir / BEST_CONFIG, ["training.epochs=1", "teacher.training.epochs=1"])
+    assert config.methods[0].options()["temperature"] == pytest.approx(best.params["methods[0].temperature"])
+    assert config.training.optimizer.lr == pytest.approx(best.params["training.optimizer.lr"])
+    outcome = run_experiment(config, tmp_path / "best-run", progress=False)
+    assert 0.3 < outcome.by_role("student (distilled)").accuracy <= 1.0
+
+
+def test_tuning_never_reads_the_test_split(tmp_path):
+    raw = experiment(trials=2)
+    raw["data"]["name"] = "sealed_data:digits_sealed_test"
+    with pytest.raises(SealedSplitRead):  # the seal works: a plain run reads the test split
+        run_experiment(validate({k: v for k, v in raw.items() if k != "tune"}), tmp_path / "plain", progress=False)
+    result = run_search(raw, tmp_path / "search")
+    assert len(finished(result.study)) == 2 and result.best_value > 0.3
+
+
+def test_a_hopeless_trial_is_pruned_after_its_first_evaluation(tmp_path):
+    raw = experiment(pruner="median", startup_trials=2, warmup_epochs=0)
+    raw["training"]["epochs"] = 4
+    raw["teacher"] = {"name": "mlp", "options": {"hidden": [8]}, "training": {"epochs": 1}}
+    raw["tune"]["space"] = {"training.optimizer.lr": {"low": 1e-8, "high": 3e-2, "log": True}}
+    spec, dimensions = search_plan(raw)
+    study = open_study(tmp_path, spec, seed=0)
+    for lr in (0.01, 0.02, 1e-8):  # two good trials, then one that cannot learn
+        study.enqueue_trial({"training.optimizer.lr": lr})
+    study.optimize(make_objective(tuning_raw(raw), dimensions, spec, tmp_path), n_trials=3)
+    good, also_good, hopeless = study.trials
+    assert good.state == also_good.state == TrialState.COMPLETE
+    assert len(good.intermediate_values) == 4
+    assert hopeless.state == TrialState.PRUNED
+    assert list(hopeless.intermediate_values) == [0]  # stopped after its first epoch
+    assert hopeless.intermediate_values[0] < min(good.intermediate_values[0], also_good.intermediate_values[0])
+
+
+def test_a_trial_left_running_by_a_killed_process_is_queued_again_once(tmp_path):
+    from kdistill.tune.study import requeue_interrupted
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    killed = optuna.create_study(study_name="s", storage=storage)
+    trial = killed.ask()
+    trial.suggest_float("methods[0].temperature", 1, 8)  # the process dies here: the trial stays RUNNING
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert requeue_interrupted(study) == [0]
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    study.optimize(lambda t: t.suggest_float("methods[0].temperature", 1, 8), n_trials=1)
+    assert study.trials[1].params == study.trials[0].params  # the same values, run again
+    assert requeue_interrupted(study) == []  # and only once
+
+
+def test_a_resumed_search_draws_new_values(tmp_path):
+    spec, dimensions = search_plan(experiment())
+
+    def objective(trial):
+        return sum(d.suggest(trial) for d in dimensions)
+
+    open_study(tmp_path, spec, seed=0).optimize(objective, n_trials=2)
+    study = open_study(tmp_path, spec, seed=0)  # a new process opening the same study
+    study.optimize(objective, n_trials=2)
+    params = [tuple(t.params.values()) for t in study.trials]
+    assert len(set(params)) == 4, params
