@@ -115,6 +115,8 @@ def test_html_report_in_a_headless_browser_has_every_figure_rendered(noisy_run):
     assert parsed.ready, "the page's load handler did not run"
     assert set(parsed.figures) == expected_figures(noisy_run)
     assert parsed.rendered and all(value == "yes" for value in parsed.rendered), parsed.rendered
+    profile = dom.split("<h2>Profile</h2>", 1)[1].split("<h2>", 1)[0]  # every model's deployment columns
+    assert "MFLOPs / sample" in profile and "student (distilled)" in profile
 
 
 def test_html_report_screenshot_is_not_blank(noisy_run, tmp_path):

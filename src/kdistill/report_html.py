@@ -246,6 +246,7 @@ def diagnostics_html(diagnostics: dict[str, Any] | None, figures: list[str]) -> 
 def write_html(run_dir: Path, name: str, config_yaml: str, result: ExperimentResult,
                diagnostics: dict[str, Any] | None, notes: list[str]) -> Path:
     """Write `run_dir/report.html` and return its path."""
+    from kdistill.evaluate.profile_report import profile_table
     from kdistill.report import TABLE_HEADER, gap_sentence, table_rows  # report.py imports this module lazily
 
     run_dir = Path(run_dir)
@@ -258,6 +259,9 @@ def write_html(run_dir: Path, name: str, config_yaml: str, result: ExperimentRes
     if _matplotlib_figure() is None:
         parts.append('<p class="note">Plots need matplotlib: pip install "kdistill[report]", then '
                      "kdistill report RUN_DIR.</p>")
+    profile = profile_table(result.rows)
+    if profile is not None:  # FLOPs, latency with its spread, peak memory (the same table as report.md's)
+        parts += ["<h2>Profile</h2>", table_html(*profile)]
     noise = read_json(run_dir / "label_noise.json")
     if noise:
         parts += ["<h2>Label noise</h2>", f"<p>{html.escape(noise_sentence(noise))}</p>"]

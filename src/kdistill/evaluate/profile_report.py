@@ -11,6 +11,17 @@ from typing import Any
 from kdistill.evaluate.profile import PROFILE_HEADER, profile_cells
 
 
+def profile_table(rows: Sequence[Any]) -> tuple[list[str], list[list[str]]] | None:
+    """(header, cells per profiled row) for any renderer; None when no row has a profile."""
+    profiled = [(row.role, row.extra["profile"]) for row in rows if isinstance(getattr(row, "extra", None), dict)
+                and isinstance(row.extra.get("profile"), dict)]
+    if not profiled:
+        return None
+    batch = profiled[0][1].get("batch_size", "N")
+    header = ["model"] + [h.replace("batch N", f"batch {batch}") for h in PROFILE_HEADER]
+    return header, [[role, *profile_cells(record)] for role, record in profiled]
+
+
 def profile_section(rows: Sequence[Any]) -> list[str]:
     """Markdown lines: a heading, what was measured, and the table; [] when no row has a profile."""
     profiled = [(row.role, row.extra["profile"]) for row in rows if isinstance(getattr(row, "extra", None), dict)
