@@ -35,6 +35,7 @@ def test_the_distilled_student_is_compressed_after_the_strategy(tmp_path):
 @pytest.mark.parametrize(("compress", "expected"), [
     ({"stages": ["prune", "squash"]}, "compress.stages: unknown stage 'squash'"),
     ({"prune": {"ratios": [2]}}, "compress.prune.ratios[0]: Input should be less than 1"),
+    ({"prune": {"ratios": [0.5, 0.5]}}, "ratios: must be strictly ascending"),
     ({"accuracy_budget": -1}, "compress.accuracy_budget: Input should be greater than or equal to 0"),
 ])
 def test_bad_compress_values_are_field_lines(compress, expected):

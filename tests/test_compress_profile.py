@@ -37,6 +37,16 @@ def test_latency_is_a_median_with_its_spread():
         time_calls(lambda: None, repeats=0)
 
 
+def test_the_spread_of_few_repeats_stays_within_the_measured_times():
+    # statistics.quantiles' default (exclusive) extrapolates below 9 points: 1 and 10 ms gave p10 -5.3
+    from kdistill.evaluate.profile import time_calls
+
+    durations = iter([0.001, 0.010])
+    latency = time_calls(lambda: time.sleep(next(durations)), repeats=2, warmup=0)
+    assert 0 < latency.p10_ms <= latency.median_ms <= latency.p90_ms
+    assert latency.p90_ms < 60  # within the slowest call (10 ms, plus a loaded machine's slack)
+
+
 def test_fixed_threads_restores_the_count():
     before = torch.get_num_threads()
     with fixed_threads(1):

@@ -213,3 +213,37 @@ def test_distilbert_layout_student_of_a_bert_teacher():
         AttentionKL(student_layers=2, teacher_layers=2, student_layout="distilbert", teacher_layout="distilbert")])
     with copy_loss, torch.no_grad():
         assert copy_loss(inputs, labels).loss.item() < 1e-6
+
+
+def test_roberta_padding_is_its_own_pad_id_not_zero():
+    # RoBERTa pads with 1 and starts every text with <s> = 0: with a pad id of 0 the loss would drop
+    # <s> and count padding (measured: 1.750 vs 1.876 with 4 more pad tokens)
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    def tiny_roberta(layers: int, hidden: int, heads: int, seed: int):
+        torch.manual_seed(seed)
+        config = RobertaConfig(vocab_size=vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
+                               num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=80,
+                               attention_probs_dropout_prob=0.0, hidden_dropout_prob=0.0, attn_implementation="eager",
+                               pad_token_id=1, bos_token_id=0, eos_token_id=2, initializer_range=0.5)
+        return RobertaForSequenceClassification(config).eval()
+
+    def batch(extra_padding: int):
+        lengths = torch.tensor([3, 6, 9, 5])
+        width = int(lengths.max()) + extra_padding
+        ids = torch.randint(5, vocab_size(), (4, 16), generator=torch.Generator().manual_seed(1))[:, :width]
+        mask = (torch.arange(width)[None] < lengths[:, None]).long()
+        ids = torch.where(mask.bool(), ids, torch.ones_like(ids))
+        ids[:, 0] = 0  # <s>
+        return {"input_ids": ids, "attention_mask": mask}, torch.tensor([0, 1, 1, 0])
+
+    teacher, student = tiny_roberta(2, 32, 4, seed=0), tiny_roberta(2, 16, 2, seed=1)
+    method = build_method("hidden_mse", {"student_layers": 2, "teacher_layers": 2, "student_layout": "roberta",
+                                         "teacher_layout": "roberta"})
+    assert method.pad_token_id == 1
+    loss = DistillationLoss(teacher, student, [method])
+    loss.build(*batch(0))
+    with loss, torch.no_grad():
+        tight = loss(*batch(0)).loss.item()
+        loose = loss(*batch(4)).loss.item()
+    assert tight > 1e-4 and loose == pytest.approx(tight, rel=1e-4)

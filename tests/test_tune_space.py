@@ -59,6 +59,14 @@ def test_a_path_that_is_not_a_field_is_one_line():
     assert "'training.optimiser' is not a field" in found[0]
 
 
+@pytest.mark.parametrize("path", ["data.val_fraction", "data.options.test_fraction", "data.train_limit"])
+def test_data_fields_are_not_searchable(path):
+    # a trial's data settings are rewritten into the sealed validation set-up; searching them would
+    # either break every trial or change nothing, and trials must share one validation split
+    found = problems(experiment({path: {"choices": [0.1, 0.3]}}))
+    assert len(found) == 1 and found[0].startswith(f"tune.space['{path}']: data fields cannot be searched")
+
+
 def test_an_item_beyond_the_list_is_one_line():
     found = problems(experiment({"methods[5].temperature": {"low": 1, "high": 8}}))
     assert len(found) == 1 and "out of range" in found[0] and found[0].startswith("tune.space['methods[5]")

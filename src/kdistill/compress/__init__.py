@@ -14,6 +14,7 @@ _WHERE = {
     "check_clean": "export", "check_onnx": "export", "export_onnx": "export", "save_safetensors": "export",
     "CompressionPipeline": "pipeline", "PipelineResult": "pipeline", "StageRow": "pipeline",
     "StructuredPruning": "prune", "UnstructuredPruning": "prune", "prune_to_target": "prune",
+    "prune_attention_heads": "heads",
     "convert_qat": "quantize", "prepare_qat": "quantize", "quantize_dynamic_onnx": "quantize",
     "quantize_static_onnx": "quantize", "RecoverySettings": "recover", "recover": "recover",
     "CompressSpec": "spec", "CompressPlan": "plan",

@@ -33,8 +33,9 @@ class PruneSpec(Strict):
 
     @model_validator(mode="after")
     def _one_target(self) -> PruneSpec:
-        if self.ratios != sorted(self.ratios):
-            raise ValueError(f"ratios: must be ascending (got {self.ratios}); each is pruned from the one before")
+        if any(later <= earlier for earlier, later in zip(self.ratios, self.ratios[1:], strict=False)):
+            raise ValueError(f"ratios: must be strictly ascending (got {self.ratios}); each is pruned from the "
+                             "one before")
         if self.target_flops is not None and self.target_latency is not None:
             raise ValueError("prune: give target_flops or target_latency, not both")
         if self.kind == "unstructured" and (self.target_flops or self.target_latency):

@@ -99,7 +99,7 @@ def time_calls(call: Callable[[], Any], repeats: int = 30, warmup: int = 5, thre
         if index >= warmup:
             times.append((time.perf_counter() - started) * 1000)
     times.sort()
-    deciles = statistics.quantiles(times, n=10) if len(times) > 1 else [times[0]] * 9
+    deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9
     return Latency(statistics.median(times), deciles[0], deciles[-1], repeats, threads)
 
 
@@ -117,7 +117,7 @@ def interleaved_latency(calls: dict[str, Callable[[], Any]], repeats: int = 100,
                     times[name].append((time.perf_counter() - started) * 1000)
     result = {}
     for name, values in times.items():
-        deciles = statistics.quantiles(values, n=10) if len(values) > 1 else [values[0]] * 9
+        deciles = statistics.quantiles(values, n=10, method="inclusive") if len(values) > 1 else [values[0]] * 9
         result[name] = Latency(statistics.median(values), deciles[0], deciles[-1], repeats, threads)
     return result
 

@@ -171,4 +171,7 @@ def split_blocks(blocks: TokenBlocks, held_out: float, seed: int) -> tuple[Token
         raise BadInput(f"held_out: must be a fraction in (0, 1) (got {held_out})")
     order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))
     count = max(1, round(len(blocks) * held_out))
+    if count >= len(blocks):
+        raise BadInput(f"held_out: the text makes {len(blocks)} block(s), too few to hold {held_out:.0%} out and "
+                       "still train on some; give more text, a smaller block_size, or a separate held_out file")
     return blocks.subset(order[count:].sort().values), blocks.subset(order[:count].sort().values)

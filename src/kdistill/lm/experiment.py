@@ -30,6 +30,7 @@ import torch
 
 from kdistill.config import ExperimentConfig, TrainingSpec
 from kdistill.data.transforms import Normalize
+from kdistill.engine.device import resolve_device
 from kdistill.engine.distiller import Distiller
 from kdistill.errors import BadInput
 from kdistill.lm.data import TextCorpus
@@ -87,6 +88,8 @@ class LMExperiment:
             raise BadInput("teacher: an LM experiment needs one teacher (teacher: {name: kdistill.lm:causal_lm, ...})")
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         self.rows: list[dict[str, Any]] = []
+        # where the Distiller trains: evaluation, teacher sampling and the top-k cache build run there too
+        self.device = resolve_device(config.training.device)
 
     def fit(self, name: str, teacher: Any, student: Any, methods: list, training: TrainingSpec, train: Any,
             cache: Any = None) -> Distiller:
@@ -100,7 +103,7 @@ class LMExperiment:
 
     def record(self, name: str, model: Any, corpus: TextCorpus, distiller: Distiller | None, train: Any,
                seconds: float) -> None:
-        scored = perplexity(model, corpus.held_out, self.config.data.eval_batch_size)
+        scored = perplexity(model, corpus.held_out, self.config.data.eval_batch_size, device=self.device)
         unwrap(model).save_pretrained(self.run_dir / name)
         corpus.tokenizer.save(str(self.run_dir / name / "tokenizer.json"))
         self.rows.append({"model": name, "perplexity": scored["perplexity"], "nll": scored["nll"],
@@ -131,7 +134,7 @@ class LMExperiment:
         train = corpus.train
         if student_text == "teacher":
             train = generate_blocks(teacher, len(corpus.train), corpus.train.block_size, corpus.end_of_text,
-                                    seed=config.seed)
+                                    seed=config.seed, device=self.device)
         methods = [build_method(spec.name, spec.options()) for spec in config.methods]
         needs_teacher = any(m.needs_teacher for m in methods)
         cache = None
@@ -143,7 +146,7 @@ class LMExperiment:
                                                       default=1.0)
             cache = open_topk_cache(directory, teacher, train, corpus.vocab_size,
                                     settings.top_k or corpus.vocab_size, settings.dtype, config.data.eval_batch_size,
-                                    temperature=temperature)
+                                    device=self.device, temperature=temperature)
         student = build_lm(config.student, corpus, "student", config.seed)
         trainer = self.fit("student", teacher if needs_teacher else None, student, methods, config.training, train,
                            cache)

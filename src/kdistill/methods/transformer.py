@@ -10,7 +10,8 @@ kernel (fused kernels never form them): build the models with `attention: eager`
 kdistill's Hugging Face factories; a tap that yields `None` is refused with that fix.
 
 Padding. The token ids are read from the student's word-embedding input (`word_embeddings:input`),
-and positions holding `pad_token_id` are left out of every mean: hidden-state errors are averaged
+and positions holding `pad_token_id` (default: the student family's, 0 for BERT and DistilBERT, 1
+for RoBERTa, whose 0 is `<s>`) are left out of every mean: hidden-state errors are averaged
 over real tokens, attention rows over real queries, and padded keys carry no probability.
 
 Depths. Student block m (1-based, of M) learns from teacher block `mapping(m)` (of N):
@@ -44,11 +45,13 @@ class Layout:
     attention: str  # in a block: the module returning (context, attention probabilities)
     value: str  # in a block: the value projection (B, L, D)
     word_embeddings: str = "word_embeddings"  # in `embeddings`: its input is the token ids
+    pad_token_id: int = 0  # the family's tokenizers' padding id (RoBERTa's is 1: its 0 is <s>)
 
 
 LAYOUTS = {
     "bert": Layout("bert.embeddings", "bert.encoder.layer", "attention.self", "attention.self.value"),
-    "roberta": Layout("roberta.embeddings", "roberta.encoder.layer", "attention.self", "attention.self.value"),
+    "roberta": Layout("roberta.embeddings", "roberta.encoder.layer", "attention.self", "attention.self.value",
+                      pad_token_id=1),
     "distilbert": Layout("distilbert.embeddings", "distilbert.transformer.layer", "attention", "attention.v_lin"),
 }
 
@@ -64,7 +67,7 @@ def layout_of(key: str, value: str | Mapping[str, str]) -> Layout:
             return Layout(**dict(value))
         except TypeError as error:
             raise ValueError(f"{key}: {error}; the keys are embeddings, layers, attention, value, "
-                             "word_embeddings") from None
+                             "word_embeddings, pad_token_id") from None
     raise ValueError(f"{key}: a layout name or a dict of module paths (got {value!r})")
 
 
@@ -148,10 +151,12 @@ class TransformerMethod(Method):
     uses_logits = False
 
     def __init__(self, weight: float, student_layout: str | Mapping[str, str], teacher_layout: str | Mapping[str, str],
-                 pad_token_id: int, teacher: int) -> None:
+                 pad_token_id: int | None, teacher: int) -> None:
         super().__init__(weight)
         self.s_layout = layout_of("student_layout", student_layout)
         self.t_layout = layout_of("teacher_layout", teacher_layout)
+        if pad_token_id is None:  # the student family's padding id (bert, distilbert 0; roberta 1)
+            pad_token_id = self.s_layout.pad_token_id
         if not isinstance(pad_token_id, int) or isinstance(pad_token_id, bool):
             raise ValueError(f"pad_token_id: an integer, the tokenizer's padding id (got {pad_token_id!r})")
         self.pad_token_id = pad_token_id
@@ -181,7 +186,8 @@ class _SequenceMSE(TransformerMethod):
     """MSE between adapted student sequences and teacher sequences, pair by pair."""
 
     def __init__(self, student_taps: list[str], teacher_taps: list[str], weight: float,
-                 student_layout: str | Mapping[str, str], teacher_layout: str | Mapping[str, str], pad_token_id: int,
+                 student_layout: str | Mapping[str, str], teacher_layout: str | Mapping[str, str],
+                 pad_token_id: int | None,
                  teacher: int) -> None:
         super().__init__(weight, student_layout, teacher_layout, pad_token_id, teacher)
         self._student_taps, self._teacher_taps = student_taps, teacher_taps
@@ -222,7 +228,8 @@ class HiddenStateMSE(_SequenceMSE):
 
     def __init__(self, student_layers: int, teacher_layers: int, mapping: str | list[int] = "uniform",
                  weight: float = 1.0, student_layout: str | dict[str, str] = "bert",
-                 teacher_layout: str | dict[str, str] = "bert", pad_token_id: int = 0, teacher: int = 0) -> None:
+                 teacher_layout: str | dict[str, str] = "bert", pad_token_id: int | None = None,
+                 teacher: int = 0) -> None:
         chosen = layer_map(student_layers, teacher_layers, mapping)
         s, t = layout_of("student_layout", student_layout), layout_of("teacher_layout", teacher_layout)
         super().__init__([f"{s.layers}.{i}" for i in range(student_layers)], [f"{t.layers}.{j}" for j in chosen],
@@ -241,7 +248,8 @@ class EmbeddingMSE(_SequenceMSE):
     reference = "Jiao et al. 2020, TinyBERT: Distilling BERT for Natural Language Understanding (arXiv:1909.10351)"
 
     def __init__(self, weight: float = 1.0, student_layout: str | dict[str, str] = "bert",
-                 teacher_layout: str | dict[str, str] = "bert", pad_token_id: int = 0, teacher: int = 0) -> None:
+                 teacher_layout: str | dict[str, str] = "bert", pad_token_id: int | None = None,
+                 teacher: int = 0) -> None:
         s, t = layout_of("student_layout", student_layout), layout_of("teacher_layout", teacher_layout)
         super().__init__([s.embeddings], [t.embeddings], weight, student_layout, teacher_layout, pad_token_id,
                          teacher)
@@ -259,7 +267,8 @@ class AttentionKL(TransformerMethod):
 
     def __init__(self, student_layers: int, teacher_layers: int, mapping: str | list[int] = "uniform",
                  weight: float = 1.0, student_layout: str | dict[str, str] = "bert",
-                 teacher_layout: str | dict[str, str] = "bert", pad_token_id: int = 0, teacher: int = 0) -> None:
+                 teacher_layout: str | dict[str, str] = "bert", pad_token_id: int | None = None,
+                 teacher: int = 0) -> None:
         super().__init__(weight, student_layout, teacher_layout, pad_token_id, teacher)
         self.mapping = layer_map(student_layers, teacher_layers, mapping)
         self._student = [f"{self.s_layout.layers}.{i}.{self.s_layout.attention}:1" for i in range(student_layers)]
@@ -316,7 +325,8 @@ class MiniLM(TransformerMethod):
 
     def __init__(self, student_layer: int, teacher_layer: int, weight: float = 1.0, relation_heads: int | None = None,
                  attention: bool = True, student_layout: str | dict[str, str] = "bert",
-                 teacher_layout: str | dict[str, str] = "bert", pad_token_id: int = 0, teacher: int = 0) -> None:
+                 teacher_layout: str | dict[str, str] = "bert", pad_token_id: int | None = None,
+                 teacher: int = 0) -> None:
         super().__init__(weight, student_layout, teacher_layout, pad_token_id, teacher)
         for key, value in (("student_layer", student_layer), ("teacher_layer", teacher_layer)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

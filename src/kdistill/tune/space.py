@@ -84,6 +84,12 @@ def check_space(raw: dict[str, Any], spec: TuneSpec) -> list[SearchDimension]:
         except ConfigError as error:
             problems.append(f"{_label(path)}: {_one_line(error, path)}")
             continue
+        if path == "data" or path.startswith(("data.", "data[")):
+            # a trial's data settings are rewritten into the sealed validation set-up (tune.data), and every
+            # trial must be scored on the same validation split, so data fields are not searchable
+            problems.append(f"{_label(path)}: data fields cannot be searched (every trial is scored on the same "
+                            "validation split); search model, method, training or strategy fields")
+            continue
         for value in SearchDimension(path, dimension).extremes():
             trial_raw = copy.deepcopy(raw)
             try:
