@@ -47,7 +47,24 @@ def classifier(model: nn.Module) -> list[nn.Module]:
     return linears[-1:]
 
 
-class StructuredPruning:
+class _Steps:
+    """The step count both pruners share: `steps` steps, each taken once."""
+
+    def __init__(self, steps: int) -> None:
+        if steps < 1:
+            raise BadInput(f"prune.steps: must be >= 1 (got {steps})")
+        self.steps, self.done = steps, 0
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.steps
+
+    def _next(self) -> None:
+        if self.finished:
+            raise RuntimeError(f"all {self.steps} pruning steps are done")
+
+
+class StructuredPruning(_Steps):
     """Channel / neuron pruning of `model` in place, `steps` steps to `ratio` of each layer's
     prunable channels (Torch-Pruning's `MetaPruner`, magnitude importance).
 
@@ -57,11 +74,10 @@ class StructuredPruning:
     def __init__(self, model: nn.Module, example: Any, ratio: float, steps: int = 1, importance: str = "l2",
                  ignore: Sequence[str] = (), global_ranking: bool = False) -> None:
         check_ratio("prune.ratio", ratio)
-        if steps < 1:
-            raise BadInput(f"prune.steps: must be >= 1 (got {steps})")
+        super().__init__(steps)
         if importance not in IMPORTANCES:
             raise BadInput(f"prune.importance: must be one of {sorted(IMPORTANCES)} (got {importance!r})")
-        self.model, self.example, self.steps, self.done = model, example, steps, 0
+        self.model, self.example = model, example
         self.shortcuts_replaced = replace_pad_shortcuts(model)
         ignored = classifier(model) + [module_by_path(model, path) for path in ignore]
         self.pruner = tp.pruner.MetaPruner(
@@ -69,14 +85,9 @@ class StructuredPruning:
             pruning_ratio=ratio, iterative_steps=steps, ignored_layers=ignored, global_pruning=global_ranking,
             customized_pruners={ChannelShortcut: ChannelShortcutPruner()})
 
-    @property
-    def finished(self) -> bool:
-        return self.done >= self.steps
-
     def step(self) -> None:
         """Remove the next step's channels (in place; the optimiser of the old weights is stale)."""
-        if self.finished:
-            raise RuntimeError(f"all {self.steps} pruning steps are done")
+        self._next()
         was_training = self.model.training
         self.model.eval()
         self.pruner.step()
@@ -108,25 +119,19 @@ def prunable_weights(model: nn.Module, ignore: Sequence[str] = ()) -> list[tuple
             if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear) and id(m) not in skipped]
 
 
-class UnstructuredPruning:
+class UnstructuredPruning(_Steps):
     """Global magnitude pruning (the smallest |w| over all prunable layers are zeroed), `steps`
     steps to a total `sparsity`. Masks stay attached while recovery trains (pruned weights stay
     zero); `finalize()` bakes the zeros into the weights and removes the masks and their hooks."""
 
     def __init__(self, model: nn.Module, sparsity: float, steps: int = 1, ignore: Sequence[str] = ()) -> None:
         check_ratio("prune.ratio", sparsity)
-        if steps < 1:
-            raise BadInput(f"prune.steps: must be >= 1 (got {steps})")
-        self.model, self.sparsity, self.steps, self.done = model, sparsity, steps, 0
+        super().__init__(steps)
+        self.model, self.sparsity = model, sparsity
         self.weights = prunable_weights(model, ignore)
 
-    @property
-    def finished(self) -> bool:
-        return self.done >= self.steps
-
     def step(self) -> None:
-        if self.finished:
-            raise RuntimeError(f"all {self.steps} pruning steps are done")
+        self._next()
         before = self.sparsity * self.done / self.steps
         after = self.sparsity * (self.done + 1) / self.steps
         # torch's amount is a share of the weights still unpruned
