@@ -175,7 +175,7 @@ def main() -> None:
     records = Records(BENCHMARK)
     tokenizer, train, held_out = corpus()
     vocab = tokenizer.get_vocab_size()
-    eot, _ = special_ids(tokenizer)
+    eot, pad = special_ids(tokenizer)
     print(f"text: {len(train)} training blocks ({int(train.attention_mask.sum())} tokens), {len(held_out)} held-out "
           f"blocks ({held_out.num_targets()} targets), vocabulary {vocab}", flush=True)
     teacher = train_teacher(records, vocab, train, held_out, args.teacher_epochs)
@@ -202,9 +202,10 @@ def main() -> None:
             run_student(records, "forward_kl top-k cached", seed, config, vocab, [ForwardKL()], teacher, train,
                         held_out, cache)
         if "sequence-level KD" in args.variants:
-            config = {**taught, "method": "sequence-level KD", "generated_blocks": len(train)}  # sampled with the seed
+            # sampled with the seed; the padding token is never sampled (a first version could)
+            config = {**taught, "method": "sequence-level KD", "generated_blocks": len(train), "pad_sampled": False}
             if not records.find("sequence-level KD", seed, config):
-                generated = generate_blocks(teacher, len(train), BLOCK, eot, seed=seed)
+                generated = generate_blocks(teacher, len(train), BLOCK, eot, seed=seed, pad_id=pad)
                 run_student(records, "sequence-level KD", seed, config, vocab, [HardLabel()], None, generated,
                             held_out)
     print(table())

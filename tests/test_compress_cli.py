@@ -65,6 +65,7 @@ def test_the_stop_rule_keeps_the_largest_pruning_within_the_budget(tmp_path, che
     ("compress.prune.ratios=[0]", "compress.prune.ratios[0]: Input should be greater than 0"),
     ("model.checkpoint=missing.pt", "model.checkpoint: file does not exist: missing.pt"),
     ("compress.stages=[export,prune]", "compress.stages: stages run in the order"),
+    ("data.val_fraction=0", "data.val_fraction: compress makes its choices (accuracy budget, targets) on a validation"),
 ])
 def test_bad_input_is_one_line(tmp_path, checkpoint, capsys, change, expected):
     plan = write_plan(tmp_path, checkpoint)

@@ -77,6 +77,15 @@ def test_key_follows_teacher_data_k_and_dtype(setup):
     assert key != TopKCache.make_key(other, blocks, 8, "float16")
 
 
+def test_saving_the_teacher_keeps_its_key(setup, tmp_path):
+    """`save_pretrained` fills in the config's architectures and dtype: the scores, and the key, stay."""
+    teacher, blocks = setup
+    key = TopKCache.make_key(teacher, blocks, 8, "float16")
+    teacher.model.save_pretrained(tmp_path / "saved")
+    assert teacher.model.config.architectures == ["GPT2LMHeadModel"]
+    assert TopKCache.make_key(teacher, blocks, 8, "float16") == key
+
+
 def test_a_cache_of_another_key_is_refused(setup, tmp_path):
     teacher, blocks = setup
     built = open_topk_cache(tmp_path, teacher, blocks, VOCAB, k=8)
@@ -108,3 +117,44 @@ def test_a_failed_build_leaves_nothing_behind(setup, tmp_path):
     with pytest.raises(BadInput, match="expects"):
         open_topk_cache(tmp_path, teacher, blocks, VOCAB + 1, k=8)  # wrong vocabulary: refused mid-build
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_teacher_of_another_config_with_the_same_weights_gets_its_own_cache(setup, tmp_path):
+    """Same weights, another head count: other scores, so another key; never the stale cache."""
+    teacher, blocks = setup
+    torch.manual_seed(0)
+    other = tiny_lm(1, heads=4)
+    other.load_state_dict(teacher.state_dict())  # the very same tensors
+    assert TopKCache.make_key(other, blocks, 8, "float32") != TopKCache.make_key(teacher, blocks, 8, "float32")
+    first = open_topk_cache(tmp_path, teacher, blocks, VOCAB, k=8, dtype="float32")
+    calls = []
+    handle = other.register_forward_hook(lambda *_: calls.append(1))
+    second = open_topk_cache(tmp_path, other, blocks, VOCAB, k=8, dtype="float32")
+    handle.remove()
+    assert calls and second.path != first.path  # built afresh, beside the first
+    rows = torch.tensor([0, 5])
+    with torch.inference_mode():
+        live = token_scores(other.eval(), blocks.input_ids[rows], blocks.attention_mask[rows])
+    assert torch.allclose(second.lookup(rows), top_k_logits(live, 8), atol=1e-5)
+    # the stale cache is another teacher's (near-uniform attention at initialisation: a small but real gap,
+    # far above float32 storage's error)
+    assert (first.lookup(rows) - second.lookup(rows)).abs().max() > 1e-4
+    # a cache handed to a Distiller of another teacher is refused
+    from kdistill import Distiller
+    from kdistill.lm import use_cache
+
+    with pytest.raises(BadInput, match="another teacher"):
+        use_cache(Distiller(other, tiny_lm(2), [ForwardKL()], progress=False), first)
+
+
+def test_methods_of_different_temperatures_cannot_share_one_fill():
+    from kdistill.lm.topk_cache import fill_temperature
+
+    assert fill_temperature([ForwardKL(temperature=2.0), ReverseKL(temperature=2.0)], 8, VOCAB) == 2.0
+    assert fill_temperature([], 8, VOCAB) == 1.0
+    with pytest.raises(BadInput, match="one temperature"):
+        fill_temperature([ForwardKL(temperature=1.0), ReverseKL(temperature=2.0)], 8, VOCAB)
+    with pytest.raises(BadInput, match="differs from the methods"):
+        fill_temperature([ForwardKL(temperature=1.0)], 8, VOCAB, configured=2.0)
+    # the whole vocabulary: no tail, every temperature exact
+    assert fill_temperature([ForwardKL(temperature=1.0), ReverseKL(temperature=2.0)], VOCAB, VOCAB) == 1.0

@@ -62,6 +62,11 @@ def test_lm_command_runs_every_stage_and_saves_loadable_models(tmp_path, capsys)
     corpus, _ = load_corpus(config)
     assert load_tokenizer(out / "student" / "tokenizer.json").get_vocab() == corpus.tokenizer.get_vocab()
     assert perplexity(loaded, corpus.held_out)["perplexity"] == pytest.approx(rows["student"]["perplexity"], rel=1e-5)
+    # `kdistill layers` reads the saved student: its blocks and attention maps for 8 tokens
+    capsys.readouterr()
+    assert main(["layers", str(out / "student"), "--input-shape", "8"]) == 0
+    listed = capsys.readouterr().out
+    assert "GPT2LMHeadModel" in listed and "(2, 2, 8, 8)" in listed and f"(2, 8, {corpus.vocab_size})" in listed
 
 
 def test_sequence_level_kd_trains_on_teacher_text(tmp_path, monkeypatch):
@@ -81,7 +86,16 @@ def test_sequence_level_kd_trains_on_teacher_text(tmp_path, monkeypatch):
     rows = LMExperiment(config, tmp_path / "run").run()
     assert [row["model"] for row in rows] == ["teacher", "student"]
     assert len(seen) == 1 and torch.all(seen[0].attention_mask == 1)  # generated blocks: full, unpadded
+    assert seen[0].input_ids.ne(1).all()  # the padding token (id 1) is never sampled
     assert not (tmp_path / "run" / "teacher-cache").exists()  # hard_label alone never needs the teacher's logits
     with pytest.raises(BadInput, match="student_text"):
         LMExperiment(load_config(str(tmp_path / "lm.yaml"), ["data.options.student_text=mixed"]),
                      tmp_path / "other").run()
+
+
+def test_methods_of_two_temperatures_sharing_a_top_k_cache_are_refused(tmp_path, capsys):
+    methods = [{"name": "forward_kl", "temperature": 1.0}, {"name": "reverse_kl", "temperature": 2.0}]
+    config = write_config(tmp_path, baseline=False, methods=methods)
+    assert main(["lm", config, "--output-dir", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "temperatures [1.0, 2.0] share one top-k cache" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing to resume: removed, so the same command can run again

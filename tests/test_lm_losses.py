@@ -102,16 +102,45 @@ def test_top_k_teacher_keeps_the_tail_mass_spread_evenly():
     assert torch.equal(top_k_logits(teacher, 4), teacher)
 
 
-def test_a_teacher_that_rules_tokens_out_restricts_both_to_its_support():
+def test_a_teacher_that_rules_tokens_out():
+    """Forward KL and JSD: exact on the student's full distribution (finite, and the ruled-out token's
+    gradient is q - p = q, pushing its mass off); reverse KL (infinite in truth): the student
+    conditioned on the teacher's support."""
     teacher = torch.log(torch.tensor([[0.7, 0.2, 0.1]]))
     teacher[0, 2] = float("-inf")
-    student = torch.log(torch.tensor([[0.2, 0.5, 0.3]])).requires_grad_()
-    p, q = (0.7 / 0.9, 0.2 / 0.9), (0.2 / 0.7, 0.5 / 0.7)  # both renormalised on the teacher's two tokens
-    assert forward_kl(student, teacher).item() == pytest.approx(kl(p, q), abs=1e-6)
+    p = (0.7 / 0.9, 0.2 / 0.9)  # the teacher's distribution: 0 on the third token
+    q_full = (0.2, 0.5, 0.3)
+    student = torch.log(torch.tensor([q_full])).requires_grad_()
+    forward = forward_kl(student, teacher)
+    # KL(p || q) = sum over p > 0 of p log(p / q), q unrenormalised: 0.7/0.9 ln(3.889) + 0.2/0.9 ln(0.444)
+    assert forward.item() == pytest.approx(p[0] * math.log(p[0] / 0.2) + p[1] * math.log(p[1] / 0.5), abs=1e-6)
+    assert forward.item() == pytest.approx(0.876, abs=1e-3)  # renormalising q on the support would give 0.520
+    forward.backward()
+    expected_grad = torch.tensor([[0.2 - p[0], 0.5 - p[1], 0.3]])  # d KL / d logits = q - p
+    assert torch.allclose(student.grad, expected_grad, atol=1e-6)
+    student.grad = None
     value = reverse_kl(student, teacher)
+    q = (0.2 / 0.7, 0.5 / 0.7)  # the student on the teacher's two tokens
     assert value.item() == pytest.approx(kl(q, p), abs=1e-6)
     value.backward()
     assert torch.isfinite(student.grad).all() and student.grad[0, 2] == 0
+    student.grad = None
+    # JSD at beta 0.5: m = (p + q) / 2 is positive everywhere, so the value is finite and exact
+    m = [(a + b) / 2 for a, b in zip((*p, 0.0), q_full, strict=True)]
+    exact = 0.5 * kl(p, m[:2]) + 0.5 * kl(q_full, m)
+    jsd = generalized_jsd(student, teacher, beta=0.5)
+    assert jsd.item() == pytest.approx(exact, abs=1e-6)
+    jsd.backward()
+    assert torch.isfinite(student.grad).all() and student.grad[0, 2] > 0
+
+
+def test_a_top_k_teacher_with_an_empty_tail_is_exact():
+    """A teacher whose tail has no mass (fill -inf): forward KL equals the KL on the top k alone."""
+    teacher = torch.log(torch.tensor([[0.6, 0.4, 0.0, 0.0]]))  # -inf on the last two
+    sparse = top_k_logits(teacher, 2)
+    assert torch.isinf(sparse[0, 2:]).all()
+    student = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4]]))
+    assert forward_kl(student, sparse).item() == pytest.approx(0.6 * math.log(6) + 0.4 * math.log(2), abs=1e-6)
 
 
 def test_registered_by_name_with_checked_options():

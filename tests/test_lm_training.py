@@ -79,6 +79,30 @@ def test_sequence_level_blocks_are_seeded_and_shaped():
         generate_blocks(teacher, 1, BLOCK, 0, temperature=0)
 
 
+def test_sequence_level_kd_never_samples_the_padding_token():
+    """A teacher that all but always predicts the pad id: its samples must still hold no padding
+    (without the mask nearly every sampled token would be the pad)."""
+    teacher = tiny_lm(3)
+    pad = 1
+    head = teacher.model.lm_head
+
+    def favour_pad(_module, _inputs, output):
+        output = output.clone()
+        output[..., pad] += 50.0
+        return output
+
+    handle = head.register_forward_hook(favour_pad)
+    try:
+        blocks = generate_blocks(teacher, count=4, block_size=BLOCK, start_id=0, seed=1, pad_id=pad)
+        unmasked = generate_blocks(teacher, count=4, block_size=BLOCK, start_id=0, seed=1)
+    finally:
+        handle.remove()
+    assert (unmasked.input_ids[:, 1:] == pad).float().mean() > 0.9  # the hook does make the pad likely
+    assert not torch.any(blocks.input_ids == pad)
+    with pytest.raises(BadInput, match="padding token"):
+        generate_blocks(teacher, 1, BLOCK, start_id=pad, pad_id=pad)
+
+
 class FixedLM(nn.Module):
     """A 'model' whose next-token probabilities are given: (V, T) per block, the same for every block."""
 

@@ -50,9 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("methods", parents=[common], help="list distillation methods, their options and references")
 
     layers = commands.add_parser("layers", parents=[common], help="list a model's module paths and output shapes")
-    layers.add_argument("model", help="registered model name, package.module:factory, or a checkpoint file "
-                        "(then the modules that own weights are listed, with their parameter shapes)")
-    layers.add_argument("--input-shape", default="3,32,32", help="shape of one sample, e.g. 3,32,32")
+    layers.add_argument("model", help="registered model name, package.module:factory, a checkpoint file "
+                        "(then the modules that own weights are listed, with their parameter shapes), or a "
+                        "Hugging Face model directory or config.json (a text model: token ids in)")
+    layers.add_argument("--input-shape", default=None,
+                        help="shape of one sample, e.g. 3,32,32 (the default); for a text model the number of "
+                        "tokens, e.g. 32 (default 16)")
     layers.add_argument("--num-classes", type=int, default=10)
     layers.add_argument("--options", default="{}", help="model options as YAML, e.g. '{hidden: [64]}'")
     layers.add_argument("--checkpoint", help="weights to load first (optional)")
@@ -90,13 +93,17 @@ def command_layers(args: argparse.Namespace, console: Console) -> int:
     from kdistill.models import build_model, load_weights
     from kdistill.registry import RegistryError
     from kdistill.taps import describe_layers
+    from kdistill.text.layers import command_text_layers, is_text_model, print_text_layers, text_config, tokens_of
 
+    if is_text_model(args.model):
+        return command_text_layers(args, console)
     if Path(args.model).is_file():
         return _checkpoint_layers(Path(args.model), console)
+    input_shape = args.input_shape or "3,32,32"
     try:
-        shape = tuple(int(s) for s in args.input_shape.split(","))
+        shape = tuple(int(s) for s in input_shape.split(","))
     except ValueError:
-        raise BadInput(f"--input-shape: {args.input_shape!r} is not a list of whole numbers; e.g. 3,32,32") from None
+        raise BadInput(f"--input-shape: {input_shape!r} is not a list of whole numbers; e.g. 3,32,32") from None
     try:
         options = yaml.safe_load(args.options) or {}
     except yaml.YAMLError as error:
@@ -110,6 +117,8 @@ def command_layers(args: argparse.Namespace, console: Console) -> int:
             load_weights(model, args.checkpoint)
     except (RegistryError, ValueError, TypeError, FileNotFoundError) as error:
         raise BadInput(str(error).splitlines() or [type(error).__name__]) from None
+    if text_config(model) is not None:  # a Hugging Face model built by name: token ids in
+        return print_text_layers(model, args.model, tokens_of(args.input_shape), console)
     table = Table(title=f"{args.model}: tappable module paths for input {shape}")
     for column in ("path", "module", "output shape"):
         table.add_column(column)

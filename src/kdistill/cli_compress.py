@@ -8,6 +8,10 @@ The plan names the model (`model: {name, options, checkpoint, normalize}`), its 
 in an experiment file), an optional `teacher:` for the distil stage, and the `compress:` section
 (kdistill.compress.spec). The output folder gets `compress.md` (the table), `compress.json`,
 `model.safetensors`, `model.onnx` and, when kept, `model-int8.onnx`.
+
+Every choice (accuracy budget, latency / FLOPs target) reads the validation split `data:` gives
+(`data.val_fraction` of the training set, as in `kdistill run`, or the data set's own); the test
+split is only reported.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from typing import Any
 
 from rich.console import Console
 
-from kdistill.config_error import ConfigError
 from kdistill.errors import BadInput
 
 
@@ -84,17 +87,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     plan = load_plan(args.plan, args.overrides)
     out = output_dir(plan, args.out)
-    try:
-        bundle, train, _ = load_data(SimpleNamespace(data=plan.data.model_copy(update={"val_fraction": 0.0}),
-                                                     seed=plan.seed))
-    except ConfigError:
-        raise
+    bundle, train, val = load_data(SimpleNamespace(data=plan.data, seed=plan.seed))
+    if val is None:
+        raise BadInput("data.val_fraction: compress makes its choices (accuracy budget, targets) on a validation "
+                       "split and reports the test split; set it above 0 (e.g. 0.1) or give the data set a val split")
     model = build(plan.model, bundle, "model")
     teacher = build(plan.teacher, bundle, "teacher") if "distil" in plan.compress.stages else None
     norm = normalization_for(plan.model, bundle)
     teacher_norm = normalization_for(plan.teacher, bundle) if teacher is not None else None
     pipeline = CompressionPipeline(plan.compress, model, train, bundle.test, norm, out, teacher, plan.seed,
-                                   teacher_norm)
+                                   teacher_norm, val=val)
     result = pipeline.run()
     table = stage_table(result.rows)
     (out / "compress.md").write_text(f"# {plan.name}\n\n{table}\n\nFiles: {json.dumps(result.files)}\n")

@@ -2,15 +2,24 @@
 
     kdistill lm examples/lm_gpt2_tiny.yaml
     kdistill lm examples/lm_gpt2_tiny.yaml --set methods[0].name=reverse_kl --set baseline=false
+    kdistill lm --resume runs/lm-gpt2-tiny-20260101-120000   # after Ctrl-C: continue where it stopped
+    kdistill lm examples/lm_gpt2_tiny.yaml --nproc 2          # DDP: 2 processes (gloo on CPU)
 
 The config is an ordinary kdistill experiment file; the command prints held-out perplexity,
 parameters and tokens per second of the teacher, the scratch student (with `baseline: true`) and
-the distilled student, and writes them to `results.json` in the run directory.
+the distilled student, and writes them to `results.json` in the run directory. `--resume RUN_DIR`
+continues an interrupted run from its own `config.yaml` (finished stages loaded, the interrupted
+one from its checkpoint); `--set` is then accepted only for the fields `kdistill run --resume`
+accepts (device, loader workers), which cannot change what a finished stage computed. `--nproc N`
+re-runs the command under torchrun, as `kdistill run --nproc` does: the run directory is fixed
+first, rank 0 alone writes files and prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -19,30 +28,64 @@ from rich.table import Table
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("lm", help="distil a causal language model token by token (held-out perplexity)")
-    parser.add_argument("config", help="experiment YAML (data: kdistill.lm:text_corpus, models: kdistill.lm:causal_lm)")
+    parser.add_argument("config", nargs="?",
+                        help="experiment YAML (data: kdistill.lm:text_corpus, models: kdistill.lm:causal_lm)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set training.epochs=1 (repeatable)")
     parser.add_argument("--output-dir", help="run directory (must not exist yet, or be empty)")
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its directory")
+    parser.add_argument("--nproc", type=int, default=1, metavar="N",
+                        help="train with N processes on this machine (DDP through torchrun; gloo on CPU)")
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads per process (default: torch's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    from kdistill.engine.distributed import exit_process, setup_from_env, shutdown
+    from kdistill.errors import BadInput
+
+    if args.nproc < 1:
+        raise BadInput(f"--nproc: must be >= 1 (got {args.nproc})")
+    world = setup_from_env()
+    if world.distributed and not world.is_main:
+        console = Console(quiet=True)
+    try:
+        code = _run(args, console, world)
+    except BaseException:
+        if world.distributed:
+            shutdown(wait=False)
+        raise
+    if world.distributed:
+        exit_process(code)
+    return code
+
+
+def _run(args: argparse.Namespace, console: Console, world: Any) -> int:
     import torch
 
-    from kdistill.config import load_config
+    from kdistill.engine import TrainingInterrupted
+    from kdistill.errors import EXIT_INTERRUPTED
     from kdistill.lm.experiment import LMExperiment
-    from kdistill.run.directory import create_run_dir, new_run_dir
 
-    values = {"output_dir": args.output_dir} if args.output_dir else None
-    config = load_config(args.config, args.overrides, values)
+    config, run_dir, created = _config(args, world)
+    if args.nproc > 1 and not world.distributed:
+        return _launch(args, run_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_dir = new_run_dir(config)
-    create_run_dir(run_dir)
-    console.print(f"run directory: {run_dir}")
-    rows = LMExperiment(config, run_dir, progress=not args.no_progress).run()
+    console.print(f"run directory: {run_dir}", highlight=False)
+    try:
+        rows = LMExperiment(config, run_dir, progress=not args.no_progress, resume=bool(args.resume)).run()
+    except (TrainingInterrupted, KeyboardInterrupt):
+        if _remove_debris(args, world, run_dir, created):
+            console.print("\ninterrupted before the first checkpoint; nothing to resume (the run directory was "
+                          "removed): run the same command again", highlight=False)
+        else:
+            console.print(f"\ninterrupted; continue with: kdistill lm --resume {run_dir}", highlight=False)
+        return EXIT_INTERRUPTED
+    except BaseException:
+        _remove_debris(args, world, run_dir, created)  # nothing to resume: the same command may simply run again
+        raise
     table = Table(title=f"{config.name}: held-out perplexity (lower is better)")
     for column in ("model", "perplexity", "parameters", "train tokens/s", "eval tokens/s"):
         table.add_column(column)
@@ -52,3 +95,53 @@ def run(args: argparse.Namespace, console: Console) -> int:
                       "-" if speed is None else f"{speed:,.0f}", f"{row['eval_tokens_per_s']:,.0f}")
     console.print(table)
     return 0
+
+
+def _remove_debris(args: argparse.Namespace, world: Any, run_dir: Path, created: Path | None) -> bool:
+    """A fresh run that failed before its first checkpoint leaves nothing behind (as `kdistill run`)."""
+    from kdistill.run.directory import remove_debris
+
+    return world.is_main and not args.resume and remove_debris(run_dir, created)
+
+
+def _config(args: argparse.Namespace, world: Any) -> tuple[Any, Path, Path | None]:
+    """(config, run directory, the topmost directory this call created): the run's own config on
+    --resume, else the file's, in a new directory that rank 0 picks and creates (the other
+    processes take its answer)."""
+    from kdistill.collectives import broadcast_object
+    from kdistill.config import load_config
+    from kdistill.errors import BadInput
+    from kdistill.run.directory import create_run_dir, new_run_dir
+    from kdistill.run.resume import load_resumed_config
+
+    if args.resume:
+        if args.config or args.output_dir:
+            raise BadInput("--resume takes the run's own config and directory; drop the config file and --output-dir")
+        run_dir = Path(args.resume)
+        return load_resumed_config(run_dir, args.overrides), run_dir, None
+    if not args.config:
+        raise BadInput("kdistill lm: give an experiment YAML, or --resume RUN_DIR to continue a run")
+    values = {"output_dir": args.output_dir} if args.output_dir else None
+    config = load_config(args.config, args.overrides, values)
+    run_dir, created = None, None
+    if world.is_main:
+        run_dir = new_run_dir(config)
+        created = create_run_dir(run_dir)
+    return config, Path(str(broadcast_object(str(run_dir) if run_dir is not None else None))), created
+
+
+def _launch(args: argparse.Namespace, run_dir: Path) -> int:
+    """This command again under torchrun (`kdistill.launch`: the first failed worker's exit code),
+    with N processes and the run directory fixed."""
+    import subprocess
+
+    command = [sys.executable, "-m", "kdistill.launch", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "kdistill.cli", "lm"]
+    if args.resume:
+        command += ["--resume", args.resume]
+    else:
+        command += [args.config, "--output-dir", str(run_dir)]
+    command += [f"--set={o}" for o in args.overrides]
+    command += ["--threads", str(args.threads)] if args.threads else []
+    command += ["--no-progress"] if args.no_progress else []
+    return subprocess.call(command)

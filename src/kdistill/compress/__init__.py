@@ -16,7 +16,8 @@ _WHERE = {
     "StructuredPruning": "prune", "UnstructuredPruning": "prune", "prune_to_target": "prune",
     "prune_attention_heads": "heads",
     "convert_qat": "quantize", "prepare_qat": "quantize", "quantize_dynamic_onnx": "quantize",
-    "quantize_static_onnx": "quantize", "RecoverySettings": "recover", "recover": "recover",
+    "quantize_static_onnx": "quantize", "quantize_dynamic_torch": "quantize", "export_qat_onnx": "quantize",
+    "RecoverySettings": "recover", "recover": "recover",
     "CompressSpec": "spec", "CompressPlan": "plan",
 }
 __all__ = sorted(_WHERE)

@@ -39,8 +39,10 @@ def compress_after_strategy(ctx: Any, student: nn.Module | None, spec: CompressS
     elif out.exists() and any(out.iterdir()):
         raise ConfigError([f"compress: {out} holds an unfinished compression; remove it to compress again"])
     else:
+        # the choices read the experiment's validation split (or one held out of ctx.train without one)
         pipeline = CompressionPipeline(spec.model_copy(update={"stages": stages}), copy.deepcopy(student),
-                                       ctx.train, ctx.bundle.test, ctx.student_norm, out, seed=ctx.config.seed)
+                                       ctx.train, ctx.bundle.test, ctx.student_norm, out, seed=ctx.config.seed,
+                                       val=ctx.val)
         stage_rows = pipeline.run().rows
         (out / "compress.md").write_text(stage_table(stage_rows) + "\n")
     rows = []

@@ -5,9 +5,15 @@ training in which a float teacher distils into the fake-quantised student.
 Dynamic and static quantization run on the exported ONNX model with ONNX Runtime's tools
 (`onnxruntime.quantization`): the deployed artefact is what gets quantised and measured, and
 ONNX Runtime is maintained for this, where PyTorch's eager `torch.ao.quantization` is deprecated.
+Models that do not export to one ONNX input (text models taking `input_ids` and `attention_mask`,
+an LSTM over packed sequences) are quantised dynamically in PyTorch instead (`quantize_dynamic_torch`:
+Linear, LSTM and GRU modules become torch.ao's dynamic int8 ones).
 Quantization-aware training needs the model in PyTorch: it uses torch.ao's FX graph mode
 (`prepare_qat_fx` / `convert_fx`, deprecated since torch 2.10 in favour of torchao, which is not
-installed here), trained by kdistill's own `Distiller`.
+installed here), trained by kdistill's own `Distiller`. Its result goes to ONNX as a QDQ graph
+(`export_qat_onnx`): torch.ao's decomposed reference model, whose quantize / dequantize ops the
+ONNX exporter writes as QuantizeLinear / DequantizeLinear with the scales QAT learnt (the converted
+int8 model's packed `quantized::` kernels and the fake-quantised model do not export).
 """
 
 from __future__ import annotations
@@ -100,14 +106,81 @@ def prepare_qat(model: nn.Module, example: torch.Tensor, backend: str = "x86") -
     with _quiet():
         prepared = prepare_qat_fx(copy.deepcopy(model).cpu().train(), get_default_qat_qconfig_mapping(backend),
                                   (example,))
+        # sizing the observers must not train the copy: in train mode this pass would move every
+        # BatchNorm's running statistics toward the statistics of `example` (a couple of samples),
+        # which the int8 model then folds into its weights. Observers observe in eval mode too.
         with torch.no_grad():
-            prepared(example)
+            prepared.eval()(example)
+        prepared.train()
     return prepared
 
 
 def convert_qat(prepared: nn.Module) -> nn.Module:
-    """The int8 PyTorch model (CPU, eval) from a trained `prepare_qat` model."""
+    """The int8 PyTorch model (CPU, eval) from a trained `prepare_qat` model, which is left as it was
+    (`convert_fx` rewrites the graph module it is given: `export_qat_onnx` needs it unconverted)."""
+    import copy
+
     from torch.ao.quantization.quantize_fx import convert_fx
 
     with _quiet():
-        return convert_fx(prepared.cpu().eval())
+        return convert_fx(copy.deepcopy(prepared).cpu().eval())
+
+
+def qat_output_step(prepared: nn.Module) -> float:
+    """The int8 step (scale) of a `prepare_qat` model's output: one rounding flip of the output
+    changes a logit by this much, the unit of the QAT ONNX check's tolerance."""
+    output = next(node for node in prepared.graph.nodes if node.op == "output")
+    source = output.args[0]
+    quantizer = prepared.get_submodule(source.target) if getattr(source, "op", "") == "call_module" else None
+    if quantizer is None or not hasattr(quantizer, "scale"):
+        raise BadInput("quantize.qat: the model's output is not quantised, so there is no int8 step to check "
+                       "the ONNX file against; export the float model instead")
+    return float(quantizer.scale.max())
+
+
+def export_qat_onnx(prepared: nn.Module, sample: torch.Tensor, path: str | Path) -> Path:
+    """The trained `prepare_qat` model as an ONNX QDQ graph (dynamic batch axis) computing what
+    `convert_qat` computes: int8 weights and activations at the scales QAT learnt. `prepared` is
+    not changed (a copy is converted)."""
+    import copy
+
+    from torch.ao.quantization.quantize_fx import _convert_to_reference_decomposed_fx
+
+    from kdistill.compress.export import export_onnx
+
+    with _quiet():
+        reference = _convert_to_reference_decomposed_fx(copy.deepcopy(prepared).cpu().eval())
+    path = Path(path)
+    raw = path.with_suffix(".float-weights.onnx")
+    export_onnx(reference, sample, raw)
+    try:
+        fold_constants(raw, path)
+    finally:
+        raw.unlink(missing_ok=True)
+    return path
+
+
+def fold_constants(source: str | Path, target: str | Path) -> Path:
+    """`source` with its constant sub-graphs computed (ONNX Runtime's basic, provider-independent
+    graph optimisations, saved offline). The exporter writes each weight as a float initializer
+    quantised at run time; folded, the file holds the int8 weights themselves (a quarter the bytes)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(target)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    return Path(target)
+
+
+def quantize_dynamic_torch(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose Linear, LSTM and GRU modules hold int8 weights (activations
+    quantised per call): torch.ao's dynamic quantization, for models ONNX cannot take (text
+    models with several inputs, packed sequences). CPU, eval mode; `model` is not changed."""
+    import copy
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with _quiet():
+        return quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)

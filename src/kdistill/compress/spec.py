@@ -20,11 +20,13 @@ class Strict(BaseModel):
 
 
 class PruneSpec(Strict):
-    """Structured (channels) or unstructured (weights). `ratios` ascending: each is reached from the
-    last accepted model and recovered before the next (one ratio: one-shot); or one target: the
-    share of the starting model's FLOPs or batch-1 latency to keep."""
+    """Structured (channels / neurons), unstructured (weights) or heads (whole attention heads of
+    every attention layer). `ratios` ascending: each is reached from the last accepted model and
+    recovered before the next (one ratio: one-shot); for heads, a ratio is the share of each layer's
+    heads removed. Or one target (structured only): the share of the starting model's FLOPs or
+    batch-1 latency to keep."""
 
-    kind: Literal["structured", "unstructured"] = "structured"
+    kind: Literal["structured", "unstructured", "heads"] = "structured"
     ratios: list[Ratio] = Field(default_factory=lambda: [0.5], min_length=1)
     target_flops: Ratio | None = None
     target_latency: Ratio | None = None
@@ -40,6 +42,12 @@ class PruneSpec(Strict):
             raise ValueError("prune: give target_flops or target_latency, not both")
         if self.kind == "unstructured" and (self.target_flops or self.target_latency):
             raise ValueError("prune.kind: unstructured pruning does not reduce dense FLOPs or latency; use ratios")
+        if self.kind == "heads" and (self.target_flops or self.target_latency):
+            raise ValueError("prune.kind: heads are pruned by ratios (the share of each layer's heads); drop "
+                             "target_flops / target_latency or use kind: structured")
+        if self.kind == "heads" and self.ignore:
+            raise ValueError("prune.ignore: not used by kind: heads (every attention layer loses the same share); "
+                             "remove it")
         return self
 
 
@@ -57,13 +65,24 @@ class TrainSpec(Strict):
 
 
 class QuantizeSpec(Strict):
-    """dynamic: int8 weights of Linear / recurrent layers (ONNX Runtime); static: int8 weights and
-    activations calibrated on `calibration_samples` training inputs (CNNs); qat: fake-quantised
-    training distilled from the float model for `qat.epochs`, converted to int8 (PyTorch)."""
+    """dynamic: int8 weights of Linear / recurrent layers; static: int8 weights and activations
+    calibrated on `calibration_samples` training inputs (CNNs); qat: fake-quantised training
+    distilled from the float model for `qat.epochs`, converted to int8 (PyTorch). `runtime`: where
+    the int8 model runs. onnxruntime: dynamic and static quantise the float ONNX file, qat is
+    exported as a QDQ ONNX file too; pytorch: dynamic is torch.ao's (for models ONNX cannot take,
+    e.g. text models), qat stays a PyTorch model."""
 
     mode: Literal["dynamic", "static", "qat"] = "dynamic"
+    runtime: Literal["onnxruntime", "pytorch"] = "onnxruntime"
     calibration_samples: int = Field(256, gt=0)
     qat: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=1, lr=0.001))
+
+    @model_validator(mode="after")
+    def _runtime(self) -> QuantizeSpec:
+        if self.mode == "static" and self.runtime == "pytorch":
+            raise ValueError("quantize.runtime: static quantization runs in onnxruntime; use runtime: onnxruntime or "
+                             "mode: dynamic")
+        return self
 
 
 class ExportSpec(Strict):

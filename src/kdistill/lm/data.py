@@ -29,6 +29,10 @@ class TextCorpus:
     def end_of_text(self) -> int:
         return special_ids(self.tokenizer)[0]
 
+    @property
+    def pad(self) -> int:
+        return special_ids(self.tokenizer)[1]
+
 
 def _file(root: Path | None, name: str, option: str) -> Path:
     path = Path(name) if root is None or Path(name).is_absolute() else Path(root) / name

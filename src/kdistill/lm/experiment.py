@@ -14,9 +14,24 @@ accuracy. Stages, each trained by the same `Distiller`:
    student trains on text the teacher samples instead of the real text: with `hard_label` alone,
    that is sequence-level KD.
 
-The run directory holds the tokenizer (`tokenizer.json`), each model saved with `save_pretrained`
-(`teacher/`, `student-scratch/`, `student/`: loadable with transformers alone), each stage's
-training records, and `results.json` (held-out perplexity, parameters, tokens per second).
+The run directory holds its config (`config.yaml`), the tokenizer (`tokenizer.json`), each model
+saved with `save_pretrained` (`teacher/`, `student-scratch/`, `student/`: loadable with
+transformers alone), each stage's training records, and `results.json` (held-out perplexity,
+parameters, tokens per second).
+
+Resume (`kdistill lm --resume RUN_DIR`): every stage goes through `strategies.stages.fit_or_load`,
+the rule every `kdistill run` stage follows: a finished stage (its `student.pt`) is loaded, the
+interrupted one continues from its checkpoint (mid-epoch included), later ones start fresh, and a
+stage whose `stage.json` (teacher weights, data, epochs, methods, seed) disagrees is refused. Each
+model is built under the seed alone and the teacher's text and top-k cache are pure functions of
+the teacher and the seed, so a resumed run ends with the weights of an uninterrupted one.
+
+Under DDP (`kdistill lm --nproc N`) every process runs every stage (the Distiller shards the
+blocks); the top-k cache is built in shares; rank 0 alone writes files. The token-level losses
+are exact over the processes (a 2-process student equals a 1-process one); `hard_label` (the
+teacher's and the scratch student's loss) weights each process's mean over its positions by its
+share of blocks, which differs from one process's mean only in a batch holding the padded last
+block; dropout draws differ between 1 and N processes, as in every DDP run.
 """
 
 from __future__ import annotations
@@ -28,8 +43,10 @@ from typing import Any
 
 import torch
 
-from kdistill.config import ExperimentConfig, TrainingSpec
+from kdistill.collectives import barrier, current_world
+from kdistill.config import ExperimentConfig, TrainingSpec, dump_config
 from kdistill.data.transforms import Normalize
+from kdistill.engine.checkpoint import atomic_write_text
 from kdistill.engine.device import resolve_device
 from kdistill.engine.distiller import Distiller
 from kdistill.errors import BadInput
@@ -37,9 +54,10 @@ from kdistill.lm.data import TextCorpus
 from kdistill.lm.metrics import perplexity, training_tokens_per_second
 from kdistill.lm.models import CausalLMScores, count_parameters, unwrap
 from kdistill.lm.sequence_kd import generate_blocks
-from kdistill.lm.topk_cache import open_topk_cache, use_cache
+from kdistill.lm.topk_cache import fill_temperature, open_topk_cache, use_cache
 from kdistill.methods import HardLabel, build_method
 from kdistill.run.build import distiller_kwargs
+from kdistill.strategies.stages import StageExists, StageMismatch, fit_or_load, weights_digest
 
 STUDENT_TEXTS = ("real", "teacher")
 
@@ -81,77 +99,106 @@ def build_lm(spec: Any, corpus: TextCorpus, where: str, seed: int) -> CausalLMSc
 
 
 class LMExperiment:
-    """The stages of one experiment in `run_dir`; `run()` returns one row per model."""
+    """The stages of one experiment in `run_dir`; `run()` returns one row per model. With `resume`,
+    finished stages are loaded and the interrupted one continues (see the module's docstring)."""
 
-    def __init__(self, config: ExperimentConfig, run_dir: Path, progress: bool = False) -> None:
+    def __init__(self, config: ExperimentConfig, run_dir: Path, progress: bool = False, resume: bool = False) -> None:
         if config.teacher is None:
             raise BadInput("teacher: an LM experiment needs one teacher (teacher: {name: kdistill.lm:causal_lm, ...})")
-        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.config, self.run_dir, self.progress, self.resume = config, Path(run_dir), progress, resume
         self.rows: list[dict[str, Any]] = []
+        self.main = current_world().is_main  # under DDP (`kdistill lm --nproc`) rank 0 alone writes files
         # where the Distiller trains: evaluation, teacher sampling and the top-k cache build run there too
         self.device = resolve_device(config.training.device)
 
     def fit(self, name: str, teacher: Any, student: Any, methods: list, training: TrainingSpec, train: Any,
-            cache: Any = None) -> Distiller:
-        kwargs = distiller_kwargs(self.config, training, Normalize(None, None), self.run_dir / name, name,
-                                  self.progress)
-        distiller = Distiller(teacher, student, methods, **kwargs)
-        if cache is not None:
-            use_cache(distiller, cache)
-        distiller.fit(train, epochs=training.epochs)
-        return distiller
+            cache: Any = None) -> tuple[list[dict[str, Any]], list[str]]:
+        """Train (or load, or continue) stage `name`; its epoch records and notes."""
+        stage_dir = self.run_dir / name
+        record = {"stage": name, "teacher_weights": weights_digest(teacher) if teacher is not None else None,
+                  "data": train.fingerprint(), "epochs": training.epochs, "methods": [m.label for m in methods],
+                  "seed": self.config.seed}
+        made: list[Distiller] = []
 
-    def record(self, name: str, model: Any, corpus: TextCorpus, distiller: Distiller | None, train: Any,
+        def make_distiller() -> Distiller:
+            kwargs = distiller_kwargs(self.config, training, Normalize(None, None), stage_dir, name, self.progress)
+            distiller = Distiller(teacher, student, methods, **kwargs)
+            if cache is not None:
+                use_cache(distiller, cache)
+            made.append(distiller)
+            return distiller
+
+        try:
+            outcome = fit_or_load(stage_dir, student, make_distiller, train, None, training.epochs,
+                                  resume=self.resume, record=record)
+        except (StageExists, StageMismatch) as error:
+            raise BadInput(str(error)) from None
+        notes_file = stage_dir / "notes.json"
+        notes = made[0].notes if made else (json.loads(notes_file.read_text()) if notes_file.is_file() else [])
+        return outcome.history, notes
+
+    def record(self, name: str, model: Any, corpus: TextCorpus, fitted: tuple[list, list[str]] | None, train: Any,
                seconds: float) -> None:
+        """Score `model` on the held-out text (every process: the same value) and save it (rank 0)."""
         scored = perplexity(model, corpus.held_out, self.config.data.eval_batch_size, device=self.device)
-        unwrap(model).save_pretrained(self.run_dir / name)
-        corpus.tokenizer.save(str(self.run_dir / name / "tokenizer.json"))
+        if self.main:
+            from kdistill.text.hf_models import quiet_transformers
+
+            with quiet_transformers():  # no progress bar for writing one small shard
+                unwrap(model).save_pretrained(self.run_dir / name)
+            corpus.tokenizer.save(str(self.run_dir / name / "tokenizer.json"))
+        history, notes = fitted if fitted is not None else ([], [])
         self.rows.append({"model": name, "perplexity": scored["perplexity"], "nll": scored["nll"],
                           "parameters": count_parameters(model), "eval_tokens_per_s": scored["tokens_per_s"],
-                          "train_tokens_per_s": training_tokens_per_second(distiller.history, train)
-                          if distiller is not None else None, "seconds": round(seconds, 1),
-                          "notes": distiller.notes if distiller is not None else []})
+                          "train_tokens_per_s": training_tokens_per_second(history, train)
+                          if fitted is not None else None, "seconds": round(seconds, 1), "notes": notes})
 
     def run(self) -> list[dict[str, Any]]:
         config = self.config
         corpus, student_text = load_corpus(config)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        corpus.tokenizer.save(str(self.run_dir / "tokenizer.json"))
+        # everything the config can get wrong is checked before the first stage trains
+        methods = [build_method(spec.name, spec.options()) for spec in config.methods]
+        needs_teacher = any(m.needs_teacher for m in methods)
+        settings = config.teacher.cache_spec() if needs_teacher else None
+        if settings is not None:
+            k = settings.top_k or corpus.vocab_size
+            # the fill keeps the tail's mass at the methods' one temperature (as the vision cache's does)
+            temperature = fill_temperature(methods, k, corpus.vocab_size, settings.temperature)
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not self.resume:
+                atomic_write_text(self.run_dir / "config.yaml", dump_config(config))
+            corpus.tokenizer.save(str(self.run_dir / "tokenizer.json"))
         started = time.perf_counter()
         teacher = build_lm(config.teacher, corpus, "teacher", config.seed)
-        trainer = None
+        fitted = None
         if config.teacher.checkpoint is None:
-            trainer = self.fit("teacher", None, teacher, [HardLabel()], config.teacher.training or config.training,
-                               corpus.train)
-        self.record("teacher", teacher, corpus, trainer, corpus.train, time.perf_counter() - started)
+            fitted = self.fit("teacher", None, teacher, [HardLabel()], config.teacher.training or config.training,
+                              corpus.train)
+        self.record("teacher", teacher, corpus, fitted, corpus.train, time.perf_counter() - started)
         teacher.eval()
         if config.baseline:
             started = time.perf_counter()
             scratch = build_lm(config.student, corpus, "student", config.seed)
-            trainer = self.fit("student-scratch", None, scratch, [HardLabel()], config.training, corpus.train)
-            self.record("student-scratch", scratch, corpus, trainer, corpus.train, time.perf_counter() - started)
+            fitted = self.fit("student-scratch", None, scratch, [HardLabel()], config.training, corpus.train)
+            self.record("student-scratch", scratch, corpus, fitted, corpus.train, time.perf_counter() - started)
         started = time.perf_counter()
         train = corpus.train
         if student_text == "teacher":
             train = generate_blocks(teacher, len(corpus.train), corpus.train.block_size, corpus.end_of_text,
-                                    seed=config.seed, device=self.device)
-        methods = [build_method(spec.name, spec.options()) for spec in config.methods]
-        needs_teacher = any(m.needs_teacher for m in methods)
+                                    seed=config.seed, device=self.device, pad_id=corpus.pad)
         cache = None
-        settings = config.teacher.cache_spec()
-        if settings is not None and needs_teacher:
+        if settings is not None:
             directory = settings.directory or self.run_dir / "teacher-cache"
-            # the fill keeps the tail's mass at the methods' temperature (as the vision cache's does)
-            temperature = settings.temperature or max((m.temperature for m in methods if hasattr(m, "temperature")),
-                                                      default=1.0)
-            cache = open_topk_cache(directory, teacher, train, corpus.vocab_size,
-                                    settings.top_k or corpus.vocab_size, settings.dtype, config.data.eval_batch_size,
-                                    device=self.device, temperature=temperature)
+            cache = open_topk_cache(directory, teacher, train, corpus.vocab_size, k, settings.dtype,
+                                    config.data.eval_batch_size, device=self.device, temperature=temperature)
         student = build_lm(config.student, corpus, "student", config.seed)
-        trainer = self.fit("student", teacher if needs_teacher else None, student, methods, config.training, train,
-                           cache)
-        self.record("student", student, corpus, trainer, train, time.perf_counter() - started)
-        (self.run_dir / "results.json").write_text(json.dumps(self.rows, indent=1))
+        fitted = self.fit("student", teacher if needs_teacher else None, student, methods, config.training, train,
+                          cache)
+        self.record("student", student, corpus, fitted, train, time.perf_counter() - started)
+        if self.main:
+            atomic_write_text(self.run_dir / "results.json", json.dumps(self.rows, indent=1))
+        barrier()
         return self.rows
 
 

@@ -3,7 +3,9 @@ ordinary language-model loss, on text the teacher generates, instead of (or besi
 
 The teacher samples `count` blocks of `block_size` tokens from its own distribution, each started
 from the end-of-text token (as its training blocks may be) and continued without stopping at
-end-of-text: the blocks are packed text like the real ones, so they need no padding. Sampling
+end-of-text: the blocks are packed text like the real ones, so they need no padding. The padding
+token is never sampled (its probability is set to 0 and the rest renormalised): a pad id inside a
+block would be trained on as text, and the student would learn to emit padding. Sampling
 uses its own `torch.Generator` seeded from `seed` (the global RNG is untouched), so the same
 teacher and seed give the same text. A key-value cache keeps generation linear in the length.
 """
@@ -22,12 +24,16 @@ from kdistill.lm.models import unwrap
 
 @torch.inference_mode()
 def generate_blocks(teacher: nn.Module, count: int, block_size: int, start_id: int, seed: int = 0,
-                    temperature: float = 1.0, batch_size: int = 64, device: torch.device | str = "cpu") -> TokenBlocks:
-    """`count` teacher-sampled blocks of `block_size` tokens (the first is `start_id`)."""
+                    temperature: float = 1.0, batch_size: int = 64, device: torch.device | str = "cpu",
+                    pad_id: int | None = None) -> TokenBlocks:
+    """`count` teacher-sampled blocks of `block_size` tokens (the first is `start_id`); `pad_id` is
+    never sampled."""
     if count < 1 or block_size < 2:
         raise BadInput(f"sequence-level KD: count ({count}) must be >= 1 and block_size ({block_size}) >= 2")
     if not temperature > 0:
         raise BadInput(f"temperature: must be > 0 (got {temperature})")
+    if pad_id is not None and pad_id == start_id:
+        raise BadInput(f"sequence-level KD: the start token {start_id} is the padding token; start from end-of-text")
     model = unwrap(teacher)
     was_training = model.training
     model.eval().to(device)
@@ -41,7 +47,10 @@ def generate_blocks(teacher: nn.Module, count: int, block_size: int, start_id: i
         out = model(input_ids=tokens, use_cache=True)
         pieces = [tokens]
         for _ in range(block_size - 1):
-            probs = torch.softmax(out.logits[:, -1].float() / temperature, dim=-1)
+            logits = out.logits[:, -1].float() / temperature
+            if pad_id is not None:
+                logits[:, pad_id] = float("-inf")
+            probs = torch.softmax(logits, dim=-1)
             tokens = torch.multinomial(probs, 1, generator=generator)
             pieces.append(tokens)
             out = model(input_ids=tokens, use_cache=True, **{cache_name: getattr(out, cache_name)})

@@ -10,11 +10,23 @@ scores, what the token-level losses read; from a live teacher they compute the s
 `top_k=k` (methods/token_level.py).
 
 Same rules as the vision cache (engine/cache.py): the key is a digest of everything the values
-depend on (the teacher's weights and class, the blocks' contents and order, k, the temperature of
-the fill, the storage dtype, the format); the arrays are written in a private staging directory,
-`meta.json` is written last and atomically, and the directory is published under its key with one
-rename. A directory whose `meta.json` is missing, incomplete or names another key is never read:
-`load` refuses it, and `open_topk_cache` builds the cache afresh. One process builds (no DDP share-out here).
+depend on (the teacher's weights, class and Hugging Face config -- two teachers with the same
+weights but another head count or activation score differently --, the blocks' contents and order,
+k, the temperature of the fill, the storage dtype, the format); the arrays are written in a private
+staging directory, `meta.json` is written last and atomically, and the directory is published under
+its key with one rename. A directory whose `meta.json` is missing, incomplete or names another key
+is never read: `load` refuses it, and `open_topk_cache` builds the cache afresh, so a cache of
+another teacher is never reused (`use_cache` also refuses a cache whose recorded teacher is not the
+Distiller's).
+
+One fill serves one temperature: a method at another temperature would see a tail of the wrong
+mass, so `fill_temperature` refuses methods of different temperatures sharing a cache with k < V
+(with k = V there is no tail and every temperature is exact).
+
+Under DDP (engine/cache_build.py's scheme) every process computes its share of the in-order
+batches (batch b goes to rank b mod N) into the memory maps rank 0 created: the same batches one
+process computes, so the same bytes; the ranks agree that every block was written and none
+failed, and rank 0 alone marks the cache complete and publishes it.
 """
 
 from __future__ import annotations
@@ -32,13 +44,49 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdistill.collectives import all_reduce_sum, broadcast_object, current_world
 from kdistill.digest import model_digest
 from kdistill.engine.cache import dataset_digest
+from kdistill.engine.cache_build import _one_machine
 from kdistill.errors import BadInput
-from kdistill.lm.models import token_scores
+from kdistill.lm.models import token_scores, unwrap
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the teacher's config in the key, the teacher's identity in meta.json
 DTYPES = {"float16": np.float16, "float32": np.float32}
+# not what the scores depend on: where the model was read from, and what `save_pretrained` fills in
+# (`architectures`, `dtype`: the weights' dtype is in their digest); a saved teacher keeps its key
+VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "_commit_hash", "architectures", "dtype",
+                        "torch_dtype")
+
+
+def teacher_identity(teacher: nn.Module) -> dict[str, str]:
+    """What the teacher's scores depend on: its weights, its class, and its Hugging Face config
+    (layer count, heads, activation, ... which the weights alone do not fix); a digest of each."""
+    config = getattr(unwrap(teacher), "config", None)
+    config_digest = None
+    if config is not None and hasattr(config, "to_dict"):
+        fields = {k: v for k, v in config.to_dict().items() if k not in VOLATILE_CONFIG_KEYS}
+        config_digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"weights": model_digest(teacher)[:16], "class": type(teacher).__qualname__, "config": config_digest}
+
+
+def fill_temperature(methods: Any, k: int, vocab_size: int, configured: float | None = None) -> float:
+    """The one temperature the fill keeps the tail's mass at: that of every method reading the
+    teacher. Methods of different temperatures (or a configured one that differs from theirs) would
+    see a tail of the wrong mass: refused while the cache has a tail (k < V)."""
+    temperatures = sorted({float(m.temperature) for m in methods if m.needs_teacher and hasattr(m, "temperature")})
+    if k < vocab_size:
+        if len(temperatures) > 1:
+            raise BadInput(f"teacher.cache: methods at temperatures {temperatures} share one top-k cache, whose fill "
+                           "keeps the tail's mass at one temperature; give them one temperature, or top_k: null "
+                           "(the whole vocabulary, exact at every temperature)")
+        if configured is not None and temperatures and float(configured) != temperatures[0]:
+            raise BadInput(f"teacher.cache.temperature: {configured} differs from the methods' temperature "
+                           f"{temperatures[0]}; the fill must keep the tail's mass at the temperature the methods "
+                           "read, so leave it unset (or top_k: null)")
+    if configured is not None:
+        return float(configured)
+    return temperatures[0] if temperatures else 1.0
 
 
 class TopKCache:
@@ -46,7 +94,8 @@ class TopKCache:
     fill of the other tokens (N, T)."""
 
     def __init__(self, directory: str | Path, key: str, num_samples: int, block_size: int, vocab_size: int,
-                 k: int, dtype: str = "float16", temperature: float = 1.0) -> None:
+                 k: int, dtype: str = "float16", temperature: float = 1.0,
+                 teacher: dict[str, Any] | None = None) -> None:
         if dtype not in DTYPES:
             raise BadInput(f"dtype: must be one of {', '.join(DTYPES)} (got {dtype!r})")
         if k < 1:
@@ -54,15 +103,20 @@ class TopKCache:
         self.key, self.num_samples, self.block_size, self.vocab_size = key, num_samples, block_size, vocab_size
         self.k, self.dtype, self.temperature = min(k, vocab_size), dtype, float(temperature)
         self.path = Path(directory) / key
+        self.teacher = teacher  # the identity of the teacher it is (to be) built from (`teacher_identity`)
         self._values: np.ndarray | None = None
         self._indices: np.ndarray | None = None
         self._fill: np.ndarray | None = None
 
     @staticmethod
-    def make_key(teacher: nn.Module, dataset: Any, k: int, dtype: str, temperature: float = 1.0) -> str:
-        parts = {"format": CACHE_FORMAT, "kind": "lm-top-k", "teacher": model_digest(teacher),
-                 "teacher_class": type(teacher).__qualname__, "data": dataset_digest(dataset), "top_k": k,
-                 "dtype": dtype, "temperature": float(temperature)}
+    def make_key(teacher: nn.Module, dataset: Any, k: int, dtype: str, temperature: float = 1.0,
+                 vocab_size: int | None = None, identity: dict[str, Any] | None = None) -> str:
+        """With k >= `vocab_size` there is no tail: the values do not depend on the temperature.
+        `identity`: the teacher's `teacher_identity`, when already computed (a digest of every weight)."""
+        no_tail = vocab_size is not None and k >= vocab_size
+        parts = {"format": CACHE_FORMAT, "kind": "lm-top-k", "teacher": identity or teacher_identity(teacher),
+                 "data": dataset_digest(dataset), "top_k": k, "dtype": dtype,
+                 "temperature": None if no_tail else float(temperature)}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
     # state on disk ---------------------------------------------------------------------------------
@@ -89,6 +143,7 @@ class TopKCache:
         if meta.get("key") != self.key:
             raise BadInput(f"{self.path}: the cache was built for key {meta.get('key')}, not {self.key} (another "
                            "teacher, data or k); open_topk_cache() builds the one this run needs")
+        self.teacher = meta.get("teacher")
         self._values = np.load(self.path / "values.npy", mmap_mode="r")
         self._indices = np.load(self.path / "indices.npy", mmap_mode="r")
         self._fill = np.load(self.path / "fill.npy", mmap_mode="r")
@@ -102,58 +157,104 @@ class TopKCache:
         return sum(f.stat().st_size for f in self.path.glob("*.npy"))
 
     # build -----------------------------------------------------------------------------------------
+    def _arrays(self, folder: Path, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(values, indices, fill) memory maps in `folder`: created (w+) or opened for writing (r+)."""
+        shape = (self.num_samples, self.block_size, self.k)
+        if mode == "r+":
+            return tuple(np.load(folder / f"{name}.npy", mmap_mode="r+") for name in ("values", "indices", "fill"))
+        return (np.lib.format.open_memmap(folder / "values.npy", mode="w+", dtype=DTYPES[self.dtype], shape=shape),
+                np.lib.format.open_memmap(folder / "indices.npy", mode="w+", dtype=self._index_dtype(), shape=shape),
+                np.lib.format.open_memmap(folder / "fill.npy", mode="w+", dtype=np.float32, shape=shape[:2]))
+
+    def _compute(self, arrays: tuple[np.ndarray, ...], teacher: nn.Module, dataset: Any, batch_size: int,
+                 device: torch.device | str, rank: int, builders: int) -> int:
+        """Write this rank's batches (b mod builders == rank) of the in-order blocks; the rows written."""
+        values, indices, fills = arrays
+        written = 0
+        for batch_number, start in enumerate(range(0, self.num_samples, batch_size)):
+            if batch_number % builders != rank:
+                continue
+            rows = list(range(start, min(start + batch_size, self.num_samples)))
+            batch = [dataset[i] for i in rows]
+            ids = torch.stack([b["input_ids"] for b in batch]).to(device)
+            mask = torch.stack([b["attention_mask"] for b in batch]).to(device)
+            scores = token_scores(teacher, ids, mask).float()  # (B, V, T)
+            if scores.shape[1] != self.vocab_size:
+                raise BadInput(f"the teacher scores {scores.shape[1]} tokens, the cache expects {self.vocab_size}")
+            top_values, top_ids = scores.topk(self.k, dim=1)  # (B, k, T)
+            values[start:start + len(rows)] = top_values.transpose(1, 2).cpu().numpy()
+            indices[start:start + len(rows)] = top_ids.transpose(1, 2).cpu().numpy()
+            fills[start:start + len(rows)] = self._fill_of(scores, top_ids).cpu().numpy()
+            written += len(rows)
+        for array in arrays:
+            array.flush()
+        return written
+
     @torch.inference_mode()
     def build(self, teacher: nn.Module, dataset: Any, batch_size: int = 64,
               device: torch.device | str = "cpu") -> TopKCache:
-        """Run the teacher once over every block (in order), write the top-k of each position, publish."""
+        """Run the teacher once over every block (in order), write the top-k of each position, publish.
+        Under DDP every process of the run calls it and computes its share (see the module's docstring)."""
+        world = current_world()
         final = self.path
-        staging = final.parent / f".{final.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir(parents=True)
+        name = f".{final.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}" if world.is_main else None
+        staging = final.parent / str(broadcast_object(name))  # rank 0's name: one directory for all ranks
+        builders = world.world_size if _one_machine() else 1  # over several machines rank 0 builds alone
+        was_training = teacher.training
+        teacher.eval().to(device)
+        failure: BaseException | None = None
+        written = 0
         try:
-            shape = (self.num_samples, self.block_size, self.k)
-            values = np.lib.format.open_memmap(staging / "values.npy", mode="w+", dtype=DTYPES[self.dtype], shape=shape)
-            indices = np.lib.format.open_memmap(staging / "indices.npy", mode="w+", dtype=self._index_dtype(),
-                                                shape=shape)
-            fills = np.lib.format.open_memmap(staging / "fill.npy", mode="w+", dtype=np.float32, shape=shape[:2])
-            was_training = teacher.training
-            teacher.eval().to(device)
-            written = 0
-            for start in range(0, self.num_samples, batch_size):
-                rows = list(range(start, min(start + batch_size, self.num_samples)))
-                batch = [dataset[i] for i in rows]
-                ids = torch.stack([b["input_ids"] for b in batch]).to(device)
-                mask = torch.stack([b["attention_mask"] for b in batch]).to(device)
-                scores = token_scores(teacher, ids, mask).float()  # (B, V, T)
-                if scores.shape[1] != self.vocab_size:
-                    raise BadInput(f"the teacher scores {scores.shape[1]} tokens, the cache expects {self.vocab_size}")
-                top_values, top_ids = scores.topk(self.k, dim=1)  # (B, k, T)
-                values[start:start + len(rows)] = top_values.transpose(1, 2).cpu().numpy()
-                indices[start:start + len(rows)] = top_ids.transpose(1, 2).cpu().numpy()
-                fills[start:start + len(rows)] = self._fill_of(scores, top_ids).cpu().numpy()
-                written += len(rows)
-            teacher.train(was_training)
-            if written != self.num_samples:
-                raise RuntimeError(f"the cache build wrote {written} of {self.num_samples} blocks")
-            for array in (values, indices, fills):
-                array.flush()
-            del values, indices, fills
-            meta = {"key": self.key, "complete": True, "num_samples": self.num_samples, "block_size": self.block_size,
-                    "vocab_size": self.vocab_size, "top_k": self.k, "dtype": self.dtype,
-                    "temperature": self.temperature}
-            (staging / "meta.json.tmp").write_text(json.dumps(meta))
-            os.replace(staging / "meta.json.tmp", staging / "meta.json")
-            self.path = staging
-            if not final.exists() or not _complete_for(final, self.key):
-                shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover under our key
-                os.rename(staging, final)
-            else:  # another builder published first: use its copy
+            if world.is_main:
+                staging.mkdir(parents=True)
+                created = self._arrays(staging, "w+")
+                for array in created:
+                    array.flush()
+                del created
+        except BaseException as error:  # the others must hear of it, or they wait in the next collective
+            failure = error
+        failure = _agreed(failure, device, "create")
+        if failure is None:
+            try:
+                if world.rank < builders:
+                    written = self._compute(self._arrays(staging, "r+"), teacher, dataset, batch_size, device,
+                                            world.rank, builders)
+            except BaseException as error:
+                failure = error
+            failure = _agreed(failure, device, "write")
+        teacher.train(was_training)
+        if failure is None:
+            total = int(all_reduce_sum(torch.tensor([written], dtype=torch.long, device=device)).item())
+            if total != self.num_samples:
+                failure = RuntimeError(f"the cache build wrote {total} of {self.num_samples} blocks")
+        if failure is not None:
+            if world.is_main:
                 shutil.rmtree(staging, ignore_errors=True)
-            self.path = final
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            self.path = final
-            raise
+            raise failure
+        published = str(self._publish(staging, final, teacher)) if world.is_main else None
+        self.path = Path(str(broadcast_object(published)))
         return self.load()
+
+    def _publish(self, staging: Path, final: Path, teacher: nn.Module) -> Path:
+        """Write meta.json last (atomically), then rename the staging directory to the key; where
+        another builder published first, its copy is used. Returns where the cache lies."""
+        meta = {"key": self.key, "complete": True, "num_samples": self.num_samples, "block_size": self.block_size,
+                "vocab_size": self.vocab_size, "top_k": self.k, "dtype": self.dtype, "temperature": self.temperature,
+                "teacher": self.teacher or teacher_identity(teacher)}
+        (staging / "meta.json.tmp").write_text(json.dumps(meta))
+        os.replace(staging / "meta.json.tmp", staging / "meta.json")
+        if final.exists() and _complete_for(final, self.key):  # another builder published first: use its copy
+            shutil.rmtree(staging, ignore_errors=True)
+            return final
+        shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover under our key
+        try:
+            os.rename(staging, final)
+        except OSError:  # a concurrent builder published between the two lines above
+            if _complete_for(final, self.key):
+                shutil.rmtree(staging, ignore_errors=True)
+                return final
+            return staging
+        return final
 
     def _fill_of(self, scores: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) logit of each token outside the top k: the rest's mass at T, spread evenly."""
@@ -181,6 +282,15 @@ class TopKCache:
         return {}
 
 
+def _agreed(failure: BaseException | None, device: torch.device | str, step: str) -> BaseException | None:
+    """This rank's failure, or one naming another rank's, when any rank failed (every rank takes
+    part, so none waits forever in the next collective)."""
+    failed = all_reduce_sum(torch.tensor([0.0 if failure is None else 1.0], device=device))
+    if failed.item() > 0 and failure is None:
+        return RuntimeError(f"another process failed to {step} the LM top-k cache; see its error")
+    return failure
+
+
 def _complete_for(path: Path, key: str) -> bool:
     try:
         meta = json.loads((path / "meta.json").read_text())
@@ -196,9 +306,11 @@ def open_topk_cache(directory: str | Path, teacher: nn.Module, dataset: Any, voc
     loaded if one exists, else built."""
     if not temperature > 0:
         raise BadInput(f"temperature: must be > 0 (got {temperature})")
-    key = TopKCache.make_key(teacher, dataset, k, dtype, temperature)
-    cache = TopKCache(directory, key, len(dataset), dataset.block_size, vocab_size, k, dtype, temperature)
-    return cache.load() if cache.is_complete() else cache.build(teacher, dataset, batch_size, device)
+    identity = teacher_identity(teacher)
+    key = TopKCache.make_key(teacher, dataset, k, dtype, temperature, vocab_size, identity)
+    cache = TopKCache(directory, key, len(dataset), dataset.block_size, vocab_size, k, dtype, temperature, identity)
+    complete = broadcast_object(cache.is_complete() if current_world().is_main else None)  # rank 0 decides
+    return cache.load() if complete else cache.build(teacher, dataset, batch_size, device)
 
 
 def use_cache(distiller: Any, cache: TopKCache) -> None:
@@ -208,7 +320,14 @@ def use_cache(distiller: Any, cache: TopKCache) -> None:
         raise BadInput(f"the top-k cache holds one teacher's outputs; this run has {len(distiller.teachers)}")
     if any(m.teacher_taps() for m in distiller.methods):
         raise BadInput("the top-k cache holds logits only; methods that tap teacher layers need the teacher live")
+    meta = cache.meta()
+    if meta is None:
+        cache.load()  # refused: an incomplete cache
+    built_from, teacher = meta.get("teacher"), teacher_identity(distiller.teachers[0].model)
+    if built_from != teacher:
+        raise BadInput(f"{cache.path}: the top-k cache was built from another teacher ({built_from}, this run's: "
+                       f"{teacher}); open_topk_cache() with this run's teacher builds the right one")
     distiller.cache = cache
 
 
-__all__ = ["TopKCache", "open_topk_cache", "use_cache"]
+__all__ = ["TopKCache", "fill_temperature", "open_topk_cache", "teacher_identity", "use_cache"]

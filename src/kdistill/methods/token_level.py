@@ -7,6 +7,12 @@ Scores are (B, V, T) -- vocabulary on dimension 1, PyTorch's per-position conven
 positions of the divergence (summed over the vocabulary), times T^2 at temperature T (as soft-target
 KD, so the gradient's scale does not shrink with T).
 
+Under DDP the mean is over the positions of the global batch, exactly as one process takes it (each
+rank scales its sum by the global counts: see `TokenDivergence._position_scale`), so a 2-process run
+equals a 1-process one even when blocks hold different numbers of positions. (With gradient
+accumulation each micro-batch is weighted by its share of blocks, exact when every block has the
+same number of positions, as all but a text's last block do.)
+
 - `forward_kl`: KL(p || q), p the teacher, q the student: mass-covering; the usual word-level KD
   (Kim & Rush 2016).
 - `reverse_kl`: KL(q || p): mode-seeking (MiniLLM, Gu et al. 2024).
@@ -25,8 +31,17 @@ and renormalising there was tried first and fails: the student's own mass outsid
 then free, and on SST-2 a top-32 student's held-out perplexity rose to 394 against 74 with the
 full teacher; see benchmarks/lm.py.)
 
-A teacher logit of -inf (a token the teacher rules out) is handled exactly: both distributions are
-taken on the teacher's finite tokens, renormalised there, so the reverse KL stays finite.
+Tokens the teacher rules out (a logit of -inf: p_i = 0; a top-k teacher whose fill is -inf because
+its tail has no mass). The forward KL is finite and computed exactly on the student's full
+distribution: KL(p || q) = sum over p_i > 0 of p_i log(p_i / q_i), its terms with p_i = 0 are 0,
+and its gradient q_i - p_i = q_i still pushes the student's mass off the ruled-out tokens.
+(Renormalising q on the teacher's support would add log Q_S <= 0, the log of the student's mass
+there, to that value, and drop exactly that push.) The generalised JSD with 0 < beta < 1 is finite
+and exact too: m_i = (1 - beta) q_i > 0 wherever p_i = 0. The reverse KL is infinite whenever the
+student puts any mass on a ruled-out token (q_i log(q_i / 0)); it is defined here as the KL of the
+student conditioned on the teacher's support, KL(q|S || p) with q|S = q / Q_S, which is finite and
+equal to the true value when Q_S = 1; the same for the JSD at beta = 1. Gradients stay finite: no
+-inf ever meets a subtraction.
 """
 
 from __future__ import annotations
@@ -36,6 +51,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from kdistill.collectives import all_reduce_sum, current_world
 from kdistill.methods.base import Method, StepContext, require_positive
 
 IGNORE_INDEX = -100
@@ -65,35 +81,38 @@ def top_k_logits(logits: torch.Tensor, k: int, dim: int = 1, temperature: float 
     return fill.expand_as(logits).clone().scatter_(dim, indices, values)
 
 
-def _log_probs(student: torch.Tensor, teacher: torch.Tensor, temperature: float
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log q, log p) at temperature T, both renormalised on the teacher's finite logits. Off that
-    support both are set to 0 (probability 1 in each, so every KL term there is exactly 0 and no
-    -inf ever meets a subtraction: the gradients stay finite)."""
+def _scaled(student: torch.Tensor, teacher: torch.Tensor, temperature: float
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(log q, log p) at temperature T on the full vocabulary, and the teacher's support (None:
+    every token, the usual case, with no masking at all)."""
     student, teacher = student.float() / temperature, teacher.float() / temperature
     finite = torch.isfinite(teacher)
-    if bool(finite.all()):
-        return F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1)
-    log_q = F.log_softmax(student.masked_fill(~finite, float("-inf")), dim=-1).masked_fill(~finite, 0.0)
-    log_p = F.log_softmax(teacher, dim=-1).masked_fill(~finite, 0.0)
-    return log_q, log_p
+    support = None if bool(finite.all()) else finite
+    return F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), support
 
 
-def _kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
-    """KL(a || b) per row (off the support both are 0: no term)."""
-    return (log_a.exp() * (log_a - log_b)).sum(-1)
+def _kl(log_a: torch.Tensor, log_b: torch.Tensor, support_of_a: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(a || b) per row; terms where a is 0 (off `support_of_a`) are exactly 0, with finite gradients."""
+    if support_of_a is None:
+        return (log_a.exp() * (log_a - log_b)).sum(-1)
+    safe_a = log_a.masked_fill(~support_of_a, 0.0)  # -inf never enters a subtraction
+    return torch.where(support_of_a, safe_a.exp() * (safe_a - log_b), 0.0).sum(-1)
 
 
 def forward_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """KL(teacher || student) per row of (N, V) logits."""
-    log_q, log_p = _log_probs(student, teacher, temperature)
-    return _kl(log_p, log_q)
+    """KL(teacher || student) per row of (N, V) logits; exact also where the teacher rules tokens out."""
+    log_q, log_p, support = _scaled(student, teacher, temperature)
+    return _kl(log_p, log_q, support)
 
 
 def reverse_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """KL(student || teacher) per row of (N, V) logits."""
-    log_q, log_p = _log_probs(student, teacher, temperature)
-    return _kl(log_q, log_p)
+    """KL(student || teacher) per row of (N, V) logits; where the teacher rules tokens out, the student
+    conditioned on the teacher's support (the true value is infinite; see the module's docstring)."""
+    log_q, log_p, support = _scaled(student, teacher, temperature)
+    if support is None:
+        return _kl(log_q, log_p)
+    conditioned = F.log_softmax((student.float() / temperature).masked_fill(~support, float("-inf")), dim=-1)
+    return _kl(conditioned, log_p.masked_fill(~support, 0.0), support)
 
 
 def generalized_jsd(student: torch.Tensor, teacher: torch.Tensor, beta: float = 0.5,
@@ -104,9 +123,9 @@ def generalized_jsd(student: torch.Tensor, teacher: torch.Tensor, beta: float = 
         return forward_kl(student, teacher, temperature)
     if beta == 1:
         return reverse_kl(student, teacher, temperature)
-    log_q, log_p = _log_probs(student, teacher, temperature)
-    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
-    return beta * _kl(log_p, log_m) + (1 - beta) * _kl(log_q, log_m)
+    log_q, log_p, support = _scaled(student, teacher, temperature)
+    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))  # finite: m >= (1 - beta) q > 0
+    return beta * _kl(log_p, log_m, support) + (1 - beta) * _kl(log_q, log_m)
 
 
 class TokenDivergence(Method):
@@ -136,9 +155,25 @@ class TokenDivergence(Method):
         teacher_rows, _ = position_rows(teacher, None)
         if keep is not None:
             student_rows, teacher_rows = student_rows[keep], teacher_rows[keep]
-        if student_rows.shape[0] == 0:
+        total = self.divergence(student_rows, teacher_rows).sum() if student_rows.shape[0] else None
+        scale = self._position_scale(student_rows.shape[0], ctx.student_logits.shape[0], ctx.student_logits.device)
+        if total is None or scale == 0:
             return ctx.student_logits.sum() * 0.0  # a batch of padding alone: no term, still a graph
-        return self.divergence(student_rows, teacher_rows).mean() * self.temperature ** 2
+        return total * scale * self.temperature ** 2
+
+    @staticmethod
+    def _position_scale(positions: int, blocks: int, device: torch.device) -> float:
+        """1 / positions on one process: the mean over the batch's positions. Under DDP the loop
+        weights each rank's loss by its share of the global batch's blocks (n_r W / N) and DDP
+        averages the gradients; N / (P n_r), P the global batch's positions, makes that the mean
+        over all P positions, as one process computes it, also when blocks hold different numbers
+        of positions (the padded last block). Every rank calls this once a step (one all-reduce)."""
+        if not current_world().distributed:
+            return 1.0 / positions if positions else 0.0
+        counts = all_reduce_sum(torch.tensor([float(positions), float(blocks)], dtype=torch.float64, device=device))
+        if positions == 0 or counts[0] == 0:
+            return 0.0
+        return float(counts[1]) / (float(counts[0]) * blocks)
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}, temperature={self.temperature}, top_k={self.top_k}"
