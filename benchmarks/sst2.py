@@ -327,7 +327,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher-epochs", type=int, default=2)
     parser.add_argument("--student-epochs", type=int, default=4)
-    parser.add_argument("--transfer-epochs", type=int, default=3, help="epochs of the transfer-set variants")
+    parser.add_argument("--transfer-epochs", type=int, default=2, help="epochs of the transfer-set variants")
     parser.add_argument("--copies", type=int, default=6, help="perturbed copies asked per training sentence")
     parser.add_argument("--stages", nargs="+", default=["teacher", "students"],
                         choices=["teacher", "cache", "students", "summary"])
