@@ -42,23 +42,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from kdistill.engine.distributed import exit_process, setup_from_env, shutdown
+    from kdistill.cli_run import run_in_process_group
     from kdistill.errors import BadInput
 
     if args.nproc < 1:
         raise BadInput(f"--nproc: must be >= 1 (got {args.nproc})")
-    world = setup_from_env()
-    if world.distributed and not world.is_main:
-        console = Console(quiet=True)
-    try:
-        code = _run(args, console, world)
-    except BaseException:
-        if world.distributed:
-            shutdown(wait=False)
-        raise
-    if world.distributed:
-        exit_process(code)
-    return code
+    return run_in_process_group(_run, args, console)
 
 
 def _run(args: argparse.Namespace, console: Console, world: Any) -> int:

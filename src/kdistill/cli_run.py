@@ -59,13 +59,21 @@ def launch_processes(args: argparse.Namespace, run_dir: Path, threads: int) -> i
 
 
 def command_run(args: argparse.Namespace, console: Console) -> int:
+    return run_in_process_group(_run, args, console)
+
+
+def run_in_process_group(body, args: argparse.Namespace, console: Console) -> int:
+    """Run `body(args, console, world)` as this process's part of a torchrun launch (or alone).
+
+    Only the main process prints; a failure on any process tears the group down without waiting
+    for the others, so no rank hangs in a collective that will never come."""
     from kdistill.engine.distributed import exit_process, setup_from_env, shutdown
 
     world = setup_from_env()
     if world.distributed and not world.is_main:
         console = Console(quiet=True)
     try:
-        code = _run(args, console, world)
+        code = body(args, console, world)
     except BaseException:
         if world.distributed:
             shutdown(wait=False)
