@@ -30,12 +30,28 @@ AGREEMENT = 0.97  # and the same prediction on at least 97 % of its sentences
 NONE = Normalize(None, None)
 
 
+def word_tokenizer(root, folder):
+    """A word-level tokenizer over SST-2's training sentences (lower-cased, space-separated), saved as
+    a model folder: the test needs no pretrained tokenizer package."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    lines = [line.split(" ", 1)[1] for line in (root / "stsa.binary.train").read_text().splitlines() if " " in line]
+    tokenizer.train_from_iterator(lines, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"], min_frequency=2))
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
-def sst2():
+def sst2(tmp_path_factory):
     from kdistill.text.datasets import load_sst2_bundle
     from kdistill.text.simple_students import text_bilstm
 
-    bundle = load_sst2_bundle(require_shared("sst2"), tokenizer="minilm", max_length=48)
+    root = require_shared("sst2")
+    folder = word_tokenizer(root, str(tmp_path_factory.mktemp("sst2-words")))
+    bundle = load_sst2_bundle(root, tokenizer=folder, max_length=48)
     train, val = split_validation(bundle.train, 0.1, seed=0)
     torch.manual_seed(0)
     model = text_bilstm(bundle.num_classes, vocab_size=bundle.vocab_size, embed_dim=48, hidden=48)
