@@ -37,11 +37,18 @@ def setup_from_env() -> World:
     if world_size <= 1:
         return World()
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available() and local_rank < torch.cuda.device_count():
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=process_group_backend())
     return current_world()
+
+
+def process_group_backend() -> str:
+    """gloo for CPU tensors and, where CUDA is present, nccl for GPU tensors, in one group: the
+    process group starts before the config says which device the run uses, and `--device cpu` on
+    a GPU machine must still work (nccl alone cannot reduce CPU tensors)."""
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
 
 
 def shutdown(wait: bool = True) -> None:
@@ -70,5 +77,5 @@ def exit_process(code: int = 0) -> NoReturn:
 
 
 __all__ = ["World", "all_reduce_sum", "any_rank", "average_gradients", "barrier", "broadcast_object",
-           "broadcast_tensors", "current_world", "gather_batch", "gather_rows", "reduce_sums", "setup_from_env",
-           "shard_weight", "shutdown", "exit_process"]
+           "broadcast_tensors", "current_world", "gather_batch", "gather_rows", "process_group_backend",
+           "reduce_sums", "setup_from_env", "shard_weight", "shutdown", "exit_process"]

@@ -1,0 +1,130 @@
+"""The GPU paths: mixed precision, the teacher cache and the CLI on CUDA against the CPU's results,
+and one process per GPU under DDP. CI has no GPU: the CUDA cases skip there (the device checks run
+them; see docs/benchmarks.md "GPU checks"); the GPU-count checks run everywhere with a stand-in count.
+
+On a machine with CUDA the rest of the suite runs there too: `device: auto` (the default) picks the
+GPU, so the engine, cache, resume and LM tests exercise the CUDA path as well.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from kdistill import Distiller, OptimizerSettings, ScheduleSettings
+from kdistill.cli import main
+from kdistill.engine.cache import CacheSettings
+from kdistill.engine.device import resolve_device
+from kdistill.engine.distributed import process_group_backend
+from kdistill.methods import HardLabel, SoftTarget
+from kdistill.models import build_model
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device checks run it)")
+OPT = OptimizerSettings(name="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+
+def test_a_gpu_beyond_the_machines_count_is_refused_with_the_fix(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match=r"GPU 3, but this machine has 1 GPU\(s\): use cuda:0\.\.cuda:0"):
+        resolve_device("cuda:3")
+    # the second process of `--nproc 2` on a one-GPU machine: local rank 1
+    from kdistill import collectives
+
+    monkeypatch.setattr(collectives, "current_world", lambda: collectives.World(1, 2, 1))
+    import kdistill.engine.device as device_module
+
+    monkeypatch.setattr(device_module, "current_world", lambda: collectives.World(1, 2, 1))
+    with pytest.raises(ValueError, match="for 2 processes: run with --nproc 1 or fewer, or --device cpu"):
+        resolve_device("auto")
+
+
+def test_one_process_group_serves_cpu_and_gpu_tensors(monkeypatch):
+    """`--device cpu` on a GPU machine: nccl alone cannot reduce CPU tensors, so gloo serves them."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert process_group_backend() == "gloo"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert process_group_backend() == "cpu:gloo,cuda:nccl"
+
+
+def _teacher(digits):
+    bundle, train, _ = digits
+    torch.manual_seed(7)
+    teacher = build_model("cnn", 10, (1, 8, 8), {"channels": [16, 32]})
+    Distiller(None, teacher, [HardLabel()], optimizer=OPT, batch_size=64, device="cpu", progress=False,
+              student_normalization=(bundle.mean, bundle.std)).fit(train, epochs=8)
+    return teacher.eval()
+
+
+def _student_accuracy(digits, teacher, device: str, precision: str) -> tuple[float, Distiller]:
+    bundle, train, _ = digits
+    torch.manual_seed(123)
+    student = build_model("mlp", 10, (1, 8, 8), {"hidden": [32]})
+    distiller = Distiller(teacher, student, [SoftTarget(weight=0.9, temperature=4.0), HardLabel(weight=0.1)],
+                          optimizer=OPT, schedule=ScheduleSettings(name="cosine"), batch_size=64, seed=0,
+                          device=device, precision=precision, progress=False,
+                          student_normalization=(bundle.mean, bundle.std),
+                          teacher_normalization=(bundle.mean, bundle.std))
+    distiller.fit(train, epochs=12)
+    return distiller.evaluate(bundle.test)["acc"], distiller
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_a_gpu_run_learns_what_the_cpu_run_learns(digits, precision):
+    teacher = _teacher(digits)
+    cpu_acc, _ = _student_accuracy(digits, teacher, "cpu", "fp32")
+    gpu_acc, distiller = _student_accuracy(digits, teacher, "cuda", precision)
+    assert cpu_acc > 0.85
+    assert abs(gpu_acc - cpu_acc) < 0.03, (precision, gpu_acc, cpu_acc)
+    assert all(p.device.type == "cuda" for p in distiller.student.model.parameters())
+    assert (distiller.scaler is not None) == (precision == "fp16")  # loss scaling only for fp16
+    assert all(p.dtype == torch.float32 for p in distiller.student.model.parameters())  # master weights
+
+
+@needs_cuda
+def test_a_cache_built_on_the_gpu_holds_the_teachers_outputs(digits, tmp_path):
+    bundle, train, _ = digits
+    teacher = _teacher(digits)
+    student = build_model("mlp", 10, (1, 8, 8), {"hidden": [32]})
+    distiller = Distiller(teacher, student, [SoftTarget()], batch_size=64, device="cuda", progress=False,
+                          student_normalization=(bundle.mean, bundle.std),
+                          teacher_normalization=(bundle.mean, bundle.std),
+                          teacher_cache=CacheSettings(tmp_path / "cache", dtype="float16"))
+    distiller._build(distiller.make_loader(train, train=True), epochs=1)
+    indices = torch.arange(len(train))
+    cached = distiller.cache.lookup(indices, 0, torch.device("cuda"))
+    assert cached.device.type == "cuda"
+    images = (train.inputs - bundle.mean[0]) / bundle.std[0]
+    with torch.no_grad():
+        expected = teacher.cpu()(images)
+    assert torch.allclose(cached.float().cpu(), expected, atol=2e-2, rtol=1e-2)
+
+
+@needs_cuda
+def test_the_demo_runs_on_the_gpu_in_bf16(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--device", "cuda", "--set", "training.precision=bf16", "--set", "training.epochs=10",
+                 "--set", "teacher.training.epochs=5", "--output-dir", str(out), "--no-progress"]) == 0
+    rows = {row["role"]: row for row in json.loads((out / "results.json").read_text())["rows"]}
+    assert "device: cuda" in capsys.readouterr().out
+    assert rows["student (distilled)"]["accuracy"] > 0.8, rows
+
+
+@needs_cuda
+@pytest.mark.skipif(torch.cuda.device_count() != 1, reason="checks the one-GPU machine's refusal")
+def test_two_processes_on_one_gpu_are_refused_and_run_on_the_cpu(tmp_path):
+    command = [sys.executable, "-m", "kdistill.cli", "run", "--nproc", "2", "--no-progress",
+               "--set", "training.epochs=2", "--set", "teacher.training.epochs=1", "--set", "baseline=false"]
+    refused = subprocess.run([*command, "--output-dir", str(tmp_path / "gpu")], capture_output=True, text=True,
+                             timeout=600)
+    assert refused.returncode == 2, refused.stderr
+    assert "--nproc 1 or fewer, or --device cpu" in refused.stderr
+    on_cpu = subprocess.run([*command, "--device", "cpu", "--output-dir", str(tmp_path / "cpu")],
+                            capture_output=True, text=True, timeout=600)
+    assert on_cpu.returncode == 0, on_cpu.stderr
