@@ -8,9 +8,9 @@
 set -o pipefail
 OUT=${OUT:-gpu-check}
 mkdir -p "$OUT"
+# into the interpreter's own site-packages: tests start subprocesses with a bare environment
 if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir .whl/*.whl || exit 1
 fi
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1 || {
   tail -n 5 "$OUT/install.log"; export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src; }
@@ -20,5 +20,5 @@ nvidia-smi -L
 python3 -c "import torch, kdistill; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
 timeout 180 python3 -m pytest -q -p no:cacheprovider -rfEs tests/test_cuda.py 2>&1 | tee "$OUT/cuda.log"
 timeout "${SUITE_SECONDS:-300}" python3 -m pytest -v -p no:cacheprovider -n 8 --timeout 240 -rfE \
-  --continue-on-collection-errors --junitxml="$OUT/suite.xml" tests >"$OUT/suite.log" 2>&1
+  --continue-on-collection-errors --junitxml="$OUT/suite.xml" tests --ignore tests/test_cuda.py >"$OUT/suite.log" 2>&1
 tail -n 60 "$OUT/suite.log"

@@ -29,7 +29,7 @@ def make(digits, teacher, cache_dir=None, augment=None, dtype="float32", views=N
     torch.manual_seed(123)
     student = build_model("mlp", 10, (1, 8, 8), {"hidden": [32]})
     cache = CacheSettings(cache_dir, dtype=dtype, views=views) if cache_dir else None
-    return Distiller(teacher, student, [SoftTarget(weight=0.9, temperature=4.0), HardLabel(weight=0.1)],
+    return Distiller(teacher, student, [SoftTarget(weight=0.9, temperature=4.0), HardLabel(weight=0.1)], device="cpu",
                      optimizer=OPT, batch_size=64, seed=seed, progress=False, augment=augment,
                      student_normalization=(bundle.mean, bundle.std), teacher_normalization=(bundle.mean, bundle.std),
                      teacher_cache=cache)
@@ -107,7 +107,7 @@ def test_top_k_reproduces_full_loss_within_tolerance(tmp_path):
         reference = SoftTarget(1.0, 4.0)(StepContext(student(inputs), teacher_logits=[full]))["soft_target"]
     losses, sizes = {}, {}
     for top_k in (None, 20):
-        distiller = Distiller(teacher, student, [SoftTarget(weight=1.0, temperature=4.0)], batch_size=128,
+        distiller = Distiller(teacher, student, [SoftTarget(weight=1.0, temperature=4.0)], batch_size=128, device="cpu",
                               progress=False, teacher_cache=CacheSettings(tmp_path / str(top_k), top_k=top_k,
                                                                           dtype="float32"))
         distiller._build(distiller.make_loader(data, train=True), epochs=1)
@@ -167,6 +167,7 @@ def test_cached_features_give_the_same_student_as_running_the_teacher(digits, tm
         student = build_model("cnn", 10, (1, 8, 8), {"channels": [4, 8]})
         hint = build_method("hint", {"student_layer": "features.1", "teacher_layer": "features.1", "weight": 1.0})
         distiller = Distiller(teacher, student, [hint, SoftTarget(weight=0.5), HardLabel(weight=0.5)], optimizer=OPT,
+                              device="cpu",
                               batch_size=64, progress=False, student_normalization=(bundle.mean, bundle.std),
                               teacher_normalization=(bundle.mean, bundle.std), teacher_cache=cache)
         distiller.fit(small, epochs=2)
@@ -226,7 +227,7 @@ def test_extra_taps_let_runs_of_other_methods_share_one_cache(digits, tmp_path, 
                      HardLabel()], [SoftTarget(weight=0.9), HardLabel(weight=0.1)]):
         torch.manual_seed(0)
         student = build_model("cnn", 10, (1, 8, 8), {"channels": [4, 8]})
-        distiller = Distiller(teacher, student, methods, optimizer=OPT, batch_size=64, progress=False,
+        distiller = Distiller(teacher, student, methods, optimizer=OPT, batch_size=64, progress=False, device="cpu",
                               teacher_cache=settings)
         distiller.fit(small, epochs=1)
         runs.append(distiller)

@@ -46,7 +46,7 @@ def test_preparing_for_qat_leaves_batchnorm_statistics_alone(cnn, digits):
     prepared = prepare_qat(model, sample_inputs(train, norm, 2))
     before, after = bn_statistics(model), bn_statistics(prepared)
     assert len(after) == len(before) == 4  # two BatchNorms, fused into the QAT convolutions
-    assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    assert all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(after, before, strict=True))
     assert prepared.training  # ready to train
     with torch.inference_mode():  # the observers were sized: a probe under inference_mode works
         assert prepared.eval()(sample_inputs(bundle.test, norm, 4)).shape == (4, bundle.num_classes)

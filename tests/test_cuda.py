@@ -15,10 +15,11 @@ import sys
 import pytest
 import torch
 
-from kdistill import Distiller, OptimizerSettings, ScheduleSettings
+from kdistill import Distiller, OptimizerSettings, ScheduleSettings, cli_run
 from kdistill.cli import main
+from kdistill.config import validate
 from kdistill.engine.cache import CacheSettings
-from kdistill.engine.device import resolve_device
+from kdistill.engine.device import check_processes_fit, resolve_device
 from kdistill.engine.distributed import process_group_backend
 from kdistill.methods import HardLabel, SoftTarget
 from kdistill.models import build_model
@@ -50,6 +51,36 @@ def test_one_process_group_serves_cpu_and_gpu_tensors(monkeypatch):
     assert process_group_backend() == "gloo"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert process_group_backend() == "cpu:gloo,cuda:nccl"
+
+
+def test_more_processes_than_gpus_are_refused_before_any_launch(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_processes_fit("cpu", 4)  # CPU processes need no GPU
+    check_processes_fit("auto", 1)
+    with pytest.raises(ValueError, match="--nproc 2 needs one GPU per process, but this machine has 1: use "
+                                         "--nproc 1, or --device cpu to run 2 processes on the CPU"):
+        check_processes_fit("auto", 2)
+    launched = []
+    monkeypatch.setattr(cli_run, "launch_processes", lambda *a: launched.append(a) or 0)
+    out = tmp_path / "run"
+    assert main(["run", "--nproc", "2", "--output-dir", str(out), "--no-progress"]) == 2
+    assert "--nproc 2 needs one GPU per process" in capsys.readouterr().err
+    assert not launched and not out.exists()
+    assert main(["run", "--nproc", "2", "--device", "cpu", "--output-dir", str(out), "--no-progress"]) == 0
+    assert len(launched) == 1
+
+
+def test_a_teacher_trained_here_runs_on_the_runs_device_unless_it_names_its_own(tmp_path):
+    def config(teacher_training):
+        return validate({"student": {"name": "mlp"}, "training": {"device": "cpu"},
+                         "teacher": {"name": "cnn", "training": teacher_training}})
+
+    assert config({"epochs": 2}).teacher.training.device == "cpu"  # was "auto": the GPU when there is one
+    own = config({"epochs": 2, "device": "auto"})
+    assert own.teacher.training.device == "auto"
+    own.set_device("cpu")  # `--device` moves every stage
+    assert (own.training.device, own.teacher.training.device) == ("cpu", "cpu")
 
 
 def _teacher(digits):
@@ -124,7 +155,41 @@ def test_two_processes_on_one_gpu_are_refused_and_run_on_the_cpu(tmp_path):
     refused = subprocess.run([*command, "--output-dir", str(tmp_path / "gpu")], capture_output=True, text=True,
                              timeout=600)
     assert refused.returncode == 2, refused.stderr
-    assert "--nproc 1 or fewer, or --device cpu" in refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "kdistill: --nproc 2 needs one GPU per process, but this machine has 1: use --nproc 1, or --device cpu to "
+        "run 2 processes on the CPU"]
     on_cpu = subprocess.run([*command, "--device", "cpu", "--output-dir", str(tmp_path / "cpu")],
                             capture_output=True, text=True, timeout=600)
     assert on_cpu.returncode == 0, on_cpu.stderr
+
+
+@needs_cuda
+def test_profiling_and_scoring_a_gpu_model_leave_it_trainable(digits):
+    """Moving a model inside `torch.inference_mode` makes its parameters inference tensors, which
+    can never train again; on a CPU-only machine the move is a no-op and hides it."""
+    from kdistill.evaluate import cpu_latency_ms
+    from kdistill.evaluate.profile import flops, torch_latency
+
+    model = build_model("cnn", 10, (1, 8, 8), {"channels": [8, 16]}).cuda()
+    sample = torch.randn(2, 1, 8, 8)
+    cpu_latency_ms(model, sample, repeats=2, warmup=1)
+    torch_latency(model, sample, repeats=2, warmup=1)
+    flops(model, sample)
+    assert all(p.device.type == "cuda" and not p.is_inference() for p in model.parameters())
+    model(sample.cuda()).sum().backward()  # trains again
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@needs_cuda
+def test_the_lm_helpers_leave_a_gpu_model_trainable(tmp_path):
+    from lm_fixtures import VOCAB, corpus, tiny_lm
+
+    from kdistill.lm import generate_blocks, open_topk_cache, perplexity
+
+    _, train, _ = corpus()
+    blocks = train.subset(torch.arange(8))
+    model = tiny_lm(1).cuda()
+    perplexity(model, blocks, device="cuda")
+    open_topk_cache(tmp_path / "cache", model, blocks, VOCAB, k=4, dtype="float32", device="cuda")
+    generate_blocks(model, count=2, block_size=4, start_id=0, device="cuda")
+    assert all(p.device.type == "cuda" and not p.is_inference() for p in model.parameters())

@@ -44,8 +44,8 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
 def test_cli_nproc_runs_the_demo_with_two_processes(tmp_path):
     """`kdistill run --nproc 2` launches torchrun; rank 0 alone writes one complete run directory."""
     result = subprocess.run(
-        [sys.executable, "-m", "kdistill.cli", "run", "--nproc", "2", "--no-progress", "--output-dir", "run",
-         "--set", "training.epochs=2", "--set", "teacher.training.epochs=2"],
+        [sys.executable, "-m", "kdistill.cli", "run", "--nproc", "2", "--device", "cpu", "--no-progress",
+         "--output-dir", "run", "--set", "training.epochs=2", "--set", "teacher.training.epochs=2"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -76,7 +76,7 @@ def test_cli_nproc_born_again_stages(tmp_path):
     """Multi-stage strategies under 2 processes: rank 0 alone decides and writes each stage's record."""
     example = HERE.parent / "examples" / "digits_born_again.yaml"
     result = subprocess.run(
-        [sys.executable, "-m", "kdistill.cli", "run", str(example), "--nproc", "2", "--no-progress",
+        [sys.executable, "-m", "kdistill.cli", "run", str(example), "--nproc", "2", "--device", "cpu", "--no-progress",
          "--output-dir", "run", "--set", "training.epochs=1", "--set", "teacher.training.epochs=1",
          "--set", "strategy.generations=2"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,

@@ -37,7 +37,7 @@ def test_teacher_gets_no_gradient_and_no_optimizer_state(digits):
     distiller.fit(train, epochs=1)
     assert all(p.grad is None for p in teacher.parameters())
     for key, value in teacher.state_dict().items():
-        assert torch.equal(value, before[key]), f"teacher {key} changed"  # BN stats too: eval mode
+        assert torch.equal(value.cpu(), before[key].cpu()), f"teacher {key} changed"  # BN stats too: eval mode
     optimised = {id(p) for group in distiller.optimizer.param_groups for p in group["params"]}
     assert not optimised & {id(p) for p in teacher.parameters()}
     assert {id(p) for p in distiller.student.model.parameters()} <= optimised
@@ -173,7 +173,10 @@ def test_loader_workers_and_channels_last_give_the_same_student(digits):
                               teacher_normalization=(bundle.mean, bundle.std))
         distiller.fit(small, epochs=2)
         students.append(distiller.student.model.head.weight.detach().clone())
-    assert torch.equal(students[0], students[1])  # same numbers, other processes loading
+    if students[0].is_cuda:  # cuDNN's convolution kernels are not bitwise deterministic run to run
+        torch.testing.assert_close(students[0], students[1], rtol=1e-4, atol=1e-5)
+    else:
+        assert torch.equal(students[0], students[1])  # same numbers, other processes loading
     torch.testing.assert_close(students[0], students[2], rtol=1e-4, atol=1e-5)  # other memory layout
 
 

@@ -143,10 +143,11 @@ def test_cli_nproc_two_distils_the_student_of_one_process(tmp_path):
     quiet = {**TINY, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}  # no dropout draws to differ
     config = write_config(tmp_path, baseline=False, student={"name": "kdistill.lm:causal_lm", "options": quiet})
     one = tmp_path / "one"
-    assert main(["lm", config, "--output-dir", str(one), "--no-progress"]) == 0
+    on_cpu = ["--set", "training.device=cpu"]  # gloo on the CPU, also on a GPU machine
+    assert main(["lm", config, "--output-dir", str(one), "--no-progress", *on_cpu]) == 0
     result = subprocess.run(
         [sys.executable, "-m", "kdistill.cli", "lm", config, "--nproc", "2", "--no-progress", "--output-dir", "two",
-         "--set", f"teacher.checkpoint={one / 'teacher' / 'student.pt'}"],
+         "--set", f"teacher.checkpoint={one / 'teacher' / 'student.pt'}", *on_cpu],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("held-out perplexity") == 1  # rank 0 alone prints

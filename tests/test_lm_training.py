@@ -33,9 +33,11 @@ from kdistill.methods import ForwardKL, StepContext
 
 def divergence(teacher: nn.Module, student: nn.Module, blocks: TokenBlocks) -> float:
     """Forward KL of the student from the teacher on `blocks`, both in eval mode."""
+    device = next(student.parameters()).device  # the GPU after a Distiller ran there
+    ids, mask = blocks.input_ids.to(device), blocks.attention_mask.to(device)
     with torch.no_grad():
-        t = token_scores(teacher.eval(), blocks.input_ids, blocks.attention_mask)
-        s = token_scores(student.eval(), blocks.input_ids, blocks.attention_mask)
+        t = token_scores(teacher.eval().to(device), ids, mask)
+        s = token_scores(student.eval(), ids, mask)
         return float(ForwardKL()(StepContext(s, blocks.labels, [t]))["forward_kl"])
 
 

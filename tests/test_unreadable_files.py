@@ -29,6 +29,10 @@ from kdistill.models import build_model, load_weights, read_weights
 from kdistill.models.loading import recorded_accuracy
 
 
+def case_id(value) -> str:
+    """Readable, stable test ids (bytes values hold gzip timestamps: pytest-xdist needs equal ids)."""
+    return value if isinstance(value, str) else type(value).__name__
+
 def write(tmp_path, name: str, data: bytes):
     path = tmp_path / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +69,7 @@ def test_missing_checkpoint_is_bad_input_and_still_file_not_found(tmp_path):
     (safetensors_bytes(), "a safetensors file"),
     (torch_bytes({"epoch": 3, "optimizer": {}}), "holds no state dict (keys: epoch, optimizer)"),
     (torch_bytes(torch.zeros(3)), "holds no state dict (a Tensor)"),
-])
+], ids=case_id)
 def test_unreadable_checkpoint_says_what_it_is(tmp_path, data, expected):
     path = write(tmp_path, "teacher.pt", data)
     message = unreadable(read_weights, path)
@@ -129,7 +133,7 @@ def test_an_extra_key_prefix_is_pointed_out(tmp_path):
     ({"acc": True}, None),
     ({"acc": 250.0}, None),
     ({"epoch": 30}, None),
-])
+], ids=case_id)
 def test_recorded_accuracy_is_a_fraction(tmp_path, extra, expected):
     path = write(tmp_path, "teacher.pt", torch_bytes({"state_dict": mlp_state(), **extra}))
     found = recorded_accuracy(path)
@@ -160,7 +164,7 @@ def test_small_mnist_folder_loads_gzipped_or_unpacked(tmp_path):
      "not an unsigned-byte IDX file (magic number 0x00000d03"),
     (idx_bytes(np.zeros(5)), "are the image and label files swapped?"),
     (idx_bytes(np.zeros((2, 28, 28)), compress=False)[:10], "truncated: the IDX header needs 16 bytes, found 10"),
-])
+], ids=case_id)
 def test_broken_idx_file_says_what_is_wrong(tmp_path, data, expected):
     path = write(tmp_path, "train-images-idx3-ubyte.gz", data)
     message = unreadable(read_idx, path, 3)
@@ -204,7 +208,7 @@ def test_tiny_image_archive_loads(tmp_path):
     (tar_bytes({**image_members(), "test/horse/0.png": png_bytes()}),
      "'test/' has classes that 'train/' lacks (horse)"),
     (tar_bytes({**image_members(), "train/cat/big.png": png_bytes(8, 8)}), "set data.options.image_size"),
-])
+], ids=case_id)
 def test_broken_image_archive_says_what_is_wrong(tmp_path, data, expected):
     path = write(tmp_path, "images.tar.gz", data)
     message = unreadable(load_image_folder_bundle, path)

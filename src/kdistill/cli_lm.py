@@ -54,11 +54,18 @@ def _run(args: argparse.Namespace, console: Console, world: Any) -> int:
     import torch
 
     from kdistill.engine import TrainingInterrupted
-    from kdistill.errors import EXIT_INTERRUPTED
+    from kdistill.errors import EXIT_INTERRUPTED, BadInput
     from kdistill.lm.experiment import LMExperiment
 
     config, run_dir, created = _config(args, world)
     if args.nproc > 1 and not world.distributed:
+        from kdistill.cli_run import _check_processes_fit
+
+        try:
+            _check_processes_fit(config.training.device, args.nproc)
+        except BadInput:
+            _remove_debris(args, world, run_dir, created)
+            raise
         return _launch(args, run_dir)
     if args.threads:
         torch.set_num_threads(args.threads)

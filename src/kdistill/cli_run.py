@@ -98,15 +98,29 @@ def _config(args: argparse.Namespace, world):
             raise BadInput(["--resume takes the run's own config; drop the config file and --baseline "
                             "(--set is accepted for fields that do not change finished stages)"])
         run_dir = Path(args.resume)
-        return load_resumed_config(run_dir, [*args.overrides, *device]), run_dir
+        config = load_resumed_config(run_dir, [*args.overrides, *device])
+        if args.device:
+            config.set_device(args.device)
+        return config, run_dir
     values = {"output_dir": args.output_dir} if args.output_dir else None
     baseline = ["baseline=true"] if args.baseline else []
     config = load_config(args.config, [*args.overrides, *device, *baseline], values)
+    if args.device:
+        config.set_device(args.device)
     # rank 0 picks (and checks) the directory; the other processes take its answer
     choice = new_run_dir(config) if world.is_main else None
     if world.distributed:
         choice = broadcast_object(choice)
     return config, choice
+
+
+def _check_processes_fit(device: str, processes: int) -> None:
+    from kdistill.engine.device import check_processes_fit
+
+    try:
+        check_processes_fit(device, processes)
+    except ValueError as error:
+        raise BadInput([str(error)]) from None
 
 
 def _start_line(config, threads: int, world) -> str:
@@ -132,6 +146,7 @@ def _run(args: argparse.Namespace, console: Console, world) -> int:
     threads = choose_threads(args.threads, local_processes)
     config, run_dir = _config(args, world)
     if args.nproc > 1 and not world.distributed:
+        _check_processes_fit(config.training.device, args.nproc)
         return launch_processes(args, run_dir, threads)
     created = create_run_dir(run_dir) if world.is_main and not args.resume else None
     try:

@@ -235,7 +235,17 @@ class ExperimentConfig(Strict):
     def _teachers(self) -> ExperimentConfig:
         if self.teacher is not None and self.teachers is not None:
             raise ValueError("teachers: give either teacher (one) or teachers (a list), not both")
+        for spec in self.teacher_specs():  # a teacher trained here runs where the run runs, unless it says
+            if spec.training is not None and "device" not in spec.training.model_fields_set:
+                spec.training.device = self.training.device
         return self
+
+    def set_device(self, device: str) -> None:
+        """`--device`: every stage this run trains, the teachers' own training included."""
+        self.training.device = device
+        for spec in self.teacher_specs():
+            if spec.training is not None:
+                spec.training.device = device
 
     def teacher_specs(self) -> list[TeacherSpec]:
         if self.teachers is not None:

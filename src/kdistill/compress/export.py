@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from kdistill.errors import BadInput
+from kdistill.evaluate.profile import cpu_eval_mode
 
 DEFAULT_ATOL = 1e-4  # float32 ONNX Runtime vs PyTorch: kernels differ in summation order
 DEFAULT_RTOL = 1e-3
@@ -66,29 +67,40 @@ def save_safetensors(model: nn.Module, path: str | Path) -> Path:
 
 
 def export_onnx(model: nn.Module, sample: torch.Tensor, path: str | Path, opset: int = OPSET) -> Path:
-    """Write `model` (eval mode, CPU) as one ONNX file whose first input axis (the batch) is dynamic.
-    `sample` is a batch of real inputs (at least 2 rows, so the batch axis is not fixed to 1)."""
+    """Write `model` (run in eval mode on the CPU, then left as it came) as one ONNX file whose first
+    input axis (the batch) is dynamic. `sample` is a batch of real inputs (at least 2 rows, so the
+    batch axis is not fixed to 1)."""
     check_clean(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval().cpu()
     sample = sample.detach().cpu()
     if sample.shape[0] < 2:
         sample = sample.repeat(2, *([1] * (sample.dim() - 1)))
     batch = torch.export.Dim("batch")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    try:
-        # the exporter prints its progress and warns of torch-internal deprecations
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            program = torch.onnx.export(model, (sample,), dynamo=True, dynamic_shapes=({0: batch},),
-                                        input_names=["input"], output_names=["logits"], opset_version=opset,
-                                        verbose=False)
-        program.save(str(path), external_data=False)
-    finally:
-        model.train(was_training)
+    # the exporter prints its progress and warns of torch-internal deprecations
+    with cpu_eval_mode(model), contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        program = torch.onnx.export(model, (sample,), dynamo=True, dynamic_shapes=({0: batch},),
+                                    input_names=["input"], output_names=["logits"], opset_version=opset,
+                                    verbose=False)
+    program.save(str(path), external_data=False)
+    drop_intermediate_shapes(path)
     return path
+
+
+def drop_intermediate_shapes(path: Path) -> None:
+    """Remove the exporter's shapes of intermediate values (`value_info`): readers infer them again.
+    Seen with torch 2.11's exporter and ONNX Runtime 1.30 (a GPU machine's stack): a recorded
+    shape that disagreed with ONNX's own inference (784 vs 256 on a Linear's weight) made ONNX
+    Runtime's quantiser refuse the file; the graph itself was right."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    if len(graph.graph.value_info):
+        del graph.graph.value_info[:]
+        onnx.save(graph, str(path))
 
 
 @dataclass(frozen=True)
@@ -111,10 +123,8 @@ def check_onnx(model: nn.Module, path: str | Path, inputs: torch.Tensor, atol: f
 
     session = onnx_session(path)
     name = session.get_inputs()[0].name
-    was_training = model.training
-    model.eval().cpu()
     worst, agree, total, close = 0.0, 0, 0, True
-    try:
+    with cpu_eval_mode(model):
         for size in batch_sizes:
             for chunk in inputs.detach().cpu().split(size):
                 with torch.no_grad():
@@ -126,8 +136,6 @@ def check_onnx(model: nn.Module, path: str | Path, inputs: torch.Tensor, atol: f
                 close &= bool(np.allclose(got, expected, atol=atol, rtol=rtol))
                 agree += int((got.argmax(1) == expected.argmax(1)).sum())
                 total += len(chunk)
-    finally:
-        model.train(was_training)
     if not close:
         raise ExportMismatch(f"ONNX Runtime differs from PyTorch by up to {worst:.3g} (tolerance atol {atol:g}, "
                              f"rtol {rtol:g})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from torch import nn
 
 from kdistill.engine.distributed import current_world
 
@@ -44,3 +45,22 @@ def check_gpu_index(index: int | None, asked: str) -> None:
         raise ValueError(f"device '{asked}' means GPU {index}, but this machine has {count} GPU(s)"
                          + (f" for {processes} processes: run with --nproc {count} or fewer, or --device cpu"
                             if processes > 1 else ": use cuda:0..cuda:" + str(count - 1)))
+
+
+def move_model(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """`model.to(device)` that is safe inside `torch.inference_mode`: parameters moved there would
+    be inference tensors, which can never train again ("Setting requires_grad=True on inference
+    tensor"). On a CPU-only machine the move is a no-op and hides this; on a GPU machine it is not."""
+    with torch.inference_mode(False):
+        return model.to(device)
+
+
+def check_processes_fit(device: str, processes: int) -> None:
+    """Before launching `processes` on this machine: on GPUs each process needs its own (nccl
+    refuses two processes on one GPU), so refuse in one line here rather than in every worker."""
+    if processes <= 1 or not torch.cuda.is_available() or not (device == "auto" or device.startswith("cuda")):
+        return
+    count = torch.cuda.device_count()
+    if processes > count:
+        raise ValueError(f"--nproc {processes} needs one GPU per process, but this machine has {count}: use "
+                         f"--nproc {count}, or --device cpu to run {processes} processes on the CPU")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from kdistill.engine.batch import call_model
+from kdistill.engine.device import move_model
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -46,14 +47,14 @@ def cpu_latency_ms(model: nn.Module, sample: Any, repeats: int = 30, warmup: int
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    model.cpu()
+    move_model(model, "cpu")
     times = []
     for index in range(warmup + repeats):
         started = time.perf_counter()
         call_model(model, sample)
         if index >= warmup:
             times.append((time.perf_counter() - started) * 1000)
-    model.to(device)
+    move_model(model, device)
     model.train(was_training)
     return statistics.median(times)
 
@@ -123,22 +124,22 @@ def interleaved_latency(calls: dict[str, Callable[[], Any]], repeats: int = 100,
 
 
 @contextlib.contextmanager
-def _cpu_eval(model: nn.Module) -> Iterator[nn.Module]:
+def cpu_eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """The model in eval mode on the CPU for the body; its device and mode restored after."""
     was_training = model.training
     first = next(iter(model.parameters()), None)
     device = first.device if first is not None else torch.device("cpu")
-    model.eval().cpu()
+    move_model(model.eval(), "cpu")
     try:
         yield model
     finally:
-        model.to(device)
+        move_model(model, device)
         model.train(was_training)
 
 
 def torch_latency(model: nn.Module, sample: Any, repeats: int = 30, warmup: int = 5, threads: int = 1) -> Latency:
     """CPU latency of one forward pass of `model` on `sample` at a fixed thread count."""
-    with _cpu_eval(model), fixed_threads(threads), torch.inference_mode():
+    with cpu_eval_mode(model), fixed_threads(threads), torch.inference_mode():
         return time_calls(lambda: call_model(model, sample), repeats, warmup, threads)
 
 
@@ -147,7 +148,7 @@ def flops(model: nn.Module, sample: Any) -> int:
     multiply-add counts 2). Operators it has no formula for (e.g. element-wise ones) count 0."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with _cpu_eval(model), torch.no_grad():
+    with cpu_eval_mode(model), torch.no_grad():
         counter = FlopCounterMode(display=False)
         with counter:
             call_model(model, sample)
@@ -180,7 +181,7 @@ def peak_memory_bytes(model: nn.Module, sample: Any) -> int | None:
     try:
         from torch.profiler._memory_profiler import MemoryProfileTimeline
 
-        with _cpu_eval(model), torch.no_grad():
+        with cpu_eval_mode(model), torch.no_grad():
             call_model(model, sample)  # allocations of a first call (lazy init) are not the model's
             with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True,
                                           record_shapes=True, with_stack=True) as profiler:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdistill.engine.device import move_model
 from kdistill.lm.corpus import IGNORE_INDEX, TokenBlocks
 from kdistill.lm.models import token_scores
 
@@ -25,7 +26,7 @@ def perplexity(model: nn.Module, blocks: TokenBlocks, batch_size: int = 64,
     """{"perplexity", "nll" (nats per token), "tokens" (targets scored), "tokens_per_s" (positions
     read per second of forward passes)}."""
     was_training = model.training
-    model.eval().to(device)
+    move_model(model.eval(), device)
     nll, targets, positions, seconds = 0.0, 0, 0, 0.0
     for start in range(0, len(blocks), batch_size):
         rows = slice(start, start + batch_size)

@@ -17,6 +17,7 @@ import inspect
 import torch
 from torch import nn
 
+from kdistill.engine.device import move_model
 from kdistill.errors import BadInput
 from kdistill.lm.corpus import TokenBlocks
 from kdistill.lm.models import unwrap
@@ -36,7 +37,7 @@ def generate_blocks(teacher: nn.Module, count: int, block_size: int, start_id: i
         raise BadInput(f"sequence-level KD: the start token {start_id} is the padding token; start from end-of-text")
     model = unwrap(teacher)
     was_training = model.training
-    model.eval().to(device)
+    move_model(model.eval(), device)
     generator = torch.Generator(device=device).manual_seed(seed)
     # transformers 5.2x calls the key-value cache `cache`; earlier versions `past_key_values`
     cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

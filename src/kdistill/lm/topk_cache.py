@@ -48,6 +48,7 @@ from kdistill.collectives import all_reduce_sum, broadcast_object, current_world
 from kdistill.digest import model_digest
 from kdistill.engine.cache import dataset_digest
 from kdistill.engine.cache_build import _one_machine
+from kdistill.engine.device import move_model
 from kdistill.errors import BadInput
 from kdistill.lm.models import token_scores, unwrap
 
@@ -201,7 +202,7 @@ class TopKCache:
         staging = final.parent / str(broadcast_object(name))  # rank 0's name: one directory for all ranks
         builders = world.world_size if _one_machine() else 1  # over several machines rank 0 builds alone
         was_training = teacher.training
-        teacher.eval().to(device)
+        move_model(teacher.eval(), device)
         failure: BaseException | None = None
         written = 0
         try:

@@ -96,11 +96,13 @@ def accuracy_on(model: nn.Module, data: Any, norm: Normalize, limit: int) -> tup
 @torch.no_grad()
 def correct_on(model: nn.Module, data: Any, norm: Normalize, limit: int) -> torch.Tensor:
     """Whether `model` classifies each of the first `limit` samples of `data` right (eval mode, restored after)."""
-    from kdistill.engine.batch import call_model, logits_of, split_batch
+    from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
     from kdistill.run.preflight import first_samples
 
     was_training = model.training
     model.eval()
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")  # a teacher may already be on a GPU
     hits = []
     try:
         for start in range(0, min(limit, len(data)), 256):
@@ -108,8 +110,8 @@ def correct_on(model: nn.Module, data: Any, norm: Normalize, limit: int) -> torc
             inputs, labels, _ = split_batch(batch)
             if torch.is_tensor(inputs):
                 inputs = norm(to_float(inputs))
-            logits = logits_of(call_model(model, inputs))
-            hits.append((logits.argmax(1) == labels).cpu())
+            logits = logits_of(call_model(model, to_device(inputs, device)))
+            hits.append(logits.argmax(1).cpu() == labels.cpu())
     finally:
         model.train(was_training)
     return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
