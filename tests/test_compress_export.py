@@ -80,7 +80,9 @@ def test_safetensors_round_trip(cnn, digits, tmp_path):
     path = save_safetensors(cnn, tmp_path / "cnn.safetensors")
     fresh = build_model("cnn", digits[0].num_classes, digits[0].input_shape, {"channels": [8, 16]}).eval()
     load_model(fresh, str(path))
-    inputs = real_inputs(digits[0], 16)
+    device = next(cnn.parameters()).device  # the GPU where the fixture was trained on one
+    fresh.to(device)
+    inputs = real_inputs(digits[0], 16).to(device)
     with torch.no_grad():
         assert torch.equal(fresh(inputs), cnn(inputs))
 

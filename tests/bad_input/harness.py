@@ -19,6 +19,11 @@ REPO = Path(__file__).resolve().parents[2]
 MAX_MESSAGE_LINES = 6  # the one line, plus a header or a hint, wrapped by the terminal width
 
 
+# the corpus is about messages, not devices: on a GPU machine a forked child would initialise CUDA
+# (slow, and impossible after the server did) and `--nproc 2` would meet the one-GPU refusal first;
+# the GPU paths have their own tests (tests/test_cuda.py)
+CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}
+
 @dataclass(frozen=True)
 class Case:
     """One bad input. In `argv` and in file contents, `{tmp}` is the case's own empty directory and
@@ -54,7 +59,7 @@ class CliServer:
 
     def __init__(self) -> None:
         server = Path(__file__).with_name("cli_server.py")
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **CPU_ONLY}
         self.process = subprocess.Popen([sys.executable, str(server)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True, env=env, cwd=REPO)
         self.lock = threading.Lock()
@@ -92,7 +97,7 @@ def run_case(case: Case, tmp: Path, data: Path | None, server: CliServer | None 
             path.write_text(substitute(content, tmp, data))
     if case.setup is not None:
         case.setup(tmp)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "KDISTILL_THREADS": "1", "COLUMNS": "200",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KDISTILL_THREADS": "1", "COLUMNS": "200", **CPU_ONLY,
            **{k: substitute(v, tmp, data) for k, v in case.env.items()}}
     env.pop("KDISTILL_DEBUG", None)
     env.pop("PYTEST_CURRENT_TEST", None)
