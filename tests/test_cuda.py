@@ -9,6 +9,7 @@ GPU, so the engine, cache, resume and LM tests exercise the CUDA path as well.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ from kdistill import Distiller, OptimizerSettings, ScheduleSettings, cli_run
 from kdistill.cli import main
 from kdistill.config import validate
 from kdistill.engine.cache import CacheSettings
-from kdistill.engine.device import check_processes_fit, resolve_device
+from kdistill.engine.device import check_processes_fit, deterministic_algorithms, resolve_device
 from kdistill.engine.distributed import process_group_backend
 from kdistill.methods import HardLabel, SoftTarget
 from kdistill.models import build_model
@@ -81,6 +82,32 @@ def test_a_teacher_trained_here_runs_on_the_runs_device_unless_it_names_its_own(
     assert own.teacher.training.device == "auto"
     own.set_device("cpu")  # `--device` moves every stage
     assert (own.training.device, own.teacher.training.device) == ("cpu", "cpu")
+
+
+def test_deterministic_runs_set_the_process_flags_only_for_the_run(monkeypatch, tmp_path):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    with deterministic_algorithms():
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == before
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    # through the CLI: every op of a run has a deterministic kernel (none raises), same student
+    seen = []
+    import kdistill.experiment as experiment
+
+    original = experiment.run_experiment
+    monkeypatch.setattr(experiment, "run_experiment",
+                        lambda *a, **k: seen.append(torch.are_deterministic_algorithms_enabled()) or original(*a, **k))
+    short = ["--set", "training.epochs=3", "--set", "teacher.training.epochs=2", "--set", "baseline=false",
+             "--no-progress"]
+    assert main(["run", "--output-dir", str(tmp_path / "plain"), *short]) == 0
+    assert main(["run", "--output-dir", str(tmp_path / "det"), "--set", "training.deterministic=true", *short]) == 0
+    assert seen == [False, True] and not torch.are_deterministic_algorithms_enabled()
+    plain = torch.load(tmp_path / "plain" / "student-distilled" / "student.pt", weights_only=True)
+    det = torch.load(tmp_path / "det" / "student-distilled" / "student.pt", weights_only=True)
+    assert all(torch.equal(plain[k], det[k]) for k in plain)
 
 
 def _teacher(digits):
@@ -193,3 +220,17 @@ def test_the_lm_helpers_leave_a_gpu_model_trainable(tmp_path):
     open_topk_cache(tmp_path / "cache", model, blocks, VOCAB, k=4, dtype="float32", device="cuda")
     generate_blocks(model, count=2, block_size=4, start_id=0, device="cuda")
     assert all(p.device.type == "cuda" and not p.is_inference() for p in model.parameters())
+
+
+@needs_cuda
+def test_two_deterministic_gpu_runs_are_bit_identical(digits):
+    bundle, train, _ = digits
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        student = build_model("cnn", 10, (1, 8, 8), {"channels": [8, 16]})
+        with deterministic_algorithms():
+            Distiller(None, student, [HardLabel()], optimizer=OPT, batch_size=64, seed=0, device="cuda", progress=False,
+                      student_normalization=(bundle.mean, bundle.std)).fit(train, epochs=2)
+        weights.append(student.head.weight.detach().cpu())
+    assert torch.equal(weights[0], weights[1])

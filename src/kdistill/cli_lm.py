@@ -71,7 +71,10 @@ def _run(args: argparse.Namespace, console: Console, world: Any) -> int:
         torch.set_num_threads(args.threads)
     console.print(f"run directory: {run_dir}", highlight=False)
     try:
-        rows = LMExperiment(config, run_dir, progress=not args.no_progress, resume=bool(args.resume)).run()
+        from kdistill.engine.device import deterministic_algorithms
+
+        with deterministic_algorithms(config.training.deterministic):
+            rows = LMExperiment(config, run_dir, progress=not args.no_progress, resume=bool(args.resume)).run()
     except (TrainingInterrupted, KeyboardInterrupt):
         if _remove_debris(args, world, run_dir, created):
             console.print("\ninterrupted before the first checkpoint; nothing to resume (the run directory was "

@@ -153,7 +153,10 @@ def _run(args: argparse.Namespace, console: Console, world) -> int:
         threads = apply_threads(threads)
         console.print(f"run directory: {run_dir}", highlight=False)
         console.print(_start_line(config, threads, world), highlight=False)
-        result = run_experiment(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+        from kdistill.engine.device import deterministic_algorithms
+
+        with deterministic_algorithms(config.training.deterministic):
+            result = run_experiment(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     except TrainingInterrupted as interrupted:
         console.print(f"\ninterrupted; a resumable checkpoint is at {interrupted.checkpoint}\n"
                       f"continue with: kdistill run --resume {run_dir}", highlight=False)

@@ -101,6 +101,7 @@ class TrainingSpec(Strict):
     device: str = "auto"
     channels_last: bool = False
     compile: bool = False  # torch.compile the student's training forward (inductor)
+    deterministic: bool = False  # bit-repeatable GPU runs (deterministic kernels, slower); the run's value applies
     # the training features (engine/accumulation.py, hooks.py, tracking.py, ema.py, callbacks.py)
     accumulate_steps: int = Field(1, ge=1)  # optimiser step every N batches, each weighted by its share
     eval_every_steps: int | None = Field(None, gt=0)  # also evaluate every N optimiser steps (evaluations.jsonl)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -64,3 +66,27 @@ def check_processes_fit(device: str, processes: int) -> None:
     if processes > count:
         raise ValueError(f"--nproc {processes} needs one GPU per process, but this machine has {count}: use "
                          f"--nproc {count}, or --device cpu to run {processes} processes on the CPU")
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
+    """Bit-for-bit repeatable GPU runs for the body (`training.deterministic`): PyTorch's
+    deterministic algorithms (an op without one raises instead of silently varying), cuDNN without
+    autotuning, and cuBLAS's fixed workspace (read when the process first uses cuBLAS: `kdistill`
+    sets it before any GPU work). Slower on a GPU; CPU runs are repeatable without it. Process-wide
+    settings, so they are set around the run, not inside the Distiller, and restored after."""
+    if not enabled:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
+        if before[3] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
