@@ -21,6 +21,7 @@ from kdistill.engine.ema import EMASettings
 from kdistill.engine.tracking import EarlyStoppingSettings, MetricGoal
 from kdistill.registry import RegistryError
 from kdistill.settings import CacheSettings, OptimizerSettings, ScheduleSettings
+from kdistill.text.transfer_spec import TransferSetSpec
 from kdistill.tune.spec import TuneSpec
 
 
@@ -77,6 +78,9 @@ class DataSpec(Strict):
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     # corrupt a share of the training labels (never validation or test): kdistill.data.label_noise
     label_noise: LabelNoiseSpec | None = None
+    # text data: the distilled student also trains on perturbed copies of the training sentences,
+    # labelled by the teacher's logits alone (Tang et al. 2019): kdistill.text.transfer_data
+    transfer_set: TransferSetSpec | None = None
 
     @field_validator("root")
     @classmethod
@@ -156,6 +160,13 @@ class ModelSpec(Strict):
         return value.expanduser() if value is not None else None
 
 
+class StudentSpec(ModelSpec):
+    """`embedding_init: teacher`: a Hugging Face student's word / position / type embeddings start
+    from the teacher's, projected on their top principal directions (kdistill.text.embedding_init)."""
+
+    embedding_init: Literal["teacher"] | None = None
+
+
 class TeacherSpec(ModelSpec):
     """Without a checkpoint the teacher is trained first, with `training` (default: the run's).
 
@@ -223,7 +234,7 @@ class ExperimentConfig(Strict):
     data: DataSpec = Field(default_factory=DataSpec)
     teacher: TeacherSpec | None = None
     teachers: list[TeacherSpec] | None = Field(None, min_length=1)
-    student: ModelSpec
+    student: StudentSpec
     methods: list[MethodSpec] = Field(default_factory=default_methods, min_length=1)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     baseline: bool = False  # also train the student from scratch, same seed and epochs (reused when kept)

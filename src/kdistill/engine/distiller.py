@@ -160,9 +160,11 @@ class Distiller:
             if self.world.is_main:
                 LOG.warning("kdistill: %s", message)
 
-    def _check_label_term(self, ctx: StepContext) -> None:
-        """Distillation on labelled data with no loss on the labels departs from every paper's recipe."""
-        if self.teachers and ctx.labels is not None and not any(m.supervises_labels for m in self.methods):
+    def _check_label_term(self, ctx: StepContext, data: Any) -> None:
+        """Distillation on labelled data with no loss on the labels departs from every paper's recipe
+        (not on a transfer set, whose copies' labels are placeholders: `placeholder_labels`)."""
+        if self.teachers and ctx.labels is not None and not any(m.supervises_labels for m in self.methods) \
+                and not getattr(data, "placeholder_labels", False):
             self.note(f"methods {[m.label for m in self.methods]} have no label term: the student learns without "
                       "cross-entropy on the labels, unlike the papers (DKD, CRD, AT and FitNets add it with weight "
                       "1, KD mixes it in); add a hard_label method unless this is intended")
@@ -255,7 +257,7 @@ class Distiller:
         inputs, labels, indices = self.prepare_inputs(next(iter(loader)), 0, train=True)
         ctx = self.loss.build(inputs, labels, indices, teacher=self.cached_teacher_outputs(indices, 0),
                               epoch=0, num_epochs=epochs, num_samples=self.num_samples)
-        self._check_label_term(ctx)
+        self._check_label_term(ctx, loader.dataset)
         self.optimizer = build_optimizer(self.trainable_parameters(), self.optimizer_settings)
         self.steps_per_epoch = optimizer_steps(len(loader), self.accumulate_steps)  # what the schedule counts
         self.scheduler = build_scheduler(self.optimizer, self.schedule_settings, epochs, self.steps_per_epoch)

@@ -7,8 +7,9 @@ exactly those (`baselines_dir`, by default `.baselines/` beside the run director
 `runs/.baselines/<digest>/`), and a later run that asks for the same baseline copies it into its
 `student-scratch/` instead of training it again. The digest also covers the contents of the
 training and validation sets (for in-memory data sets), the student's checkpoint file, the device
-type and the number of processes. It does not cover the code: after changing a model's code,
-delete the folder (or set another `baselines_dir`).
+type and the number of processes (not `data.transfer_set` nor `student.embedding_init`: the
+baseline trains on the training split from a random start either way). It does not cover the
+code: after changing a model's code, delete the folder (or set another `baselines_dir`).
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ def _file_digest(path: Path) -> str:
 
 def baseline_inputs(config: ExperimentConfig, train: Any, val: Any) -> dict[str, Any]:
     """What the scratch student depends on: data, student, training, seed (and where they are read from)."""
-    student = config.student.model_dump(mode="json")
+    # neither reaches the scratch student (labels only, random start), so neither changes its digest
+    student = config.student.model_dump(mode="json", exclude={"embedding_init"})
     if config.student.checkpoint is not None:
         student["checkpoint_sha256"] = _file_digest(config.student.checkpoint)
     return {
-        "data": config.data.model_dump(mode="json"),
+        "data": config.data.model_dump(mode="json", exclude={"transfer_set"}),
         "student": student,
         "training": config.training.model_dump(mode="json"),
         "seed": config.seed,
@@ -101,7 +103,7 @@ def scratch_baseline(ctx: StrategyContext) -> nn.Module:
     inputs = baseline_inputs(ctx.config, ctx.train, ctx.val)
     digest = baseline_digest(inputs)
     store = baselines_root(ctx.config, ctx.run_dir) / digest
-    student = ctx.build_student()
+    student = ctx.build_student(teacher_init=False)  # the labels-only comparison: no teacher embeddings
     # rank 0 decides: reuse only into a stage this run has not started (a started one resumes)
     reuse = broadcast_object((not stage_started(stage_dir) and stage_done(store)) if ctx.is_main else None)
     info = {"digest": digest, "store": str(store), "reused": bool(reuse), "inputs": inputs}

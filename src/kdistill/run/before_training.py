@@ -2,8 +2,8 @@
 
 `prepare_teachers` calls it once the teachers exist (loaded, or built untrained) and before any of
 them trains: which inputs each model sees is printed, a loaded teacher's default normalisation is
-checked, the whole run is dry-run on one batch (`preflight`), and loaded teachers far below their
-checkpoints' records are noted.
+checked, `student.embedding_init` is tried on a throw-away student, the whole run is dry-run on
+one batch (`preflight`), and loaded teachers far below their checkpoints' records are noted.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from kdistill.run.normalization import (
     scoring_set,
 )
 from kdistill.run.preflight import Model, preflight
+from kdistill.text.student_init import check_embedding_init
 
 
 def check_before_training(config: ExperimentConfig, bundle: DataBundle, train: Any, val: Any, run_dir: Path,
@@ -48,6 +49,7 @@ def check_before_training(config: ExperimentConfig, bundle: DataBundle, train: A
         student = Model("student", build_participant(config.student, bundle, "student",
                                                       derive_seed(config.seed, STAGE_SEEDS["student"])),
                         student_norm, bundle.num_classes)
+        check_embedding_init(config, student.model, teachers.models)  # refused before anything trains
         assistants = [Model(f"strategy.assistants[{i}]",
                             build_participant(spec, bundle, f"strategy.assistants[{i}]", None),
                             student_norm, bundle.num_classes) for i, spec in enumerate(config.strategy.assistants)]

@@ -68,14 +68,26 @@ class StrategyContext:
         return self.config.strategy.options()
 
     def build_student(self, seed: int | None | object = _STUDENT_SEED, spec: ModelSpec | None = None,
-                      where: str = "student") -> nn.Module:
-        """The config's student (or `spec`), seeded from the run's student seed (None: not re-seeded)."""
+                      where: str = "student", *, teacher_init: bool = True) -> nn.Module:
+        """The config's student (or `spec`), seeded from the run's student seed (None: not re-seeded).
+        The config's student gets `student.embedding_init` unless `teacher_init` is False (the scratch baseline)."""
         seed = self.student_seed if seed is _STUDENT_SEED else seed
-        return build_participant(spec or self.config.student, self.bundle, where, seed)
+        model = build_participant(spec or self.config.student, self.bundle, where, seed)
+        return self._teacher_init(model) if spec is None and teacher_init else model
 
     def model_factory(self, spec: ModelSpec | None = None, where: str = "student") -> Callable[[], nn.Module]:
         """A factory of unseeded models (for strategies that seed each model themselves: chains, cohorts)."""
-        return lambda: build_participant(spec or self.config.student, self.bundle, where, None)
+        if spec is None:
+            return lambda: self._teacher_init(build_participant(self.config.student, self.bundle, where, None))
+        return lambda: build_participant(spec, self.bundle, where, None)
+
+    def _teacher_init(self, model: nn.Module) -> nn.Module:
+        """`student.embedding_init: teacher`: the teacher's embeddings projected to the student's width."""
+        from kdistill.text.student_init import init_student_embeddings, wants_embedding_init
+
+        if wants_embedding_init(self.config):
+            init_student_embeddings(self.config, model, self.teachers.models)
+        return model
 
     def fresh_methods(self) -> list[Method]:
         """Untrained copies of the config's methods (a stage's methods hold state: adapters, memories)."""
@@ -100,14 +112,21 @@ class StrategyContext:
 
         `methods` default to the config's. `teacher`: the run's teachers (default), None (labels
         only), or a model of this run (an earlier stage's student, seen with the student's
-        normalisation). Who teaches and a digest of its weights go into the stage's `stage.json`,
-        so the stage is never resumed or loaded against another teacher; `record` adds entries.
+        normalisation). A stage the run's teachers teach trains on `data.transfer_set` when the run has
+        one. Who teaches and a digest of its weights go into the stage's `stage.json`, so the stage is
+        never resumed or loaded against another teacher; `record` adds entries.
         """
         stage_dir = self.run_dir / name
         methods = list(self.methods if methods is None else methods)
         training = training or self.config.training
         if teacher is RUN_TEACHERS:
             teacher = self.teachers if self.teachers.models else None
+        train = self.train
+        transfer = getattr(self.bundle, "transfer", None)  # `data.transfer_set`: unlabelled copies, so
+        if isinstance(teacher, Teachers) and transfer is not None:  # only for a stage the run's teachers teach
+            train = transfer
+            record = {**(record or {}), "transfer_set": {"samples": len(transfer),
+                                                         **self.config.data.transfer_set.model_dump(mode="json")}}
         if isinstance(teacher, Teachers):
             who = teacher.record()
             teacher_kwargs = {"teacher_normalization": teacher.normalization, "teacher_aggregator": teacher.aggregator,
@@ -125,7 +144,7 @@ class StrategyContext:
             return Distiller(teacher, model, methods, **teacher_kwargs,
                              **self.distiller_kwargs(stage_dir, name, training))
 
-        return fit_or_load(stage_dir, model, make, self.train, self.val, training.epochs, resume=self.resume,
+        return fit_or_load(stage_dir, model, make, train, self.val, training.epochs, resume=self.resume,
                            record=full_record)
 
     def profile(self, role: str, model: nn.Module, accuracy: float | None = None) -> ModelResult:

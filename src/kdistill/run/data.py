@@ -1,6 +1,8 @@
 """The experiment's data: the bundle a registered (or `module:function`) loader returns, then the
 validation split and any `train_limit`, checked before any model is built. Label noise
 (`data.label_noise`) is applied last, to the training part only: validation and test stay clean.
+A text run's `data.transfer_set` is drawn from that final training part and kept on the bundle
+(`bundle.transfer`) for the distilled stage alone (`kdistill.text.transfer_data`).
 
 A data function is called with `data.options` as keyword arguments (and `root=data.root` when it
 takes a `root` parameter) and returns a `kdistill.data.DataBundle`. What the user's function gets
@@ -26,6 +28,12 @@ DEBUG_HINT = " (run with --debug to see where it was raised)"
 
 def load_data(config: ExperimentConfig) -> tuple[DataBundle, Any, Any]:
     """The bundle, and the (train, val) sets after the validation split and any limit."""
+    # an experiment's transfer set (`kdistill eval` / `compress` read the data spec alone, and train no distilled stage)
+    transfer = config.data.transfer_set if isinstance(config, ExperimentConfig) else None
+    if transfer is not None:  # what it cannot be combined with, before any data is read
+        from kdistill.text.transfer_data import check_transfer_combination
+
+        check_transfer_combination(config)
     loader = DATASETS.get(config.data.name)
     kwargs = dict(config.data.options)
     params = inspect.signature(loader).parameters
@@ -65,6 +73,10 @@ def load_data(config: ExperimentConfig) -> tuple[DataBundle, Any, Any]:
     if noise is not None and noise.active:  # after the split: the validation labels stay clean
         train = apply_label_noise(train, noise, bundle.num_classes)
     check_splits(config, train, val)
+    if transfer is not None:
+        from kdistill.text.transfer_data import build_transfer_set
+
+        bundle.transfer = build_transfer_set(config, bundle, train)
     return bundle, train, val
 
 

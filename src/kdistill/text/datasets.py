@@ -28,6 +28,8 @@ class TextBundle(DataBundle):
     tokenizer_path: str = ""
     vocab_size: int = 0
     truncated: dict[str, int] = field(default_factory=dict)
+    # the distilled student's training set with `data.transfer_set` (set by the run: kdistill.text.transfer_data)
+    transfer: TextDataset | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -6,7 +6,9 @@ Tokenising once, up front, keeps the tokenizer out of the training loop; `TextDa
 lengths), so the validation split, `train_limit`, label checks and the teacher cache (which keys
 outputs by sample index and needs `fingerprint()`) all work on it unchanged. A batch is
 `{"input": {"input_ids", "attention_mask"}, "label", "index"}`, cut to the batch's longest text:
-the engine passes the inner dict to a Hugging Face model as keyword arguments.
+the engine passes the inner dict to a Hugging Face model as keyword arguments. The source texts
+ride along (`texts`, kept through `subset`), so a transfer set can be drawn from exactly the
+training split a run ends up with (after its validation split and limit).
 
 Texts longer than `max_length` tokens are truncated; how many were is counted per split and
 logged, since a silent cut changes what a model sees.
@@ -76,7 +78,8 @@ class TextDataset(InMemoryDataset):
     """Token ids and labels in memory; each batch padded to its own longest text."""
 
     def __init__(self, ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, classes: list[str],
-                 pad_id: int = 0, truncated: int = 0, pad_to: int | None = None) -> None:
+                 pad_id: int = 0, truncated: int = 0, pad_to: int | None = None,
+                 texts: list[str] | None = None) -> None:
         if pad_to is not None and ids.shape[1] < pad_to:  # every batch `pad_to` wide
             ids = torch.cat([ids, torch.full((len(ids), pad_to - ids.shape[1]), pad_id, dtype=ids.dtype)], 1)
         super().__init__(ids, labels, classes)
@@ -86,6 +89,9 @@ class TextDataset(InMemoryDataset):
         self.pad_id = int(pad_id)
         self.truncated = int(truncated)
         self.pad_to = pad_to
+        if texts is not None and len(texts) != len(ids):
+            raise BadInput(f"text data set: {len(ids)} token rows but {len(texts)} texts")
+        self.texts = list(texts) if texts is not None else None
 
     def _batch(self, idx: torch.Tensor) -> dict[str, Any]:
         longest = max(int(self.lengths[idx].max()), 1) if len(idx) else 1
@@ -106,8 +112,10 @@ class TextDataset(InMemoryDataset):
     def subset(self, indices: torch.Tensor) -> TextDataset:
         lengths = self.lengths[indices]
         longest = max(int(lengths.max()), 1) if len(lengths) else 1
+        kept = torch.arange(len(self.inputs))[indices].flatten().tolist()  # integer or boolean indices alike
+        texts = [self.texts[i] for i in kept] if self.texts is not None else None
         return TextDataset(self.inputs[indices, :longest], lengths, self.labels[indices], self.classes, self.pad_id,
-                           pad_to=self.pad_to)
+                           pad_to=self.pad_to, texts=texts)
 
     def fingerprint(self) -> str:
         return tensors_digest([("ids", self.inputs), ("lengths", self.lengths), ("labels", self.labels)])[:16]
@@ -127,7 +135,7 @@ def text_dataset(tokenizer: Any, texts: list[str], labels: list[int], classes: l
         log.warning("%s: %d of %d texts are longer than max_length = %d tokens and were truncated",
                     split, tokens.truncated, len(texts), max_length)
     return TextDataset(tokens.ids, tokens.lengths, torch.tensor(labels, dtype=torch.long), classes, tokens.pad_id,
-                       tokens.truncated, max_length if padding == "max_length" else None)
+                       tokens.truncated, max_length if padding == "max_length" else None, texts=texts)
 
 
 __all__ = ["TextDataset", "Tokenized", "load_tokenizer", "text_dataset", "tokenize"]
