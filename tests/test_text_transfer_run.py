@@ -142,9 +142,13 @@ def refusal(raw: dict, tmp_path) -> str:
     ({"methods": [{"name": "dkd"}]}, "(dkd)"),
     ({"teacher": None, "strategy": {"name": "mutual"}, "methods": None}, "needs a teacher"),
     ({"strategy": {"name": "born_again", "generations": 2}}, "strategy standard only"),
+    ({"data": "label_noise"}, "not with data.label_noise"),
 ])
 def test_transfer_set_refusals(assets, tmp_path, changes, expected):
+    noisy = changes.pop("data", None) == "label_noise"
     raw = experiment(assets, tmp_path, **changes)
+    if noisy:
+        raw["data"]["label_noise"] = {"rate": 0.2}
     raw["student"].pop("embedding_init")
     if "strategy" in changes and "teacher" in raw:
         raw["teacher"]["cache"] = False  # the cache serves the standard strategy only

@@ -38,6 +38,9 @@ def check_transfer_combination(config: Any) -> None:
     if config.strategy.name != "standard":
         raise BadInput(f"{WHERE}: works with strategy standard only (its one distilled stage trains on the copies; "
                        f"'{config.strategy.name}' trains other stages too); remove transfer_set or use standard")
+    if config.data.label_noise is not None:
+        raise BadInput(f"{WHERE}: not with data.label_noise (the noisy training split does not keep its sentences "
+                       "to perturb); remove one of the two")
     labelled = [spec.name for spec in config.methods if getattr(METHODS.get(spec.name), "needs_labels", False)]
     if labelled:
         raise BadInput(f"{WHERE}: the perturbed copies have no label, so methods that read labels cannot train on "
