@@ -168,3 +168,10 @@ def test_environment_references_in_paths(tmp_path, monkeypatch):
     assert expand_environment({"a": ["${KD_TEST_ROOT}/x", 3]}) == {"a": [f"{tmp_path}/x", 3]}
     assert expand_environment("${KD_TEST_UNSET:-../shared}/mnist") == "../shared/mnist"
     assert expand_environment("${KD_TEST_UNSET}/mnist") == "${KD_TEST_UNSET}/mnist"  # left for the path check
+
+
+def test_a_misspelt_key_inside_a_union_field_is_one_line():
+    """`teacher.cache` is a mapping or a bool: a misspelt key in the mapping is the problem, not "should be
+    a valid boolean" from the union's other member."""
+    raw = {"student": {"name": "mlp"}, "teacher": {"name": "cnn", "cache": {"dir": "x"}}}
+    assert problems_of(raw) == ["teacher.cache.dir: unknown key; remove it or check its spelling"]

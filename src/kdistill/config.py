@@ -266,6 +266,14 @@ class ExperimentConfig(Strict):
 
 
 # loading --------------------------------------------------------------------------------------------
+def _field_location(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The field path without pydantic's union-member and validator markers: field names are
+    snake_case (lower, or a torch argument such as T_max), markers are class names (CacheSettings)
+    or types (bool, function-after[...])."""
+    return tuple(p for p in loc if isinstance(p, int) or ((p[:1].islower() or "_" in p) and "-" not in p
+                                                          and p not in ("bool", "int", "float", "str")))
+
+
 def _format_location(loc: tuple[Any, ...]) -> str:
     text = ""
     for part in loc:
@@ -278,11 +286,13 @@ def _format_location(loc: tuple[Any, ...]) -> str:
 
 def _pydantic_problems(error: ValidationError) -> list[str]:
     problems = []
-    for item in error.errors():
-        # drop pydantic's union-member and validator markers: field names are snake_case (lower, or a torch
-        # argument such as T_max), markers are class names (CacheSettings) or types (bool, function-after[...])
-        loc = tuple(p for p in item["loc"] if isinstance(p, int) or ((p[:1].islower() or "_" in p) and "-" not in p
-                                                                      and p not in ("bool", "int", "float", "str")))
+    items = [(_field_location(item["loc"]), item) for item in error.errors()]
+    for loc, item in items:
+        # a union such as `cache: CacheSettings | bool` fails once per member: when the mapping's own
+        # problem is named deeper (teacher.cache.dir: unknown key), "should be a valid boolean" is noise
+        if item["type"].endswith("_type") and any(other[:len(loc)] == loc and len(other) > len(loc)
+                                                  for other, _ in items):
+            continue
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key; remove it or check its spelling"
