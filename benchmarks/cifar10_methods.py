@@ -75,6 +75,12 @@ VARIANTS: dict[str, tuple[list[dict], str | None]] = {
     # DIST at the weight the validation sweep preferred so far (beta = gamma 1 / 2 -> 83.26 / 82.38 %,
     # KD 82.40; 4 not yet run): the test run of that choice
     "DIST 1 (chosen on validation)": ([CE, {"name": "dist", "beta": 1.0, "gamma": 1.0, "temperature": 4}], "cache"),
+    # CRD with its authors' negatives: their CIFAR loader draws them from other classes only
+    # (cifar10_sweep.py measures it against all-sample negatives on the validation split)
+    "CRD (other-class negatives)": ([CE, {"name": "crd", "student_layer": "linear:input",
+                                          "teacher_layer": "linear:input", "weight": 0.8, "feature_dim": 128,
+                                          "num_negatives": 16384, "nce_temperature": 0.07, "momentum": 0.5,
+                                          "negatives": "other_classes"}], "cache"),
 }
 
 

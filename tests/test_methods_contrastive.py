@@ -20,9 +20,9 @@ TAU = 0.5
 
 
 def _ctx(fs: torch.Tensor, ft: torch.Tensor, indices: torch.Tensor | None = None,
-         num_samples: int | None = None) -> StepContext:
+         num_samples: int | None = None, labels: torch.Tensor | None = None) -> StepContext:
     batch = fs.shape[0]
-    return StepContext(torch.zeros(batch, 3), None, [torch.zeros(batch, 3)], {"s": fs}, [{"t": ft}],
+    return StepContext(torch.zeros(batch, 3), labels, [torch.zeros(batch, 3)], {"s": fs}, [{"t": ft}],
                        indices=indices, num_samples=num_samples)
 
 
@@ -223,6 +223,63 @@ def test_queue_memory_is_moco_keys_fifo():
     assert _close(method.memory_s[2], vs[2]) and int(method.queue_pointer) == 2
 
 
+def test_other_class_negatives_skip_the_anchors_class_in_the_dataset_memory(monkeypatch):
+    """negatives: other_classes (CRD's CIFAR loader): a memory row of the anchor's class is not a
+    negative for it; rows keep the class they were last written with."""
+    fs, ft = _rand(2, 5, seed=0), _rand(2, 6, seed=1)
+    method = CRD("s", "t", weight=1.0, feature_dim=4, num_negatives=4, nce_temperature=TAU, negatives="other_classes")
+    first = _ctx(fs, ft, torch.tensor([0, 1]), num_samples=6, labels=torch.tensor([0, 1]))
+    method.build(first)
+    assert method.memory_label.tolist() == [-1] * 6
+    method.memory_s[[2, 3, 4]] = _unit_rows(3, 4, seed=2)
+    method.memory_t[[2, 3, 4]] = _unit_rows(3, 4, seed=3)
+    method.memory_s[[0, 1]] = _unit_rows(2, 4, seed=4)
+    method.memory_t[[0, 1]] = _unit_rows(2, 4, seed=5)
+    method.memory_label[:5] = torch.tensor([0, 1, 0, 1, 2])
+    memory_s, memory_t = method.memory_s.clone(), method.memory_t.clone()
+    negatives = torch.tensor([2, 3, 4, 1])
+    monkeypatch.setattr(method, "draw_negatives", lambda count, device: negatives)
+    ctx = _ctx(fs, ft, torch.tensor([0, 1]), num_samples=6, labels=torch.tensor([0, 1]))
+    loss = method(ctx)["crd"]
+    vs, vt = _embed(method.embed_s, fs), _embed(method.embed_t, ft)
+    keep = [[3, 4, 1], [2, 4]]  # sample 0 (class 0) drops row 2 (class 0); sample 1 drops 3 and itself
+
+    def both_sides(kept: list[list[int]]) -> float:
+        total = 0.0
+        for row, i in enumerate([0, 1]):
+            total += _info_nce_reference([vs[row]], [memory_t[i].tolist()], [memory_t[kept[row]].tolist()], TAU)
+            total += _info_nce_reference([vt[row]], [memory_s[i].tolist()], [memory_s[kept[row]].tolist()], TAU)
+        return total / 2
+
+    assert loss.item() == pytest.approx(both_sides(keep), rel=1e-5)
+    # negatives: all keeps rows 2 and 3 (only the anchor's own row is masked): a different loss
+    assert abs(loss.item() - both_sides([[2, 3, 4, 1], [2, 3, 4]])) > 1e-3
+    # a row written by the update takes the batch's label
+    relabel = _ctx(fs, ft, torch.tensor([5, 2]), num_samples=6, labels=torch.tensor([3, 2]))
+    method(relabel)
+    assert method.memory_label.tolist() == [0, 1, 2, 1, 2, 3]
+
+
+def test_other_class_negatives_in_the_queue_and_without_labels():
+    fs, ft = _rand(2, 5, seed=6), _rand(2, 6, seed=7)
+    method = CRD("s", "t", weight=1.0, feature_dim=4, num_negatives=3, nce_temperature=TAU, memory="queue",
+                 negatives="other_classes")
+    first = _ctx(fs, ft, labels=torch.tensor([4, 5]))
+    method.build(first)
+    method(first)  # slots 0, 1 hold classes 4, 5
+    assert method.memory_label.tolist() == [4, 5, -1]
+    queue_s, queue_t = method.memory_s.clone(), method.memory_t.clone()
+    loss = method(_ctx(fs, ft, labels=torch.tensor([5, 6])))["crd"]
+    vs, vt = _embed(method.embed_s, fs), _embed(method.embed_t, ft)
+    keep = [[0], [0, 1]]  # class 5 must not meet slot 1 (class 5); class 6 meets both
+    expected = (_info_nce_reference(vs, vt, [[queue_t[k].tolist() for k in ks] for ks in keep], TAU)
+                + _info_nce_reference(vt, vs, [[queue_s[k].tolist() for k in ks] for ks in keep], TAU))
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    for labels in (None, torch.rand(2, 3), torch.tensor([[1], [2]])):
+        with pytest.raises(ValueError, match="negatives: other_classes needs one integer class label per sample"):
+            method(_ctx(fs, ft, labels=labels))
+
+
 def test_queue_masks_the_anchors_own_earlier_entries_when_indices_are_known():
     fs, ft = _rand(2, 5, seed=6), _rand(2, 6, seed=7)
     method = CRD("s", "t", weight=1.0, feature_dim=4, num_negatives=3, nce_temperature=TAU, memory="queue")
@@ -288,6 +345,7 @@ def test_dataset_memory_without_a_data_set_size_or_with_bad_indices():
     ({"nce_temperature": 0}, "nce_temperature"),
     ({"momentum": 1.0}, "momentum"),
     ({"key_momentum": -0.1}, "key_momentum"),
+    ({"negatives": "others"}, "negatives"),
 ])
 def test_validation(options, key):
     with pytest.raises(ValueError, match=rf"^{key}: must be"):

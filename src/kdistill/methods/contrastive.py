@@ -61,8 +61,7 @@ masked out as a negative and, as a positive, drops its anchor's term (counted as
   step, shared by the whole batch (CRD draws K per sample); a drawn entry that is the anchor's own
   sample, or still empty, is masked out. Departures from CRD's code: memory starts empty, not
   random, so the first epoch (every row still empty when read) only fills the memory and its CRD
-  term is 0, where CRD's first epoch contrasts against random vectors; negatives from all samples
-  (CRD's CIFAR loader draws them from other classes only).
+  term is 0, where CRD's first epoch contrasts against random vectors.
 - `memory: queue` (MoCo, He et al. 2020): the last K keys of each side in a FIFO queue; works for
   any data set size and needs no indices. There is no per-sample row to take the positive from, so
   it is taken as in MoCo: keys come from key embeddings, copies of embed_s / embed_t updated as
@@ -75,6 +74,14 @@ masked out as a negative and, as a positive, drops its anchor's term (counted as
   with the queue and the anchor's own earlier entries are masked out. `momentum` is not used;
   `key_momentum` 0.99 (MoCo v3's; with MoCo v1's 0.999 the keys barely move in short runs).
   Keep K well below the data set size.
+
+Which samples may be negatives (`negatives`). `all` (the default): any other sample. `other_classes`
+(CRD's CIFAR code: its loader draws each anchor's negatives from the samples of other classes):
+entries whose stored label equals the anchor's label are masked out too, so the objective no longer
+pushes apart two images of the same class. The share of same-class negatives is 1/C for C balanced
+classes: 1 % on CIFAR-100, where CRD was tuned, but 10 % on CIFAR-10, so the choice matters ten
+times more there. It reads the batch's class labels (1-D integer labels, stored with the memory
+rows); runs without labels (a transfer set) must keep `all`.
 """
 
 from __future__ import annotations
@@ -88,6 +95,7 @@ from kdistill.methods.base import StepContext, require_positive
 from kdistill.methods.features import FeatureMethod, layer_name, to_vectors
 
 MEMORIES = ("dataset", "queue")
+NEGATIVES = ("all", "other_classes")
 
 
 def info_nce(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, temperature: float,
@@ -127,7 +135,7 @@ class CRD(FeatureMethod):
     def __init__(self, student_layer: str, teacher_layer: str, weight: float = 0.8, feature_dim: int = 128,
                  num_negatives: int = 16384, nce_temperature: float = 0.07, momentum: float = 0.5,
                  memory: str = "dataset", flatten: bool = False, teacher: int = 0,
-                 key_momentum: float = 0.99) -> None:
+                 key_momentum: float = 0.99, negatives: str = "all") -> None:
         super().__init__([layer_name("student_layer", student_layer)],
                          [layer_name("teacher_layer", teacher_layer)], weight, teacher)
         for key, value in (("feature_dim", feature_dim), ("num_negatives", num_negatives)):
@@ -139,6 +147,9 @@ class CRD(FeatureMethod):
                 raise ValueError(f"{key}: must be in [0, 1) (got {value})")
         if memory not in MEMORIES:
             raise ValueError(f"memory: must be one of {', '.join(MEMORIES)} (got {memory!r})")
+        if negatives not in NEGATIVES:
+            raise ValueError(f"negatives: must be one of {', '.join(NEGATIVES)} (got {negatives!r})")
+        self.negatives = negatives
         self.feature_dim = feature_dim
         self.num_negatives = num_negatives
         self.nce_temperature = float(nce_temperature)
@@ -157,6 +168,19 @@ class CRD(FeatureMethod):
                 "yield an 'index' with each sample (kdistill's built-in data sets do), or set memory: queue"
             )
         return ctx.indices.reshape(-1).long()
+
+    def _labels(self, ctx: StepContext, batch: int) -> torch.Tensor | None:
+        """The batch's class ids when negatives exclude the anchor's class, else None."""
+        if self.negatives == "all":
+            return None
+        labels = ctx.labels
+        if labels is None or labels.dim() != 1 or len(labels) != batch or labels.is_floating_point():
+            got = "none" if labels is None else f"shape {tuple(labels.shape)}, {labels.dtype}"
+            raise ValueError(
+                f"crd with negatives: other_classes needs one integer class label per sample (got {got}); "
+                "set negatives: all for data without class labels (a transfer set, soft or token labels)"
+            )
+        return labels.long()
 
     def build(self, ctx: StepContext) -> None:
         fs, ft, _, _ = next(self.pairs(ctx))
@@ -184,6 +208,8 @@ class CRD(FeatureMethod):
         # empty (zero rows): never used as positive or negative until written
         self.register_buffer("memory_s", torch.zeros(rows, self.feature_dim, device=device))
         self.register_buffer("memory_t", torch.zeros(rows, self.feature_dim, device=device))
+        if self.negatives == "other_classes":  # the class of each memory row; -1 while empty
+            self.register_buffer("memory_label", torch.full((rows,), -1, dtype=torch.long, device=device))
 
     def draw_negatives(self, count: int, device: torch.device) -> torch.Tensor:
         """Indices of `count` memory entries, uniform with replacement (dataset memory)."""
@@ -203,25 +229,38 @@ class CRD(FeatureMethod):
 
     def loss_terms(self, ctx: StepContext) -> torch.Tensor:
         vs, vt = self.embed(ctx)
+        labels = self._labels(ctx, len(vs))
         if self.memory == "dataset":
-            return self._dataset_loss(vs, vt, self._require_indices(ctx))
-        return self._queue_loss(ctx, vs, vt)
+            return self._dataset_loss(vs, vt, self._require_indices(ctx), labels)
+        return self._queue_loss(ctx, vs, vt, labels)
 
-    def _dataset_loss(self, vs: torch.Tensor, vt: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    def _same_class(self, rows: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """(B, K) True where memory entry k holds the anchor's class (other_classes only)."""
+        if labels is None:
+            return None
+        stored = self.memory_label if rows is None else self.memory_label[rows]
+        return stored.unsqueeze(0) == labels.unsqueeze(1)
+
+    def _dataset_loss(self, vs: torch.Tensor, vt: torch.Tensor, indices: torch.Tensor,
+                      labels: torch.Tensor | None) -> torch.Tensor:
         negatives = self.draw_negatives(self.num_negatives, vs.device)
         # reads (copies) before the update: positive = the anchor's own row of the other side's memory
         pos_s, pos_t = self.memory_s[indices], self.memory_t[indices]
         neg_s, neg_t = self.memory_s[negatives], self.memory_t[negatives]
         mask = (negatives.unsqueeze(0) == indices.unsqueeze(1)) | ~filled(neg_t).unsqueeze(0)
+        same_class = self._same_class(negatives, labels)
+        if same_class is not None:
+            mask = mask | same_class
         terms = (info_nce(vs, pos_t, neg_t, self.nce_temperature, mask, reduction="none")
                  + info_nce(vt, pos_s, neg_s, self.nce_temperature, mask, reduction="none"))
         # an anchor whose row is still empty has no positive: its term is 0 (masked, so no 0 * nan)
         loss = terms.masked_fill(~filled(pos_t), 0.0).mean()
         if self.training:
-            self._update_memory(vs.detach(), vt.detach(), indices)
+            self._update_memory(vs.detach(), vt.detach(), indices, labels)
         return loss
 
-    def _queue_loss(self, ctx: StepContext, vs: torch.Tensor, vt: torch.Tensor) -> torch.Tensor:
+    def _queue_loss(self, ctx: StepContext, vs: torch.Tensor, vt: torch.Tensor,
+                    labels: torch.Tensor | None) -> torch.Tensor:
         indices = ctx.indices.reshape(-1).long() if ctx.indices is not None else None
         with torch.no_grad():
             if self.training:  # MoCo: update the key embeddings, then compute this step's keys
@@ -237,18 +276,25 @@ class CRD(FeatureMethod):
         mask = ~filled(neg_t).unsqueeze(0).expand(len(vs), -1)
         if indices is not None:
             mask = mask | (self.queue_index.unsqueeze(0) == indices.unsqueeze(1))
+        same_class = self._same_class(None, labels)
+        if same_class is not None:
+            mask = mask | same_class
         loss = (info_nce(vs, kt, neg_t, self.nce_temperature, mask)
                 + info_nce(vt, ks, neg_s, self.nce_temperature, mask))
         if self.training:
-            self._update_memory(ks, kt, indices)
+            self._update_memory(ks, kt, indices, labels)
         return loss
 
     @torch.no_grad()
-    def _update_memory(self, vs: torch.Tensor, vt: torch.Tensor, indices: torch.Tensor | None) -> None:
+    def _update_memory(self, vs: torch.Tensor, vt: torch.Tensor, indices: torch.Tensor | None,
+                       labels: torch.Tensor | None = None) -> None:
         """Dataset memory: mix the anchors into their rows. Queue: enqueue the keys."""
-        vs, vt, indices = gather_rows(vs, vt, indices)  # under DDP: every rank's rows, same memory everywhere
+        # under DDP: every rank's rows, same memory everywhere
+        vs, vt, indices, labels = gather_rows(vs, vt, indices, labels)
         if self.memory == "dataset":
             assert indices is not None
+            if labels is not None:
+                self.memory_label.index_copy_(0, indices, labels)
             for buffer, new in ((self.memory_s, vs), (self.memory_t, vt)):
                 # an empty (zero) row becomes normalize(new) = new
                 mixed = buffer[indices] * self.momentum + new * (1 - self.momentum)
@@ -264,12 +310,15 @@ class CRD(FeatureMethod):
         self.memory_s[slots] = vs
         self.memory_t[slots] = vt
         self.queue_index[slots] = indices if indices is not None else -1
+        if labels is not None:
+            self.memory_label[slots] = labels[dropped:]
         self.queue_pointer.copy_((self.queue_pointer + count) % size)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, feature_dim={self.feature_dim}, "
                 f"num_negatives={self.num_negatives}, nce_temperature={self.nce_temperature}, "
-                f"momentum={self.momentum}, memory={self.memory}, key_momentum={self.key_momentum}")
+                f"momentum={self.momentum}, memory={self.memory}, key_momentum={self.key_momentum}, "
+                f"negatives={self.negatives}")
 
 
-__all__ = ["CRD", "MEMORIES", "info_nce"]
+__all__ = ["CRD", "MEMORIES", "NEGATIVES", "info_nce"]
