@@ -38,6 +38,12 @@ def test_no_gap_is_said_in_words_and_a_worse_student_is_flagged():
     assert "WARNING: the distilled student is worse than the one trained from scratch (-2.80 points" in text
 
 
+def test_a_student_above_its_teacher_is_said_in_words():
+    text = _result(0.9422, 0.9397, 0.9451).gap_summary()  # a born-again run under label noise
+    assert "recovered 216.0 %" in text and "above its teacher (+0.29 points)" in text
+    assert "above its teacher" not in _result(0.90, 0.80, 0.85).gap_summary()
+
+
 def test_worse_than_scratch_is_flagged_with_a_real_gap_too():
     text = _result(0.90, 0.80, 0.78).gap_summary()
     assert "recovered -20.0 %" in text and "WARNING" in text

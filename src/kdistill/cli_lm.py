@@ -59,10 +59,10 @@ def _run(args: argparse.Namespace, console: Console, world: Any) -> int:
 
     config, run_dir, created = _config(args, world)
     if args.nproc > 1 and not world.distributed:
-        from kdistill.cli_run import _check_processes_fit
+        from kdistill.engine.device import check_processes_fit
 
         try:
-            _check_processes_fit(config.training.device, args.nproc)
+            check_processes_fit(config.training.device, args.nproc)
         except BadInput:
             _remove_debris(args, world, run_dir, created)
             raise

@@ -114,15 +114,6 @@ def _config(args: argparse.Namespace, world):
     return config, choice
 
 
-def _check_processes_fit(device: str, processes: int) -> None:
-    from kdistill.engine.device import check_processes_fit
-
-    try:
-        check_processes_fit(device, processes)
-    except ValueError as error:
-        raise BadInput([str(error)]) from None
-
-
 def _start_line(config, threads: int, world) -> str:
     from kdistill.engine.device import resolve_device
 
@@ -146,7 +137,9 @@ def _run(args: argparse.Namespace, console: Console, world) -> int:
     threads = choose_threads(args.threads, local_processes)
     config, run_dir = _config(args, world)
     if args.nproc > 1 and not world.distributed:
-        _check_processes_fit(config.training.device, args.nproc)
+        from kdistill.engine.device import check_processes_fit
+
+        check_processes_fit(config.training.device, args.nproc)
         return launch_processes(args, run_dir, threads)
     created = create_run_dir(run_dir) if world.is_main and not args.resume else None
     try:

@@ -72,6 +72,9 @@ class ExperimentResult:
         else:
             text = (f"Distillation recovered {100 * self.gap_recovered:.1f} % of the teacher-student accuracy gap "
                     f"({scratch:.2f} % scratch, {distilled:.2f} % distilled, {teacher:.2f} % teacher).")
+        if distilled > teacher and teacher - scratch > 1e-10:
+            text += (f" The distilled student is above its teacher ({distilled - teacher:+.2f} points), so the share "
+                     "exceeds 100 %.")
         if distilled < scratch:
             text += f" WARNING: the distilled student is worse than the one trained from scratch ({change})."
         return text

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from kdistill.engine.distributed import current_world
+from kdistill.errors import BadInput
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -64,7 +65,7 @@ def check_processes_fit(device: str, processes: int) -> None:
         return
     count = torch.cuda.device_count()
     if processes > count:
-        raise ValueError(f"--nproc {processes} needs one GPU per process, but this machine has {count}: use "
+        raise BadInput(f"--nproc {processes} needs one GPU per process, but this machine has {count}: use "
                          f"--nproc {count}, or --device cpu to run {processes} processes on the CPU")
 
 
