@@ -13,7 +13,7 @@ from kdistill.cli import main
 from kdistill.cli_pair import parse_candidate
 from kdistill.errors import BadInput
 from kdistill.tune.pair import SCRATCH, PairPlan, PairRow, mark_front, run_pair, scaled_student
-from kdistill.tune.pareto import Point, capacity_gaps, pareto_front
+from kdistill.tune.pareto import Point, capacity_gaps, noise_margin, pareto_front
 
 
 def test_pareto_front_of_hand_made_points():
@@ -40,6 +40,19 @@ def test_capacity_gap_found_and_assistant_suggested():
     assert "teacher_assistant" in gaps["s1"].sentence() and "big -> mid -> s1" in gaps["s1"].sentence()
     assert gaps["s3"].assistant is None and "no larger than itself" in gaps["s3"].sentence()
     assert capacity_gaps(accuracy, teacher_size, student_size, margin=0.05) == []
+
+
+def test_margin_grows_on_a_small_validation_split():
+    # 2 * sqrt((0.84 * 0.16 + 0.80 * 0.20) / n) = 2 * sqrt(0.2944 / n): n = 400 -> 0.054259, n = 10,000 -> 0.010852
+    assert noise_margin(0.84, 0.80, 400) == pytest.approx(0.054259, abs=1e-6)
+    assert noise_margin(0.84, 0.80, 10_000) == pytest.approx(0.010852, abs=1e-6)
+    teacher_size, student_size = {"big": 1000, "mid": 400}, {"s1": 200}
+    accuracy = {("s1", "big"): 0.80, ("s1", "mid"): 0.84}  # mid ahead by 4 points
+    assert capacity_gaps(accuracy, teacher_size, student_size, margin=0.005, samples=400) == []  # noise there
+    assert len(capacity_gaps(accuracy, teacher_size, student_size, margin=0.005, samples=10_000)) == 1
+    assert capacity_gaps(accuracy, teacher_size, student_size, margin=0.05, samples=10_000) == []  # the floor holds
+    with pytest.raises(ValueError, match="samples: must be >= 1"):
+        noise_margin(0.5, 0.5, 0)
 
 
 def test_front_marks_each_students_best_distilled_row_only():
@@ -96,6 +109,9 @@ def test_small_comparison_on_validation_never_reads_test(tmp_path, monkeypatch):
     saved = json.loads((work / "pair.json").read_text())
     assert len(saved["rows"]) == 6 and (work / "pair-front.png").stat().st_size > 10_000
     assert "| student | teacher |" in (work / "pair.md").read_text()
+    # the held-out 10 % of the digits' training split (136 images) scored every pairing: the margin says so
+    assert saved["scored_samples"] == outcome.samples == 136
+    assert "two standard errors of the two accuracies on 136 validation examples" in (work / "pair.md").read_text()
     # each teacher was trained once, and a resumed comparison reuses every finished pairing
     trained = sorted(p.relative_to(work).as_posix() for p in work.glob("teachers/*/teacher/student.pt"))
     assert len(trained) == 2

@@ -47,7 +47,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--test", action="store_true", help="score on the test split (default: the validation "
                         "split, since choosing a pair is model selection)")
     parser.add_argument("--gap-margin", type=float, default=0.5, metavar="POINTS",
-                        help="accuracy points a smaller teacher must win by to call it a capacity gap (default 0.5)")
+                        help="accuracy points a smaller teacher must win by to call it a capacity gap (default 0.5; "
+                        "raised to two standard errors of the two accuracies on the split's size)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of the experiment, as for kdistill run")
     parser.add_argument("--output-dir", help="work directory (must not exist yet, or be empty)")

@@ -29,7 +29,7 @@ from typing import Any
 from kdistill.engine.checkpoint import atomic_write_text
 from kdistill.errors import BadInput
 from kdistill.tune.data import tuning_raw
-from kdistill.tune.pareto import CapacityGap, Point, capacity_gaps, pareto_front
+from kdistill.tune.pareto import CapacityGap, Point, capacity_gaps, noise_margin, pareto_front
 
 SCRATCH = "none (scratch)"
 PLOT = "pair-front.png"
@@ -43,7 +43,9 @@ class PairPlan:
     work_dir: Path
     scratch: bool = False  # also each student trained from the labels alone (the run's scratch baseline)
     test: bool = False  # score on the test split (default: the validation split)
-    margin: float = 0.005  # a smaller teacher must be this much better to call it a capacity gap
+    # a smaller teacher must be this much better to call it a capacity gap (and at least two standard
+    # errors of the two accuracies on the split's size: see tune.pareto.noise_margin)
+    margin: float = 0.005
 
 
 @dataclass
@@ -67,6 +69,16 @@ class PairOutcome:
     split: str
     plot: Path | None = None
     notes: list[str] = field(default_factory=list)
+    margin: float = 0.005
+    samples: int | None = None  # examples each accuracy was measured on (scales the margin)
+
+    def margin_sentence(self) -> str:
+        fixed = f"a smaller teacher must lead the largest by more than {100 * self.margin:.2f} points"
+        if self.samples is None:
+            return f"Capacity-gap rule: {fixed}."
+        return (f"Capacity-gap rule: {fixed} and by more than two standard errors of the two accuracies on "
+                f"{self.samples:,} {self.split} examples (about {100 * noise_margin(0.9, 0.9, self.samples):.2f} "
+                "points at 90 %).")
 
     def markdown(self) -> str:
         lines = [f"# Pairs ({self.split} accuracy)", "",
@@ -79,7 +91,7 @@ class PairOutcome:
         lines.append("")
         lines += [f"- {gap.sentence()}" for gap in self.gaps] or ["No capacity gap: every student learned best "
                                                                   "from the largest teacher (or within the margin)."]
-        lines += [f"- {note}" for note in self.notes]
+        lines += [f"- {self.margin_sentence()}"] + [f"- {note}" for note in self.notes]
         if self.plot is not None:
             lines += ["", f"![accuracy against parameters and latency]({self.plot.name})"]
         return "\n".join(lines) + "\n"
@@ -145,6 +157,7 @@ def run_pair(plan: PairPlan, resume: bool = False, progress: bool = False,
     teacher_size: dict[str, int] = {}
     student_size: dict[str, int] = {}
     accuracy: dict[tuple[str, str], float] = {}
+    scored: set[int | None] = set()  # how many examples each pairing was scored on
     for student, s_label in zip(plan.students, student_labels, strict=True):
         scratch = None
         for teacher, t_label in zip(teachers, teacher_labels, strict=True):
@@ -161,18 +174,29 @@ def run_pair(plan: PairPlan, resume: bool = False, progress: bool = False,
                                 taught_by.accuracy))
             teacher_size[t_label], student_size[s_label] = taught_by.parameters, distilled.parameters
             accuracy[(s_label, t_label)] = distilled.accuracy
+            scored.add(_scored_samples(where))
             if plan.scratch and scratch is None:
                 scratch = result.by_role(SCRATCH_ROLE)
         if scratch is not None:
             rows.append(PairRow(s_label, SCRATCH, scratch.accuracy, scratch.parameters, scratch.latency_ms))
     mark_front(rows)
-    gaps = capacity_gaps(accuracy, teacher_size, student_size, plan.margin)
-    outcome = PairOutcome(rows, gaps, "test" if plan.test else "validation")
+    samples = None if None in scored or not scored else min(scored)
+    gaps = capacity_gaps(accuracy, teacher_size, student_size, plan.margin, samples=samples)
+    outcome = PairOutcome(rows, gaps, "test" if plan.test else "validation", margin=plan.margin, samples=samples)
     if len(plan.teachers) < 2:
         outcome.notes.append("one teacher only: a capacity gap shows only against a smaller teacher; add "
                              "intermediate teachers with --teachers (without a checkpoint they are trained here)")
     write_outcome(plan.work_dir, outcome)
     return outcome
+
+
+def _scored_samples(run_dir: Path) -> int | None:
+    """The number of examples a pairing's accuracies were measured on (from its diagnostics; None
+    when a run has none, and then the margin is not scaled)."""
+    try:
+        return int(json.loads((run_dir / "diagnostics.json").read_text())["test_samples"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def mark_front(rows: list[PairRow]) -> None:
@@ -192,7 +216,8 @@ def mark_front(rows: list[PairRow]) -> None:
 def write_outcome(work_dir: Path, outcome: PairOutcome) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     outcome.plot = draw_front(outcome.rows, work_dir / PLOT, outcome.split)
-    payload = {"split": outcome.split, "rows": [r.as_dict() for r in outcome.rows],
+    payload = {"split": outcome.split, "margin": outcome.margin, "scored_samples": outcome.samples,
+               "rows": [r.as_dict() for r in outcome.rows],
                "capacity_gaps": [g.as_dict() for g in outcome.gaps], "notes": outcome.notes,
                "suggestions": [suggestion(g) for g in outcome.gaps if g.assistant]}
     atomic_write_text(work_dir / "pair.json", json.dumps(payload, indent=2))
