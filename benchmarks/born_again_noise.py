@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 import torch
 from _common import keep_freed_memory, markdown_table, shared_data
 from _records import WORK, Records, Timer, config_digest, load
 from noise_and_tuning import record_config, run_config
+from table import cell
 
 from kdistill.config import validate
 from kdistill.experiment import run_experiment
@@ -65,7 +65,7 @@ def variant(role: str, rate: float) -> str:
     return f"{ROLES[role]}, noise {round(100 * rate)} %"
 
 
-def run_cell(records: Records, rate: float, seed: int, args: argparse.Namespace) -> None:
+def runcell(records: Records, rate: float, seed: int, args: argparse.Namespace) -> None:
     raw = experiment(rate, seed, args.epochs, args.train_limit)
     config_key = record_config(raw)
     if all(records.find(variant(role, rate), seed, config_key) for role in ROLES):
@@ -87,14 +87,6 @@ def run_cell(records: Records, rate: float, seed: int, args: argparse.Namespace)
           + f" ({timer.seconds:.0f} s)", flush=True)
 
 
-def _cell(values: list[float]) -> str:
-    if not values:
-        return ""
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}"
-
-
 def table(rates: list[float]) -> str:
     """Mean +- std test accuracy per noise level and role; generation - teacher per seed, then averaged."""
     records = load(BENCHMARK)
@@ -104,11 +96,11 @@ def table(rates: list[float]) -> str:
                           if r["variant"] == f"{name}, noise {round(100 * rate)} %"} for name in ROLES.values()}
         if not by_role["teacher"]:
             continue
-        row = [f"{round(100 * rate)} %"] + [_cell(list(by_role[name].values())) for name in ROLES.values()]
+        row = [f"{round(100 * rate)} %"] + [cell(list(by_role[name].values())) for name in ROLES.values()]
         for generation in ("generation 1", f"generation {GENERATIONS}"):
             seeds = sorted(set(by_role["teacher"]) & set(by_role[generation]))
             gains = [by_role[generation][s] - by_role["teacher"][s] for s in seeds]
-            row += [_cell(gains), f"{sum(g > 0 for g in gains)} of {len(gains)}"]
+            row += [cell(gains), f"{sum(g > 0 for g in gains)} of {len(gains)}"]
         rows.append(row)
     header = (["noise"] + [f"{name} acc %" for name in ROLES.values()]
               + ["gen 1 - teacher", "gen 1 above teacher", f"gen {GENERATIONS} - teacher",
@@ -131,7 +123,7 @@ def main() -> None:
         records = Records(BENCHMARK)
         for seed in args.seeds:  # every noise level's first seed first
             for rate in args.rates:
-                run_cell(records, rate, seed, args)
+                runcell(records, rate, seed, args)
     print(table(args.rates))
 
 
