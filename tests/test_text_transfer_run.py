@@ -14,15 +14,17 @@ pytest.importorskip("transformers")
 
 from text_fixtures import model_dir, write_label_text  # noqa: E402
 
-from kdistill.config import ConfigError, load_config  # noqa: E402
+from kdistill.config import ConfigError, load_config, validate  # noqa: E402
 from kdistill.digest import model_digest  # noqa: E402
 from kdistill.engine.seed import derive_seed  # noqa: E402
 from kdistill.errors import BadInput  # noqa: E402
 from kdistill.experiment import run_experiment  # noqa: E402
 from kdistill.run.data import load_data  # noqa: E402
 from kdistill.text.augment import AugmentRules, transfer_set  # noqa: E402
+from kdistill.text.datasets import TextBundle  # noqa: E402
 from kdistill.text.embedding_init import init_embeddings_from_teacher  # noqa: E402
 from kdistill.text.hf_models import hf_classifier, hf_student  # noqa: E402
+from kdistill.tune.data import tuning_raw  # noqa: E402
 
 TRAIN, VAL_FRACTION = 96, 0.25
 
@@ -127,6 +129,23 @@ def test_transfer_set_is_the_training_split_plus_copies(assets, tmp_path):
     assert len(transfer) == len(transfer_set(train.texts, 3, seed=5))
     assert any("[MASK]" in text for text in transfer.texts[len(train):])  # the tokenizer's mask token
     assert not set(val.texts) & set(transfer.texts[:len(train)]) - set(train.texts)
+
+
+def test_tuning_data_keeps_the_text_bundle_and_draws_the_transfer_set_from_its_training_split(assets, tmp_path):
+    """`kdistill tune` / `pair` score on a validation split carved from training (`tune.data.held_out`):
+    its bundle must stay a text bundle (tokenizer, max length), or a transfer set cannot be built."""
+    raw = experiment(assets, tmp_path)
+    bundle, train, val = load_data(load(raw, tmp_path))
+    tuning, tune_train, tune_val = load_data(validate(tuning_raw(raw)))
+    assert isinstance(tuning, TextBundle) and tuning.tokenizer_path == bundle.tokenizer_path
+    assert tuning.max_length == bundle.max_length == 16
+    assert tuning.test is tune_val  # the held-out part stands in as test: the real test split is never read
+    # the same split as the run's: tuning trains on the run's training part and scores on its validation part
+    assert tune_train.texts == train.texts and tune_val.texts == val.texts
+    transfer = tuning.transfer
+    assert transfer.texts[:len(tune_train)] == tune_train.texts
+    assert len(transfer) == len(transfer_set(tune_train.texts, 3, seed=5))
+    assert not set(tune_val.texts) & set(transfer.texts[:len(tune_train)])
 
 
 def refusal(raw: dict, tmp_path) -> str:

@@ -13,6 +13,7 @@ same samples the search scored.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,10 @@ def held_out(source: str, source_options: dict[str, Any] | None = None, val_frac
         train, val = split_validation(train, val_fraction, seed=0)
     elif train_limit and isinstance(train, InMemoryDataset):
         train = limit_samples(train, train_limit, seed)
-    return DataBundle(f"{bundle.name} (tuning: validation split as test)", train, val, bundle.num_classes, val=val,
-                      mean=bundle.mean, std=bundle.std, image=bundle.image, classes=list(bundle.classes))
+    # `replace` keeps the bundle's own type and fields (a text bundle's tokenizer and max length, which
+    # a transfer set and a text student are built from), with the validation split standing in as test
+    return dataclasses.replace(bundle, name=f"{bundle.name} (tuning: validation split as test)", train=train,
+                               test=val, val=val, classes=list(bundle.classes))
 
 
 def tuning_raw(raw: dict[str, Any]) -> dict[str, Any]:
