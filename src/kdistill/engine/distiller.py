@@ -166,8 +166,9 @@ class Distiller:
         if self.teachers and ctx.labels is not None and not any(m.supervises_labels for m in self.methods) \
                 and not getattr(data, "placeholder_labels", False):
             self.note(f"methods {[m.label for m in self.methods]} have no label term: the student learns without "
-                      "cross-entropy on the labels, unlike the papers (DKD, CRD, AT and FitNets add it with weight "
-                      "1, KD mixes it in); add a hard_label method unless this is intended")
+                      "cross-entropy on the labels, unlike most papers (DKD, CRD, AT and FitNets add it with weight "
+                      "1, KD mixes it in; born-again networks are the exception); add a hard_label method unless "
+                      "this is intended")
         if getattr(self.augment, "mixes_samples", False) and any(m.supervises_labels for m in self.methods):
             self.note("the augmentation mixes images (MixUp / CutMix) but not their labels: a label term trains on "
                       "each mixed image's first label; prefer soft targets alone with mixing augmentations")
