@@ -15,7 +15,7 @@ from lm_fixtures import BLOCK, VOCAB, corpus, tiny_lm
 
 from kdistill import Distiller, OptimizerSettings
 from kdistill.lm import causal_lm, open_topk_cache, use_cache
-from kdistill.methods import ForwardKL
+from kdistill.methods import ForwardKL, HardLabel
 
 WORLD = 2
 BUILD_BATCH = 6  # 41 blocks: 7 build batches, 4 on rank 0 and 3 on rank 1
@@ -41,9 +41,11 @@ def distil(folder: Path) -> tuple[Distiller, int]:
     handle = teacher.register_forward_hook(lambda *_: calls.append(1))
     cache = open_topk_cache(folder / "cache", teacher, data, VOCAB, k=8, dtype="float32", batch_size=BUILD_BATCH)
     handle.remove()
-    # global batches of 12: the last holds 5 blocks, the padded one among them, split 3 + 2 over the ranks
-    distiller = Distiller(teacher, student, [ForwardKL(temperature=2.0)], optimizer=OptimizerSettings(name="adamw",
-                          lr=3e-3), batch_size=12, seed=0, progress=False, run_dir=folder / "run", device="cpu")
+    # global batches of 12: the last holds 5 blocks, the padded one among them, split 3 + 2 over the ranks;
+    # both losses take the mean over the global batch's positions (hard_label too)
+    distiller = Distiller(teacher, student, [ForwardKL(temperature=2.0), HardLabel(0.5)],
+                          optimizer=OptimizerSettings(name="adamw", lr=3e-3), batch_size=12, seed=0,
+                          progress=False, run_dir=folder / "run", device="cpu")
     use_cache(distiller, cache)
     distiller.fit(data, epochs=2)
     return distiller, len(calls)
@@ -122,6 +124,7 @@ def test_two_process_cache_build_and_distillation_equal_one_process(tmp_path):
     history = torch.load(tmp_path / "history.pt", weights_only=False)
     for epoch, record in enumerate(reference.history):
         assert history[epoch]["train/forward_kl"] == pytest.approx(record["train/forward_kl"], rel=1e-4)
+        assert history[epoch]["train/hard_label"] == pytest.approx(record["train/hard_label"], rel=1e-4)
     # a teacher failing on one rank fails the build on both (no hang), and nothing is published
     outcomes = [torch.load(tmp_path / f"outcome{r}.pt") for r in range(WORLD)]
     assert outcomes[1] == "rank 1's teacher failed" and "another process failed" in outcomes[0]

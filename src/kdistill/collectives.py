@@ -186,6 +186,21 @@ def shard_weight(local_size: int, device: torch.device) -> torch.Tensor:
     return local_size * current_world().world_size / sizes[0]
 
 
+def position_mean_scale(positions: int, blocks: int, device: torch.device) -> float:
+    """The factor that turns this process's sum over its scored positions into its part of the mean
+    over the global batch's positions: 1 / positions on one process. Under DDP the loop weights each
+    rank's loss by its share of the global batch's rows (n_r W / N) and DDP averages the gradients;
+    N / (P n_r), P the global batch's positions, makes that the mean over all P positions, as one
+    process computes it, also when rows hold different numbers of positions (a padded last block).
+    Every rank must call it at the same step (one all-reduce)."""
+    if not current_world().distributed:
+        return 1.0 / positions if positions else 0.0
+    counts = all_reduce_sum(torch.tensor([float(positions), float(blocks)], dtype=torch.float64, device=device))
+    if positions == 0 or counts[0] == 0:
+        return 0.0
+    return float(counts[1]) / (float(counts[0]) * blocks)
+
+
 def reduce_sums(running: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Per-epoch sums over all processes (a no-op with one)."""
     if not current_world().distributed or not running:

@@ -25,10 +25,10 @@ from torch.utils.data import Dataset
 
 from kdistill.digest import tensors_digest
 from kdistill.errors import BadInput
+from kdistill.methods.logits import IGNORE_INDEX  # re-exported: the label of unscored positions
 
 END_OF_TEXT = "<|endoftext|>"
 PAD = "<|pad|>"
-IGNORE_INDEX = -100
 LABEL_WORD = re.compile(r"^(\d+|[A-Z]+:\w+)$")  # SST-2's `1`, TREC's `DESC:manner`
 
 

@@ -28,10 +28,9 @@ the teacher and the seed, so a resumed run ends with the weights of an uninterru
 
 Under DDP (`kdistill lm --nproc N`) every process runs every stage (the Distiller shards the
 blocks); the top-k cache is built in shares; rank 0 alone writes files. The token-level losses
-are exact over the processes (a 2-process student equals a 1-process one); `hard_label` (the
-teacher's and the scratch student's loss) weights each process's mean over its positions by its
-share of blocks, which differs from one process's mean only in a batch holding the padded last
-block; dropout draws differ between 1 and N processes, as in every DDP run.
+and `hard_label` (the teacher's and the scratch student's loss) are exact over the processes: each
+takes the mean over the global batch's positions, so a 2-process student equals a 1-process one;
+dropout draws differ between 1 and N processes, as in every DDP run.
 """
 
 from __future__ import annotations

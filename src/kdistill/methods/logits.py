@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kdistill.collectives import position_mean_scale
 from kdistill.methods.base import Method, StepContext, require_non_negative, require_positive
 
 
@@ -18,6 +19,9 @@ def softened_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     log_p_student = F.log_softmax(student_logits.float() / temperature, dim=1)
     log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=1)
     return F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * temperature**2
+
+
+IGNORE_INDEX = -100  # F.cross_entropy's default: positions that are not scored (padding)
 
 
 class HardLabel(Method):
@@ -38,7 +42,15 @@ class HardLabel(Method):
     def loss_terms(self, ctx: StepContext) -> torch.Tensor:
         if ctx.labels is None:
             raise RuntimeError("hard_label needs labels, but the batch has none")
-        return F.cross_entropy(ctx.student_logits.float(), ctx.labels, label_smoothing=self.label_smoothing)
+        logits = ctx.student_logits.float()
+        if ctx.labels.dim() < 2 or ctx.labels.is_floating_point():
+            return F.cross_entropy(logits, ctx.labels, label_smoothing=self.label_smoothing)
+        # one label per position (a language model's (B, T)): the mean over the scored positions of
+        # the global batch, so that N processes equal one also when a padded block holds fewer
+        summed = F.cross_entropy(logits, ctx.labels, label_smoothing=self.label_smoothing, reduction="sum")
+        positions = int((ctx.labels != IGNORE_INDEX).sum())
+        scale = position_mean_scale(positions, ctx.labels.shape[0], logits.device)
+        return summed * scale if positions else logits.sum() * 0.0
 
 
 class SoftTarget(Method):

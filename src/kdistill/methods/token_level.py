@@ -8,7 +8,7 @@ positions of the divergence (summed over the vocabulary), times T^2 at temperatu
 KD, so the gradient's scale does not shrink with T).
 
 Under DDP the mean is over the positions of the global batch, exactly as one process takes it (each
-rank scales its sum by the global counts: see `TokenDivergence._position_scale`), so a 2-process run
+rank scales its sum by the global counts: see `kdistill.collectives.position_mean_scale`), so a 2-process run
 equals a 1-process one even when blocks hold different numbers of positions. (With gradient
 accumulation each micro-batch is weighted by its share of blocks, exact when every block has the
 same number of positions, as all but a text's last block do.)
@@ -51,10 +51,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kdistill.collectives import all_reduce_sum, current_world
+from kdistill.collectives import position_mean_scale
 from kdistill.methods.base import Method, StepContext, require_positive
-
-IGNORE_INDEX = -100
+from kdistill.methods.logits import IGNORE_INDEX
 
 
 def position_rows(scores: torch.Tensor, labels: torch.Tensor | None, ignore_index: int = IGNORE_INDEX
@@ -156,24 +155,10 @@ class TokenDivergence(Method):
         if keep is not None:
             student_rows, teacher_rows = student_rows[keep], teacher_rows[keep]
         total = self.divergence(student_rows, teacher_rows).sum() if student_rows.shape[0] else None
-        scale = self._position_scale(student_rows.shape[0], ctx.student_logits.shape[0], ctx.student_logits.device)
+        scale = position_mean_scale(student_rows.shape[0], ctx.student_logits.shape[0], ctx.student_logits.device)
         if total is None or scale == 0:
             return ctx.student_logits.sum() * 0.0  # a batch of padding alone: no term, still a graph
         return total * scale * self.temperature ** 2
-
-    @staticmethod
-    def _position_scale(positions: int, blocks: int, device: torch.device) -> float:
-        """1 / positions on one process: the mean over the batch's positions. Under DDP the loop
-        weights each rank's loss by its share of the global batch's blocks (n_r W / N) and DDP
-        averages the gradients; N / (P n_r), P the global batch's positions, makes that the mean
-        over all P positions, as one process computes it, also when blocks hold different numbers
-        of positions (the padded last block). Every rank calls this once a step (one all-reduce)."""
-        if not current_world().distributed:
-            return 1.0 / positions if positions else 0.0
-        counts = all_reduce_sum(torch.tensor([float(positions), float(blocks)], dtype=torch.float64, device=device))
-        if positions == 0 or counts[0] == 0:
-            return 0.0
-        return float(counts[1]) / (float(counts[0]) * blocks)
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}, temperature={self.temperature}, top_k={self.top_k}"
