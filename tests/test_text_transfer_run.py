@@ -209,3 +209,40 @@ def test_embedding_init_refusals(assets, tmp_path):
     raw = {**base, "student": {**base["student"], "embedding_init": "random"}}
     with pytest.raises(ConfigError, match="student.embedding_init"):
         load(raw, tmp_path)
+
+
+@pytest.mark.parametrize("strategy, initialised", [
+    ({"name": "born_again", "generations": 2}, ["generation-1", "generation-2"]),
+    ({"name": "teacher_assistant", "assistants": [{"name": "hf-student", "options": {"base": "TEACHER", "layers": 1,
+                                                                                       "hidden": 24, "heads": 2}}]},
+     ["student"]),
+])
+def test_embedding_init_starts_every_student_of_a_chain_from_the_run_teacher(assets, tmp_path, monkeypatch,
+                                                                            strategy, initialised):
+    """Every model a chain builds from `student:` (each born-again generation, a chain's final student)
+    starts from the projected embeddings of the run's teacher, not of the model before it in the chain;
+    an assistant built from its own spec keeps its random embeddings."""
+    import kdistill.text.student_init as student_init
+
+    calls: list[tuple[int, str]] = []
+    real = student_init.init_embeddings_from_teacher
+
+    def recording(student, teacher):
+        calls.append((student.get_input_embeddings().weight.shape[1], model_digest(teacher)))
+        return real(student, teacher)
+
+    monkeypatch.setattr(student_init, "init_embeddings_from_teacher", recording)
+    raw = experiment(assets, tmp_path, strategy=json.loads(json.dumps(strategy).replace(
+        "TEACHER", str(assets / "teacher"))), baseline=False)
+    raw["data"].pop("transfer_set")
+    raw["teacher"]["cache"] = False  # the cache serves the standard strategy only
+    run = tmp_path / "run"
+    run_experiment(load(raw, tmp_path), run, progress=False)
+
+    teacher = hf_classifier(2, str(assets / "teacher"))
+    teacher.load_state_dict(torch.load(run / "teacher" / "student.pt", weights_only=True))
+    trained_teacher = model_digest(teacher)
+    # the pre-flight dry run on a throw-away student (the teacher still untrained), then one call per
+    # student-sized model the chain trains, each from the trained run teacher, at the student's width
+    assert calls[0][1] != trained_teacher
+    assert calls[1:] == [(16, trained_teacher)] * len(initialised)
