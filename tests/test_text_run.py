@@ -19,6 +19,7 @@ from kdistill.engine.cache import CacheSettings  # noqa: E402
 from kdistill.experiment import run_experiment  # noqa: E402
 from kdistill.methods import HardLabel, SoftTarget  # noqa: E402
 from kdistill.methods.transformer import HiddenStateMSE  # noqa: E402
+from kdistill.results import DISTILLED  # noqa: E402
 from kdistill.text.datasets import load_text_files_bundle  # noqa: E402
 from kdistill.text.hf_models import hf_classifier, hf_student  # noqa: E402
 
@@ -70,6 +71,27 @@ training:
     for term in ("soft_target", "hard_label", "hidden_mse", "embedding_mse", "attention_kl"):
         assert record[f"train/{term}"] > 0, term
     assert (tmp_path / "run" / "report.md").exists()
+    # text models get the deployment profile too (their batches are dicts of tensors)
+    teacher, student = result.by_role("teacher").extra["profile"], result.by_role(DISTILLED).extra["profile"]
+    for row, profile in ((result.by_role("teacher"), teacher), (result.by_role(DISTILLED), student)):
+        assert profile["parameters"] == row.parameters and profile["batch_size"] == 64
+        assert profile["latency_b1_ms"] > 0 and profile["latency_batch_ms"] > 0
+    # FLOPs of one sample (multiply-add = 2), counted by hand for a BERT classifier over T tokens (the
+    # test batch's padded length): per layer Q, K, V, O (4 H^2) and the feed-forward (2 H I) on every
+    # token, Q K^T and the attention-weighted V (2 T H each); then the pooler (H^2) and the head (2 H)
+    from transformers import AutoTokenizer
+
+    texts = [line.split(" ", 1)[1] for line in (assets / "test.txt").read_text().splitlines()]
+    tokens = AutoTokenizer.from_pretrained(str(assets / "tokenizer"))(texts[:64], padding=True, truncation=True,
+                                                                       max_length=16)["input_ids"]
+    t = len(tokens[0])
+
+    def bert_flops(layers: int, hidden: int, intermediate: int) -> int:
+        per_layer = 2 * t * (4 * hidden**2 + 2 * hidden * intermediate) + 2 * 2 * t * t * hidden
+        return layers * per_layer + 2 * hidden**2 + 2 * hidden * 2
+
+    assert teacher["flops_per_sample"] == bert_flops(4, 32, 64)  # the fixture's teacher: intermediate 2 H
+    assert student["flops_per_sample"] == bert_flops(2, 16, 64)  # hf-student: intermediate 4 H
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from kdistill.text.hf_models import hf_student

@@ -10,10 +10,9 @@ from typing import Any
 
 from torch import nn
 
-from kdistill.compress.evaluation import take
 from kdistill.compress.prune import StructuredPruning, UnstructuredPruning, prune_to_target
 from kdistill.compress.spec import PruneSpec
-from kdistill.evaluate.profile import flops
+from kdistill.evaluate.profile import first_rows, flops
 
 
 @dataclass
@@ -35,7 +34,7 @@ def prune_candidates(spec: PruneSpec, start: nn.Module, sample: Any,
     if spec.target_flops is not None or spec.target_latency is not None:
         yield to_target(spec, start, sample, latency)
         return
-    two, previous = take(sample, 2), 0.0
+    two, previous = first_rows(sample, 2), 0.0
     for ratio in spec.ratios:
         relative = 1 - (1 - ratio) / (1 - previous)  # from the previous (already pruned) model
         if spec.kind == "structured":
@@ -64,7 +63,7 @@ def to_target(spec: PruneSpec, start: nn.Module, sample: Any,
               latency: Callable[[nn.Module], float]) -> tuple[str, Step]:
     """The one candidate of a FLOPs or latency target: `start`'s measure times the share is the goal,
     reached in Torch-Pruning steps (`prune.prune_to_target`); its note says what was measured."""
-    one = take(sample, 1)
+    one = first_rows(sample, 1)
     if spec.target_flops is not None:
         share, what, unit = spec.target_flops, "FLOPs", ""
 
@@ -75,6 +74,6 @@ def to_target(spec: PruneSpec, start: nn.Module, sample: Any,
     goal = share * (begin := measure(start))
 
     def prune(model: nn.Module) -> Pruned:
-        reached = prune_to_target(model, take(sample, 2), measure, goal, spec.importance, spec.ignore)
+        reached = prune_to_target(model, first_rows(sample, 2), measure, goal, spec.importance, spec.ignore)
         return Pruned(note=f"{what} {reached:.4g}{unit} at batch 1 (target {goal:.4g} = {share:.0%} of {begin:.4g})")
     return f"to {share:.0%} of {what}", prune

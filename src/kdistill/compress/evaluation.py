@@ -2,7 +2,7 @@
 same way: a split through the model's own normalisation, the profile on real held-out inputs.
 
 Inputs are a tensor (images, features) or a dict of tensors (a text model's `input_ids`,
-`attention_mask`); `take` and `repeat_rows` slice either along the batch axis."""
+`attention_mask`); `evaluate.profile` slices either along the batch axis."""
 
 from __future__ import annotations
 
@@ -15,33 +15,7 @@ from torch import nn
 from kdistill.data.transforms import Normalize, to_float
 from kdistill.engine import Distiller
 from kdistill.engine.batch import split_batch
-from kdistill.evaluate.profile import (
-    Profile,
-    batch_of,
-    count_nonzero_parameters,
-    count_parameters,
-    flops,
-    onnx_session,
-    peak_memory_bytes,
-    profile_model,
-    profile_onnx,
-    size_on_disk_bytes,
-    torch_latency,
-)
-
-
-def take(sample: Any, count: int) -> Any:
-    """The first `count` rows of a batch (a tensor or a dict of tensors)."""
-    if isinstance(sample, dict):
-        return {key: value[:count].contiguous() for key, value in sample.items()}
-    return sample[:count].contiguous()
-
-
-def repeat_rows(sample: Any, count: int) -> Any:
-    """`count` rows from a batch, repeating it when it has fewer (a tensor or a dict of tensors)."""
-    if isinstance(sample, dict):
-        return {key: batch_of(value, count) for key, value in sample.items()}
-    return batch_of(sample, count)
+from kdistill.evaluate.profile import onnx_session, profile_model, profile_onnx
 
 
 def torch_accuracy(model: nn.Module, data: Any, norm: Normalize, batch_size: int = 512) -> float:
@@ -78,16 +52,9 @@ def sample_inputs(data: Any, norm: Normalize, count: int) -> torch.Tensor:
 
 
 def torch_profile(model: nn.Module, sample: Any, settings: Any) -> dict[str, Any]:
-    """`evaluate.profile.profile_model`'s record; for dict inputs the same measures, assembled here
-    (profile_model slices a tensor)."""
-    if torch.is_tensor(sample):
-        return profile_model(model, sample, settings.batch_size, settings.threads, settings.repeats,
-                             settings.warmup).as_record()
-    one, batch = take(sample, 1), repeat_rows(sample, settings.batch_size)
-    return Profile(count_parameters(model), count_nonzero_parameters(model), size_on_disk_bytes(model),
-                   flops(model, one), torch_latency(model, one, settings.repeats, settings.warmup, settings.threads),
-                   torch_latency(model, batch, settings.repeats, settings.warmup, settings.threads),
-                   settings.batch_size, peak_memory_bytes(model, batch)).as_record()
+    """`evaluate.profile.profile_model`'s record at the pipeline's profile settings."""
+    return profile_model(model, sample, settings.batch_size, settings.threads, settings.repeats,
+                         settings.warmup).as_record()
 
 
 def onnx_profile(path: str | Path, sample: torch.Tensor, settings: Any,

@@ -42,7 +42,7 @@ from kdistill.compress.spec import CompressSpec, TrainSpec
 from kdistill.data.base import InMemoryDataset, limit_samples, split_validation
 from kdistill.data.transforms import Normalize
 from kdistill.errors import BadInput
-from kdistill.evaluate.profile import torch_latency
+from kdistill.evaluate.profile import first_rows, torch_latency
 
 SAMPLE_COUNT = 256  # validation inputs for profiling and the ONNX checks
 VAL_FRACTION = 0.1  # of the training set, held out for the choices when no validation split is given
@@ -235,7 +235,7 @@ class CompressionPipeline:
 
     def _timed_latency(self, model: nn.Module) -> float:
         profile = self.spec.profile
-        return torch_latency(model, ev.take(self.sample, 1), profile.repeats, profile.warmup,
+        return torch_latency(model, first_rows(self.sample, 1), profile.repeats, profile.warmup,
                              profile.threads).median_ms
 
     def float_profile(self) -> dict[str, Any]:
@@ -248,7 +248,7 @@ class CompressionPipeline:
         """The final float model as ONNX, exported once by this run (an older file there is replaced)."""
         path = self.out / "model.onnx"
         if not self._onnx_exported:
-            export_onnx(self.model, ev.take(self.sample, 8), path)
+            export_onnx(self.model, first_rows(self.sample, 8), path)
             self._onnx_exported = True
         return path
 
@@ -300,7 +300,7 @@ class CompressionPipeline:
         runtime onnxruntime, the same int8 model as a QDQ ONNX file checked against PyTorch's."""
         spec = self.spec.quantize
         teacher = copy.deepcopy(self.model).eval()
-        prepared = prepare_qat(self.model, ev.take(self.sample, 2))
+        prepared = prepare_qat(self.model, first_rows(self.sample, 2))
         recover(prepared, teacher, self.training_data(spec.qat), settings_of(spec.qat, None, self.seed), self.norm,
                 description="qat")
         quantized = convert_qat(prepared)
@@ -308,7 +308,7 @@ class CompressionPipeline:
                               f"{spec.qat.epochs} epoch(s)", "model-int8-qat.pt")
         if spec.runtime != "onnxruntime":
             return
-        target = export_qat_onnx(prepared, ev.take(self.sample, 8), self.out / "model-int8-qat.onnx")
+        target = export_qat_onnx(prepared, first_rows(self.sample, 8), self.out / "model-int8-qat.onnx")
         step = qat_output_step(prepared)
         tolerance = f"tolerance {QAT_ONNX_STEPS} output steps of {step:.2g}"
         try:

@@ -192,8 +192,18 @@ def peak_memory_bytes(model: nn.Module, sample: Any) -> int | None:
         return None
 
 
-def batch_of(sample: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """`batch_size` rows from `sample`, repeating it when it has fewer."""
+def first_rows(sample: Any, count: int) -> Any:
+    """The first `count` rows of a batch: a tensor, or a dict of tensors (a text model's `input_ids`,
+    `attention_mask`), each sliced along the batch axis."""
+    if isinstance(sample, dict):
+        return {key: value[:count].contiguous() for key, value in sample.items()}
+    return sample[:count].contiguous()
+
+
+def batch_of(sample: Any, batch_size: int) -> Any:
+    """`batch_size` rows from `sample` (a tensor or a dict of tensors), repeating it when it has fewer."""
+    if isinstance(sample, dict):
+        return {key: batch_of(value, batch_size) for key, value in sample.items()}
     repeats = -(-batch_size // sample.shape[0])
     return sample.repeat(repeats, *([1] * (sample.dim() - 1)))[:batch_size].contiguous()
 
@@ -221,14 +231,15 @@ class Profile:
         return record
 
 
-def profile_model(model: nn.Module, sample: torch.Tensor, batch_size: int = 64, threads: int = 1,
+def profile_model(model: nn.Module, sample: Any, batch_size: int = 64, threads: int = 1,
                   repeats: int = 30, warmup: int = 5) -> Profile:
-    """Everything in `Profile` for a PyTorch model; `sample` is a batch of real (normalised) inputs."""
-    one = sample[:1].contiguous()
+    """Everything in `Profile` for a PyTorch model; `sample` is a batch of real (normalised) inputs:
+    a tensor, or a dict of tensors for a model called with keywords (a Hugging Face text model)."""
+    one, batch = first_rows(sample, 1), batch_of(sample, batch_size)
     return Profile(count_parameters(model), count_nonzero_parameters(model), size_on_disk_bytes(model),
                    flops(model, one), torch_latency(model, one, repeats, warmup, threads),
-                   torch_latency(model, batch_of(sample, batch_size), repeats, warmup, threads), batch_size,
-                   peak_memory_bytes(model, batch_of(sample, batch_size)))
+                   torch_latency(model, batch, repeats, warmup, threads), batch_size,
+                   peak_memory_bytes(model, batch))
 
 
 def onnx_session(path: str | Path, threads: int = 1) -> Any:

@@ -1,6 +1,6 @@
 """One row of the results table: a model's test accuracy, parameters, bytes on disk and CPU latency,
 plus the deployment profile the report's "Profile" section shows (FLOPs, latency at batch 1 and 64
-with its spread, peak memory) for models that take one tensor."""
+with its spread, peak memory), for image and text models alike (a text batch is a dict of tensors)."""
 
 from __future__ import annotations
 
@@ -37,5 +37,6 @@ def profile_row(role: str, model: nn.Module, bundle: DataBundle, norm: Normalize
         accuracy = evaluator.evaluate(bundle.test)["acc"]
     sample = sample_batch(bundle.test, 64, norm.cpu())
     latency = cpu_latency_ms(model, sample)
-    extra = {"profile": profile_model(model, sample).as_record()} if torch.is_tensor(sample) else {}
-    return ModelResult(role, accuracy, count_parameters(model), size_on_disk_bytes(model), latency, extra)
+    profile = profile_model(model, sample).as_record()
+    return ModelResult(role, accuracy, count_parameters(model), size_on_disk_bytes(model), latency,
+                       {"profile": profile})
