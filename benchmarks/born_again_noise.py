@@ -30,7 +30,7 @@ import torch
 from _common import keep_freed_memory, markdown_table, shared_data
 from _records import WORK, Records, Timer, config_digest, load
 from noise_and_tuning import record_config, run_config
-from table import cell
+from table import cell, latest_runs
 
 from kdistill.config import validate
 from kdistill.experiment import run_experiment
@@ -89,11 +89,11 @@ def runcell(records: Records, rate: float, seed: int, args: argparse.Namespace) 
 
 def table(rates: list[float]) -> str:
     """Mean +- std test accuracy per noise level and role; generation - teacher per seed, then averaged."""
-    records = load(BENCHMARK)
+    runs, _ = latest_runs(load(BENCHMARK))  # per variant, its latest config's runs: no mixing across configs
     rows = []
     for rate in rates:
-        by_role = {name: {r["seed"]: r["metrics"]["test_acc"] for r in records
-                          if r["variant"] == f"{name}, noise {round(100 * rate)} %"} for name in ROLES.values()}
+        by_role = {name: {r["seed"]: r["metrics"]["test_acc"]
+                          for r in runs.get(f"{name}, noise {round(100 * rate)} %", [])} for name in ROLES.values()}
         if not by_role["teacher"]:
             continue
         row = [f"{round(100 * rate)} %"] + [cell(list(by_role[name].values())) for name in ROLES.values()]

@@ -96,3 +96,59 @@ def test_interleaved_latency_tells_a_slow_call_from_a_fast_one():
 
     found = interleaved_latency({"slow": lambda: time.sleep(0.004), "fast": lambda: None}, repeats=5, warmup=1)
     assert found["slow"].median_ms >= 4.0 > found["fast"].median_ms and found["slow"].repeats == 5
+
+
+class PairInput(nn.Module):
+    """A model called with one tuple of two tensors (a two-view input)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 3), nn.Linear(4, 3)
+
+    def forward(self, pair):
+        first, second = pair
+        return self.a(first) + self.b(second)
+
+
+def test_batches_of_tuples_and_mappings_are_sliced_along_the_batch_axis():
+    from collections import UserDict
+
+    from kdistill.evaluate.profile import batch_of, first_rows
+
+    rows = torch.arange(6.0).reshape(3, 2)
+    sample = UserDict({"x": rows, "pair": (rows, [rows]), "scale": torch.tensor(2.0), "names": ["a", "b", "c"]})
+    one = first_rows(sample, 1)
+    assert torch.equal(one["x"], rows[:1]) and torch.equal(one["pair"][1][0], rows[:1])
+    assert one["scale"].dim() == 0 and one["names"] == ["a", "b", "c"]  # not batched: passed through
+    five = batch_of(sample, 5)
+    assert torch.equal(five["pair"][0], rows[[0, 1, 2, 0, 1]]) and isinstance(five["pair"][1], list)
+    # a tuple-input model is profiled like any other: FLOPs by hand (two 4 -> 3 layers per sample)
+    pair = (torch.randn(3, 4), torch.randn(3, 4))
+    record = profile_model(PairInput(), pair, batch_size=4, repeats=2, warmup=0).as_record()
+    assert record["flops_per_sample"] == 2 * 2 * 4 * 3 and record["batch_size"] == 4
+
+
+def test_a_run_row_keeps_accuracy_and_latency_when_its_profile_fails(monkeypatch, caplog):
+    import types
+
+    import kdistill.run.profiling as profiling
+    from kdistill.data.transforms import Normalize
+
+    class Pairs(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, index):
+            return (torch.randn(4), torch.randn(4)), index % 3
+
+    bundle = types.SimpleNamespace(test=Pairs())
+    row = profiling.profile_row("student", PairInput(), bundle, Normalize(None, None), None, accuracy=0.5)
+    assert row.extra["profile"]["parameters"] == 30 and row.latency_ms > 0
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("the profiler broke")
+
+    monkeypatch.setattr(profiling, "profile_model", broken)
+    row = profiling.profile_row("student", PairInput(), bundle, Normalize(None, None), None, accuracy=0.5)
+    assert row.accuracy == 0.5 and row.latency_ms > 0 and row.extra == {}
+    assert "no deployment profile for the student (RuntimeError: the profiler broke)" in caplog.text

@@ -159,6 +159,8 @@ def refusal(raw: dict, tmp_path) -> str:
 @pytest.mark.parametrize("changes, expected", [
     ({"methods": [{"name": "soft_target"}, {"name": "hard_label", "weight": 0.1}]}, "methods that read labels"),
     ({"methods": [{"name": "dkd"}]}, "(dkd)"),
+    ({"methods": [{"name": "soft_target"}, {"name": "crd", "student_layer": "bert.pooler",
+                   "teacher_layer": "bert.pooler", "negatives": "other_classes"}]}, "(crd)"),
     ({"teacher": None, "strategy": {"name": "mutual"}, "methods": None}, "needs a teacher"),
     ({"strategy": {"name": "born_again", "generations": 2}}, "strategy standard only"),
     ({"data": "label_noise"}, "not with data.label_noise"),
@@ -169,8 +171,8 @@ def test_transfer_set_refusals(assets, tmp_path, changes, expected):
     if noisy:
         raw["data"]["label_noise"] = {"rate": 0.2}
     raw["student"].pop("embedding_init")
-    if "strategy" in changes and "teacher" in raw:
-        raw["teacher"]["cache"] = False  # the cache serves the standard strategy only
+    if ("strategy" in changes or expected == "(crd)") and "teacher" in raw:
+        raw["teacher"]["cache"] = False  # the cache serves the standard strategy only, and logits only here
     assert expected in refusal(raw, tmp_path)
     assert not (tmp_path / "run" / "teacher").exists()  # refused before any training
 

@@ -13,7 +13,7 @@ import contextlib
 import io
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -192,20 +192,33 @@ def peak_memory_bytes(model: nn.Module, sample: Any) -> int | None:
         return None
 
 
+def _rows_of(sample: Any, take: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """`take` applied along the batch axis of every batched tensor in `sample` (a tensor, or a
+    mapping / tuple / list of them, as `call_model` accepts); anything else (a 0-d tensor, a string,
+    a flag) is passed through unchanged."""
+    if torch.is_tensor(sample):
+        return take(sample) if sample.dim() > 0 else sample
+    if isinstance(sample, Mapping):
+        return {key: _rows_of(value, take) for key, value in sample.items()}
+    if isinstance(sample, (tuple, list)):
+        return type(sample)(_rows_of(value, take) for value in sample)
+    return sample
+
+
 def first_rows(sample: Any, count: int) -> Any:
     """The first `count` rows of a batch: a tensor, or a dict of tensors (a text model's `input_ids`,
-    `attention_mask`), each sliced along the batch axis."""
-    if isinstance(sample, dict):
-        return {key: value[:count].contiguous() for key, value in sample.items()}
-    return sample[:count].contiguous()
+    `attention_mask`) or a tuple of them, each sliced along the batch axis."""
+    return _rows_of(sample, lambda tensor: tensor[:count].contiguous())
 
 
 def batch_of(sample: Any, batch_size: int) -> Any:
-    """`batch_size` rows from `sample` (a tensor or a dict of tensors), repeating it when it has fewer."""
-    if isinstance(sample, dict):
-        return {key: batch_of(value, batch_size) for key, value in sample.items()}
-    repeats = -(-batch_size // sample.shape[0])
-    return sample.repeat(repeats, *([1] * (sample.dim() - 1)))[:batch_size].contiguous()
+    """`batch_size` rows from `sample` (as `first_rows` takes it), repeating it when it has fewer."""
+
+    def repeat(tensor: torch.Tensor) -> torch.Tensor:
+        repeats = -(-batch_size // tensor.shape[0])
+        return tensor.repeat(repeats, *([1] * (tensor.dim() - 1)))[:batch_size].contiguous()
+
+    return _rows_of(sample, repeat)
 
 
 @dataclass

@@ -79,6 +79,12 @@ class Method(nn.Module):
         self.start_epoch = 0
         self.end_epoch: int | None = None
 
+    @classmethod
+    def reads_labels(cls, options: dict[str, Any]) -> bool:
+        """Whether a method built with these options reads the batch's labels: `needs_labels`, unless an
+        option decides it (CRD's `negatives: other_classes`). Config checks ask this before anything is built."""
+        return cls.needs_labels
+
     def active(self, epoch: int) -> bool:
         return epoch >= self.start_epoch and (self.end_epoch is None or epoch < self.end_epoch)
 

@@ -86,6 +86,8 @@ rows); runs without labels (a transfer set) must keep `all`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -131,6 +133,10 @@ class CRD(FeatureMethod):
     name = "crd"
     summary = "contrastive representation distillation: InfoNCE between embeddings, negatives from a memory"
     reference = "Tian, Krishnan, Isola 2020, Contrastive Representation Distillation (arXiv:1910.10699)"
+
+    @classmethod
+    def reads_labels(cls, options: dict[str, Any]) -> bool:
+        return options.get("negatives", "all") == "other_classes"
 
     def __init__(self, student_layer: str, teacher_layer: str, weight: float = 0.8, feature_dim: int = 128,
                  num_negatives: int = 16384, nce_temperature: float = 0.07, momentum: float = 0.5,

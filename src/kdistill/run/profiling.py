@@ -4,6 +4,7 @@ with its spread, peak memory), for image and text models alike (a text batch is 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -17,6 +18,8 @@ from kdistill.engine.batch import split_batch
 from kdistill.evaluate import count_parameters, cpu_latency_ms, size_on_disk_bytes
 from kdistill.evaluate.profile import profile_model
 from kdistill.results import ModelResult
+
+LOG = logging.getLogger("kdistill")
 
 
 def sample_batch(data: Any, batch_size: int, norm: Normalize) -> Any:
@@ -37,6 +40,10 @@ def profile_row(role: str, model: nn.Module, bundle: DataBundle, norm: Normalize
         accuracy = evaluator.evaluate(bundle.test)["acc"]
     sample = sample_batch(bundle.test, 64, norm.cpu())
     latency = cpu_latency_ms(model, sample)
-    profile = profile_model(model, sample).as_record()
-    return ModelResult(role, accuracy, count_parameters(model), size_on_disk_bytes(model), latency,
-                       {"profile": profile})
+    try:
+        extra = {"profile": profile_model(model, sample).as_record()}
+    except Exception as error:  # noqa: BLE001 - the profile is an extra: it never costs a finished run its row
+        LOG.warning("kdistill: no deployment profile for the %s (%s: %s); accuracy and latency are kept",
+                    role, type(error).__name__, error)
+        extra = {}
+    return ModelResult(role, accuracy, count_parameters(model), size_on_disk_bytes(model), latency, extra)

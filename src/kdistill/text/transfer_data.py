@@ -9,7 +9,8 @@ run ends up with (after its validation split and `train_limit`), so no validatio
 
 The copies carry their source sentence's label as a placeholder, only so that the loop's
 `train/acc` has something to count against (it then reads agreement with the source's label); no
-loss reads it, since a method that needs labels (`needs_labels`: hard_label, dkd, mutual) is refused
+loss reads it, since a method that reads labels (`Method.reads_labels`: hard_label, dkd, mutual, CRD
+with `negatives: other_classes`) is refused
 with the transfer set, as are every strategy but `standard` and a run without a teacher.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from kdistill.data import DataBundle
 from kdistill.errors import BadInput
+from kdistill.registry import RegistryError
 from kdistill.text.augment import transfer_set
 from kdistill.text.datasets import TextBundle
 from kdistill.text.tokenize import TextDataset, load_tokenizer, text_dataset
@@ -41,11 +43,20 @@ def check_transfer_combination(config: Any) -> None:
     if config.data.label_noise is not None:
         raise BadInput(f"{WHERE}: not with data.label_noise (the noisy training split does not keep its sentences "
                        "to perturb); remove one of the two")
-    labelled = [spec.name for spec in config.methods if getattr(METHODS.get(spec.name), "needs_labels", False)]
+    labelled = [spec.name for spec in config.methods if _reads_labels(METHODS, spec)]
     if labelled:
         raise BadInput(f"{WHERE}: the perturbed copies have no label, so methods that read labels cannot train on "
                        f"them ({', '.join(labelled)}); remove {'them' if len(labelled) > 1 else 'it'} (Tang et al. "
                        "distil with soft targets alone) or remove transfer_set")
+
+
+def _reads_labels(methods: Any, spec: Any) -> bool:
+    try:
+        method = methods.get(spec.name)
+    except RegistryError:
+        return False  # an unknown name: the config check names it
+    reads = getattr(method, "reads_labels", None)
+    return bool(reads(spec.options())) if callable(reads) else bool(getattr(method, "needs_labels", False))
 
 
 def build_transfer_set(config: Any, bundle: DataBundle, train: Any) -> TextDataset | None:
