@@ -6,6 +6,8 @@ from kdistill.data.base import DataBundle, InMemoryDataset, batch_collate, limit
 from kdistill.data.digits import load_digits_bundle
 from kdistill.data.image_folder import load_image_folder_bundle
 from kdistill.data.mnist import load_mnist_bundle
+from kdistill.data.nsl_kdd import load_nsl_kdd_bundle
+from kdistill.data.tabular import load_csv_table_bundle
 from kdistill.registry import Registry
 
 # text data sets (sst2, trec, text-files) register themselves on the first lookup
@@ -13,6 +15,8 @@ DATASETS: Registry = Registry("dataset", builtins=("kdistill.text.registrations"
 DATASETS.register("digits")(load_digits_bundle)
 DATASETS.register("mnist")(load_mnist_bundle)
 DATASETS.register("image-folder", "image_folder", "cifar10-jpeg")(load_image_folder_bundle)
+DATASETS.register("csv-table", "csv")(load_csv_table_bundle)
+DATASETS.register("nsl-kdd")(load_nsl_kdd_bundle)
 
 __all__ = [
     "DATASETS",
@@ -20,8 +24,10 @@ __all__ = [
     "InMemoryDataset",
     "batch_collate",
     "limit_samples",
+    "load_csv_table_bundle",
     "load_digits_bundle",
     "load_image_folder_bundle",
     "load_mnist_bundle",
+    "load_nsl_kdd_bundle",
     "split_validation",
 ]

@@ -8,6 +8,7 @@ replay and contrastive memories need). User data sets may yield anything; see `e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -45,6 +46,15 @@ class InMemoryDataset(Dataset):
     def fingerprint(self) -> str:
         """A digest of the contents and order: what a cache of outputs on this data depends on."""
         return tensors_digest([("inputs", self.inputs), ("labels", self.labels)])[:16]
+
+
+def label_order(names: Sequence[str]) -> list[str]:
+    """The id order of a set of label names read from files: numeric when all are integers (so
+    "0".."10" keep their ids), else alphabetical. The training split decides it; others reuse it."""
+    unique = set(names)
+    if unique and all(name.lstrip("-").isdigit() for name in unique):
+        return sorted(unique, key=int)
+    return sorted(unique)
 
 
 def batch_collate(batch: object) -> object:

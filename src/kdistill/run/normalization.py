@@ -67,8 +67,12 @@ def normalization_for(spec: ModelSpec, bundle: DataBundle) -> Normalize:
     return normalization_choice(spec, bundle)[0]
 
 
-def _numbers(values: Any) -> str:
-    return "[" + ", ".join(f"{float(v):.4g}" for v in values) + "]"
+def _numbers(values: Any, shown: int = 4) -> str:
+    """A short list: every value of a few channels, the first few of many (a table's 118 features)."""
+    values = [float(v) for v in values]
+    if len(values) <= shown + 1:
+        return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+    return "[" + ", ".join(f"{v:.4g}" for v in values[:shown]) + f", ... ({len(values)} values)]"
 
 
 def announce(lines: list[tuple[str, str]]) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdistill.data.base import label_order  # re-exported: the text loaders' label ids
 from kdistill.errors import BadInput, UnreadableFile
 from kdistill.file_checks import MissingFile
 
@@ -33,18 +34,6 @@ class TextExamples:
 
     def __len__(self) -> int:
         return len(self.texts)
-
-
-def label_order(names: Sequence[str]) -> list[str]:
-    """The id order of a set of label names: numeric when all are integers, else alphabetical."""
-    unique = set(names)
-    if unique and all(_is_int(n) for n in unique):
-        return sorted(unique, key=int)
-    return sorted(unique)
-
-
-def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit()
 
 
 def _ids(path: Path, rows: list[tuple[int, str, str]], label_names: Sequence[str] | None) -> TextExamples:
