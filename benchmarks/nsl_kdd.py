@@ -25,20 +25,18 @@ Metrics per model on the test file: accuracy; for `binary` also the detection ra
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from _common import keep_freed_memory, markdown_table, shared_data
-from _records import WORK, Records, Timer, config_digest, load
+from _experiment_cells import run_cell, stage_model
+from _records import Records, load
 from table import cell, latest_runs
 
-from kdistill.config import validate
 from kdistill.data import load_nsl_kdd_bundle
 from kdistill.data.transforms import Normalize
-from kdistill.experiment import run_experiment
-from kdistill.models import build_model
 
 BENCHMARK = "nsl_kdd"
-STAGES = {"teacher": "teacher", "student (scratch)": "student-scratch", "student (distilled)": "student-distilled"}
 VARIANTS = {"teacher": "teacher", "student (scratch)": "scratch", "student (distilled)": "KD"}
 TEACHER = {"hidden": [512, 512], "dropout": 0.3}
 STUDENT = {"hidden": [16]}
@@ -61,11 +59,6 @@ def experiment(task: str, seed: int, epochs: int) -> dict:
     }
 
 
-def record_config(raw: dict) -> dict:
-    """What a variant's runs share (the seed is the record's own field)."""
-    return {k: v for k, v in raw.items() if k not in ("name", "seed")}
-
-
 def detection_metrics(model: torch.nn.Module, bundle, task: str) -> dict[str, float]:
     """Test accuracy, and the detector's rates (binary) or the mean recall over classes (category)."""
     norm = Normalize(bundle.mean, bundle.std)
@@ -83,30 +76,16 @@ def detection_metrics(model: torch.nn.Module, bundle, task: str) -> dict[str, fl
     return metrics
 
 
-def run_cell(records: Records, task: str, seed: int, epochs: int) -> None:
+def run_task(records: Records, task: str, seed: int, epochs: int) -> None:
+    bundle = load_nsl_kdd_bundle(shared_data() / "nsl-kdd", task)
     raw = experiment(task, seed, epochs)
-    key = record_config(raw)
-    if all(records.find(f"{VARIANTS[role]}, {task}", seed, key) for role in STAGES):
-        return
-    run_dir = WORK / BENCHMARK / "runs" / f"{raw['name']}-{config_digest(raw)}"
-    root = str(shared_data() / "nsl-kdd")
-    config = validate({**raw, "data": {**raw["data"], "root": root}, "output_dir": str(run_dir),
-                       "baselines_dir": str(WORK / BENCHMARK / "baselines")})
-    with Timer() as timer:
-        result = run_experiment(config, run_dir, resume=(run_dir / "config.yaml").exists(), progress=False)
-    bundle = load_nsl_kdd_bundle(root, task)
-    for row in result.rows:
-        if row.role not in STAGES or records.find(f"{VARIANTS[row.role]}, {task}", seed, key):
-            continue
-        options = TEACHER if row.role == "teacher" else STUDENT
-        model = build_model("mlp", bundle.num_classes, bundle.input_shape, options)
-        model.load_state_dict(torch.load(run_dir / STAGES[row.role] / "student.pt", weights_only=True))
-        metrics = detection_metrics(model, bundle, task)
-        assert abs(metrics["test_acc"] - 100 * row.accuracy) < 0.01, (metrics, row.accuracy)  # the run's own figure
-        latency = row.extra.get("profile", {}).get("latency_b1_ms")
-        records.append(f"{VARIANTS[row.role]}, {task}", seed, key, metrics, timer.seconds, params=row.parameters,
-                       latency_ms_b1=latency, run_dir=str(run_dir.relative_to(WORK)))
-        print(f"{task} seed {seed} {row.role}: {metrics}", flush=True)
+
+    def metrics(role: str, run_dir: Path, row) -> dict:
+        spec = raw["teacher"] if role == "teacher" else raw["student"]
+        return detection_metrics(stage_model(run_dir, role, spec, bundle.num_classes, bundle.input_shape), bundle,
+                                 task)
+
+    run_cell(records, BENCHMARK, raw, {role: f"{name}, {task}" for role, name in VARIANTS.items()}, metrics)
 
 
 def table(tasks: list[str]) -> str:
@@ -141,7 +120,7 @@ def main() -> None:
         records = Records(BENCHMARK)
         for seed in args.seeds:
             for task in args.tasks:
-                run_cell(records, task, seed, args.epochs)
+                run_task(records, task, seed, args.epochs)
     print(table(args.tasks))
 
 

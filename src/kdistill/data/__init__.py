@@ -6,6 +6,7 @@ from kdistill.data.base import DataBundle, InMemoryDataset, batch_collate, limit
 from kdistill.data.digits import load_digits_bundle
 from kdistill.data.image_folder import load_image_folder_bundle
 from kdistill.data.mnist import load_mnist_bundle
+from kdistill.data.movielens import load_movielens_bundle
 from kdistill.data.nsl_kdd import load_nsl_kdd_bundle
 from kdistill.data.tabular import load_csv_table_bundle
 from kdistill.registry import Registry
@@ -17,6 +18,7 @@ DATASETS.register("mnist")(load_mnist_bundle)
 DATASETS.register("image-folder", "image_folder", "cifar10-jpeg")(load_image_folder_bundle)
 DATASETS.register("csv-table", "csv")(load_csv_table_bundle)
 DATASETS.register("nsl-kdd")(load_nsl_kdd_bundle)
+DATASETS.register("movielens")(load_movielens_bundle)
 
 __all__ = [
     "DATASETS",
@@ -28,6 +30,7 @@ __all__ = [
     "load_digits_bundle",
     "load_image_folder_bundle",
     "load_mnist_bundle",
+    "load_movielens_bundle",
     "load_nsl_kdd_bundle",
     "split_validation",
 ]

@@ -18,6 +18,7 @@ from kdistill.errors import BadInput
 from kdistill.models.cnn import SmallCNN, cnn
 from kdistill.models.loading import load_weights, read_weights
 from kdistill.models.mlp import MLP, mlp
+from kdistill.models.recommender import NeuMF, neumf
 from kdistill.models.resnet_cifar import NARROW_DEPTHS, WIDE_DEPTHS, CifarResNet, _narrow, _wide
 from kdistill.models.wrn import WideResNet, wrn
 from kdistill.registry import Registry
@@ -27,6 +28,7 @@ MODELS: Registry = Registry("model", builtins=("kdistill.text.registrations",))
 MODELS.register("mlp")(mlp)
 MODELS.register("cnn", "small-cnn")(cnn)
 MODELS.register("wrn", "wide-resnet")(wrn)
+MODELS.register("neumf", "ncf")(neumf)
 for _depth in NARROW_DEPTHS:
     MODELS.register(f"resnet{_depth}")(_narrow(_depth))
 for _depth in WIDE_DEPTHS:
@@ -81,6 +83,6 @@ def first_line(error: BaseException) -> str:
 
 
 __all__ = [
-    "MLP", "MODELS", "CifarResNet", "ModelFactoryError", "SmallCNN", "WideResNet", "build_model", "cnn",
-    "load_weights", "mlp", "read_weights", "wrn",
+    "MLP", "MODELS", "CifarResNet", "ModelFactoryError", "NeuMF", "SmallCNN", "WideResNet", "build_model", "cnn",
+    "load_weights", "mlp", "neumf", "read_weights", "wrn",
 ]
