@@ -98,9 +98,10 @@ def table() -> str:
     for role, name in VARIANTS.items():
         found = runs.get(name, [])
         if found:
-            columns = [cell([r["metrics"][m] for r in found]) for m in ("test_acc", "auc", "unseen_movie_acc")]
+            scale = {"test_acc": 1, "auc": 100, "unseen_movie_acc": 1}  # AUC shown in percent
+            columns = [cell([scale[m] * r["metrics"][m] for r in found]) for m in scale]
             rows.append([role, *columns, str(found[0]["params"]), f"{found[0]['latency_ms_b1']:.3f}", str(len(found))])
-    return markdown_table(["model", "test acc %", "AUC", "unseen-movie acc %", "parameters", "latency b1 ms", "n"],
+    return markdown_table(["model", "test acc %", "AUC %", "unseen-movie acc %", "parameters", "latency b1 ms", "n"],
                           rows)
 
 
