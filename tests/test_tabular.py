@@ -128,3 +128,34 @@ def test_a_run_on_nsl_kdd_learns_to_detect_intrusions(tmp_path):
         assert yaml.safe_load(last)["val/acc"] > 0.93, stage
     # the test file's unseen attacks are harder, but both models still detect most connections right
     assert result.by_role("teacher").accuracy > 0.7 and result.by_role("student (distilled)").accuracy > 0.7
+
+
+def test_munge_rows_lie_between_each_row_and_its_nearest_neighbour():
+    from kdistill.data.munge import munge, nearest_neighbours, nominal_groups
+
+    # two far clusters of two rows; within a cluster the rows differ in the nominal attribute (the
+    # last two columns, one one-hot block), so on standardised features each row's nearest
+    # neighbour is its cluster mate (distance 2 sqrt 2 against 2 sqrt 3 across)
+    rows = torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.0], [0.1, 1.0, 0.0, 0.0, 1.0],
+                         [100.0, 100.0, 100.0, 1.0, 0.0], [100.0, 101.0, 100.0, 0.0, 1.0]])
+    features = ["a", "b", "c", "proto=tcp", "proto=udp"]
+    groups = nominal_groups(features)
+    assert groups == [[3, 4]]
+    standardised = (rows - rows.mean(0)) / rows.std(0, unbiased=False)
+    assert nearest_neighbours(standardised).tolist() == [1, 0, 3, 2]
+    # swap_prob 0: the rows themselves; 1: every attribute drawn at the neighbour (spread -> tiny noise)
+    assert torch.equal(munge(rows, copies=2, swap_prob=0.0, nominal=groups), torch.cat([rows, rows]))
+    swapped = munge(rows, copies=1, swap_prob=1.0, spread=1e6, nominal=groups)
+    assert torch.allclose(swapped, rows[[1, 0, 3, 2]], atol=1e-4)
+    # p = 0.5 over many copies: about half of the attributes come from the neighbour, each one-hot
+    # block stays one-hot, and continuous draws centre on the neighbour with sd |e - e'| / spread
+    drawn = munge(rows, copies=4000, swap_prob=0.5, spread=2.0, nominal=groups, seed=3).reshape(4000, 4, 5)
+    assert torch.equal(drawn[..., 3:].sum(-1), torch.ones(4000, 4))
+    assert abs((drawn[:, 0, 4] == 1.0).float().mean().item() - 0.5) < 0.03  # row 0 took udp from row 1
+    kept = (drawn[:, 0, 1] == 0.0).float().mean()  # row 0, column b kept (the neighbour's value is 1.0)
+    assert abs(kept.item() - 0.5) < 0.03
+    moved = drawn[:, 0, 1][drawn[:, 0, 1] != 0.0]
+    assert abs(moved.mean().item() - 1.0) < 0.03 and abs(moved.std().item() - 0.5) < 0.03
+    assert torch.equal(munge(rows, copies=3, seed=7, nominal=groups), munge(rows, copies=3, seed=7, nominal=groups))
+    with pytest.raises(BadInput, match="at least two rows"):
+        munge(rows[:1])

@@ -75,6 +75,7 @@ class DataBundle:
     std: tuple[float, ...] | None = None
     image: bool = False
     classes: list[str] = field(default_factory=list)
+    features: list[str] | None = None  # a table's encoded feature names (`column=value` for one-hot slots)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -194,7 +194,7 @@ def table_bundle(name: str, train: Table, test: Table, label: str, categorical: 
     test_y, _ = label_ids(test, label, names, label_map)
     mean, std = feature_statistics(train_x)
     return DataBundle(name, InMemoryDataset(train_x, train_y, names), InMemoryDataset(test_x, test_y, names),
-                      len(names), mean=mean, std=std, classes=names)
+                      len(names), mean=mean, std=std, classes=names, features=encoder.feature_names)
 
 
 def load_csv_table_bundle(root: str | Path, train: str = "train.csv", test: str = "test.csv", label: str = "label",
