@@ -8,12 +8,13 @@ one record, its metrics measured by the benchmark's own function on the weights 
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import shared_data
+from _common import keep_freed_memory, shared_data
 from _records import WORK, Records, Timer, config_digest
 
 from kdistill.config import validate
@@ -21,6 +22,24 @@ from kdistill.experiment import run_experiment
 from kdistill.models import build_model
 
 STAGES = {"teacher": "teacher", "student (scratch)": "student-scratch", "student (distilled)": "student-distilled"}
+
+
+def cell_arguments(doc: str, epochs: int) -> argparse.ArgumentParser:
+    """The options every cell benchmark takes (add its own to the parser it returns)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table", action="store_true", help="only print the table from the records")
+    return parser
+
+
+def start(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, and set the process up as every benchmark does (thread count, freed memory returned)."""
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()
+    return args
 
 
 def record_config(raw: dict) -> dict:

@@ -24,12 +24,11 @@ pairs with an unseen movie (what the user's embedding alone carries).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
-from _common import keep_freed_memory, markdown_table, shared_data
-from _experiment_cells import run_cell, stage_model
+from _common import markdown_table, shared_data
+from _experiment_cells import cell_arguments, run_cell, stage_model, start
 from _records import Records, load
 from table import cell, latest_runs
 
@@ -106,14 +105,7 @@ def table() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--table", action="store_true", help="only print the table from the records")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    keep_freed_memory()
+    args = start(cell_arguments(__doc__, epochs=10))
     if not args.table:
         records = Records(BENCHMARK)
         for seed in args.seeds:

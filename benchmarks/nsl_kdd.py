@@ -26,12 +26,11 @@ Metrics per model on the test file: accuracy; for `binary` also the detection ra
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
-from _common import keep_freed_memory, markdown_table, shared_data
-from _experiment_cells import record_config, run_cell, stage_model
+from _common import markdown_table, shared_data
+from _experiment_cells import cell_arguments, record_config, run_cell, stage_model, start
 from _records import WORK, Records, Timer, config_digest, load
 from table import cell, latest_runs
 
@@ -164,15 +163,9 @@ def table(tasks: list[str]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cell_arguments(__doc__, epochs=20)
     parser.add_argument("--tasks", nargs="+", default=["binary", "category"], choices=["binary", "category"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--table", action="store_true", help="only print the table from the records")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    keep_freed_memory()
+    args = start(parser)
     if not args.table:
         records = Records(BENCHMARK)
         for seed in args.seeds:
