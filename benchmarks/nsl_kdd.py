@@ -39,7 +39,7 @@ from kdistill.data import InMemoryDataset, load_nsl_kdd_bundle, split_validation
 from kdistill.data.munge import munge, nominal_groups
 from kdistill.data.transforms import Normalize
 from kdistill.engine.seed import derive_seed
-from kdistill.methods import SoftTarget
+from kdistill.methods import HardLabel, SoftTarget
 from kdistill.models import build_model
 
 BENCHMARK = "nsl_kdd"
@@ -54,6 +54,9 @@ TUNED = [{"name": "soft_target", "weight": 0.81, "temperature": 2.74}, {"name": 
 # Bucila et al. 2006: the student learns the teacher's outputs on the training rows plus MUNGE rows
 MUNGE_NAME = "KD on training + MUNGE rows"
 MUNGE = {"copies": 4, "swap_prob": 0.5, "spread": 1.0, "temperature": 2.74}
+# the control: the same soft targets on the training rows alone for 5x the epochs (the MUNGE run's steps)
+CONTROL_NAME = "KD on training rows, 5x epochs (control)"
+SCRATCH_CONTROL_NAME = "scratch, 5x epochs (control)"
 TEACHER = {"hidden": [512, 512], "dropout": 0.3}
 STUDENT = {"hidden": [16]}
 
@@ -106,15 +109,23 @@ def run_task(records: Records, task: str, seed: int, epochs: int) -> None:
     run_cell(records, BENCHMARK, experiment(task, seed, epochs, TUNED),
              {"student (distilled)": f"{TUNED_NAME}, {task}"}, metrics)
     munge_student(records, task, seed, epochs, bundle)
+    munge_student(records, task, seed, epochs, bundle, control=True)
+    munge_student(records, task, seed, epochs, bundle, control=True, labels_only=True)
 
 
-def munge_student(records: Records, task: str, seed: int, epochs: int, bundle) -> None:
+def munge_student(records: Records, task: str, seed: int, epochs: int, bundle, control: bool = False,
+                  labels_only: bool = False) -> None:
     """The base run's teacher taught on its training rows plus MUNGE rows (soft targets only: the
-    synthetic rows have no labels), the student built and trained as the run's students are."""
+    synthetic rows have no labels), the student built and trained as the run's students are. The
+    control: no MUNGE rows, (1 + copies) x the epochs, so that it takes as many steps."""
     raw = experiment(task, seed, epochs)
     key = {**record_config(raw), "methods": [{"name": "soft_target", "weight": 1.0,
                                               "temperature": MUNGE["temperature"]}], "munge": MUNGE}
-    name = f"{MUNGE_NAME}, {task}"
+    if control:
+        key = {**key, "munge": {**MUNGE, "copies": 0}, "epochs": epochs * (1 + MUNGE["copies"])}
+    if labels_only:
+        key = {**key, "methods": [{"name": "hard_label", "weight": 1.0}]}
+    name = f"{SCRATCH_CONTROL_NAME if labels_only else CONTROL_NAME if control else MUNGE_NAME}, {task}"
     if records.find(name, seed, key):
         return
     run_dir = WORK / BENCHMARK / "runs" / f"{raw['name']}-{config_digest(raw)}"
@@ -122,20 +133,25 @@ def munge_student(records: Records, task: str, seed: int, epochs: int, bundle) -
     train, val = split_validation(bundle.train, 0.1, seed=0)  # the run's own split (load_data's)
     synthetic = munge(train.inputs, MUNGE["copies"], MUNGE["swap_prob"], MUNGE["spread"],
                       nominal_groups(bundle.features), seed=seed)
+    if control:
+        synthetic, epochs = synthetic[:0], epochs * (1 + MUNGE["copies"])
     norm = Normalize(bundle.mean, bundle.std)
     with torch.no_grad():  # placeholder labels (no loss reads them): the teacher's choice, so train/acc = agreement
         guessed = teacher(norm(synthetic)).argmax(1)
     transfer = InMemoryDataset(torch.cat([train.inputs, synthetic]), torch.cat([train.labels, guessed]),
                                bundle.classes)
+    stage = "student-scratch-control" if labels_only else "student-munge-control" if control else "student-munge"
     torch.manual_seed(derive_seed(seed, 2))  # the run's student seed
     student = build_model("mlp", bundle.num_classes, bundle.input_shape, STUDENT)
     with Timer() as timer:
-        distiller = Distiller(teacher, student, [SoftTarget(weight=1.0, temperature=MUNGE["temperature"])],
+        methods = [HardLabel()] if labels_only else [SoftTarget(weight=1.0, temperature=MUNGE["temperature"])]
+        distiller = Distiller(None if labels_only else teacher, student, methods,
                               optimizer=OptimizerSettings(name="adamw", lr=0.003),
                               schedule=ScheduleSettings(name="cosine"), batch_size=256, seed=seed,
-                              student_normalization=norm, teacher_normalization=norm, progress=False, device="cpu",
-                              run_dir=run_dir / "student-munge")
-        distiller.fit(transfer, val, epochs=epochs, resume=(run_dir / "student-munge" / "checkpoints").exists())
+                              student_normalization=norm, teacher_normalization=None if labels_only else norm,
+                              progress=False, device="cpu",
+                              run_dir=run_dir / stage)
+        distiller.fit(transfer, val, epochs=epochs, resume=(run_dir / stage / "checkpoints").exists())
     found = detection_metrics(student, bundle, task)
     found["val_acc"] = round(100 * distiller.history[-1]["val/acc"], 2)
     records.append(name, seed, key, found, timer.seconds, params=sum(p.numel() for p in student.parameters()),
@@ -149,7 +165,9 @@ def table(tasks: list[str]) -> str:
     for task in tasks:
         extra = ("detection_rate", "false_alarm_rate") if task == "binary" else ("mean_class_recall",)
         for role, name in [*VARIANTS.items(), ("student (distilled, tuned)", TUNED_NAME),
-                           ("student (distilled, + MUNGE rows)", MUNGE_NAME)]:
+                           ("student (distilled, + MUNGE rows)", MUNGE_NAME),
+                           ("student (distilled, 5x epochs, control)", CONTROL_NAME),
+                           ("student (scratch, 5x epochs, control)", SCRATCH_CONTROL_NAME)]:
             found = runs.get(f"{name}, {task}", [])
             if not found:
                 continue
