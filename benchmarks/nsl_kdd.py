@@ -13,8 +13,11 @@ both AdamW with a cosine schedule for 20 epochs on 90 % of the training file (10
 validation), batch 256; the scratch student learns from the labels, the distilled one from 0.9 x
 KL at T = 4 + 0.1 x labels (Hinton et al.'s mix, mdistiller's default); "KD (T 2.74, chosen on
 validation)" is the recipe `kdistill tune` chose on the binary task's validation split (see TUNED),
-a run of its own with the same seed (the same teacher). Tasks: `binary` (normal / attack: intrusion
-detection) and `category` (normal and the four attack families).
+a run of its own with the same seed (the same teacher); "KD on training + MUNGE rows" teaches the
+base run's student on the training rows plus 4 x MUNGE rows (Bucila et al. 2006), and its two
+controls take as many steps on the training rows alone, with the same soft targets and with the
+labels. Tasks: `binary` (normal / attack: intrusion detection) and `category` (normal and the four
+attack families).
 
 Metrics per model on the test file: accuracy; for `binary` also the detection rate (attacks flagged
 / attacks) and the false-alarm rate (normal connections flagged / normal connections); for
