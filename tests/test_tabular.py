@@ -76,8 +76,6 @@ def test_constant_features_get_unit_std_and_gzip_files_read(tmp_path):
 ])
 def test_unreadable_rows_are_named_with_their_line(tmp_path, train, test, options, expected):
     options = {"categorical": ["proto"], **options}
-    if options.get("log1p") == ["proto"]:
-        options["categorical"] = ["proto"]
     with pytest.raises(BadInput) as caught:
         load_csv_table_bundle(write(tmp_path, train, test), **options)
     assert expected in str(caught.value) and "\n" not in str(caught.value)

@@ -105,7 +105,7 @@ class TableEncoder:
             ) -> TableEncoder:
         categories = {name: sorted(set(table.column(name))) for name in categorical}
         numeric = [name for name in features if name not in categories]
-        return cls(numeric, categories, [name for name in log1p])
+        return cls(numeric, categories, list(log1p))
 
     @property
     def feature_names(self) -> list[str]:
