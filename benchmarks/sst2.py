@@ -29,6 +29,10 @@ in benchmarks/runs/sst2/):
                            drawn once with seed 0 so every run shares one teacher cache), a pure
                            soft-target loss at temperature k (no labels), the teacher's logits
                            cached once
+  2 of 6 teacher blocks: labels | logits   DistilBERT's initialisation: the fine-tuned teacher's
+                           blocks 2 and 5 with its embeddings, pooler and head (15 M parameters, 67 %
+                           of the teacher: above the size goal, a probe of what the teacher's own
+                           weights reach), fine-tuned on the labels alone or with `distilled: logits`
 For each: parameters, CPU latency at batch 1 and 32 (1 thread, fused attention), dev and test
 accuracy; for the best distilled student (highest mean dev accuracy) the DistilBERT figures: share of
 the teacher's test accuracy kept, size ratio, speed-up at batch 1.
@@ -61,7 +65,7 @@ from kdistill.text.augment import AugmentRules, transfer_set
 from kdistill.text.datasets import load_sst2_bundle
 from kdistill.text.embedding_init import init_embeddings_from_teacher
 from kdistill.text.files import read_text_file
-from kdistill.text.hf_models import hf_classifier, hf_student, set_attention
+from kdistill.text.hf_models import hf_classifier, hf_student, set_attention, take_layers
 from kdistill.text.tokenize import TextDataset, load_tokenizer, text_dataset
 
 BENCHMARK = "sst2"
@@ -70,6 +74,9 @@ AUGMENT_SEED = 0  # one transfer set for every student seed: one teacher cache
 MAX_LENGTH = 64
 STUDENT = {"layers": 4, "hidden": 128, "heads": 4, "intermediate": 512}
 STUDENT_LAYERS, TEACHER_LAYERS = 4, 6
+# DistilBERT's initialisation: the fine-tuned teacher's blocks 2 and 5 (every third, the last one kept),
+# its embeddings, pooler and head; fine-tuned at the teacher's learning rate
+CUT, CUT_BLOCKS = "2 of 6 teacher blocks", [2, 5]
 
 
 def recipe(epochs: int, lr: float, warmup: int) -> dict:
@@ -84,6 +91,10 @@ def distiller(teacher, student, methods, config: dict, name: str, cache: CacheSe
                      schedule=ScheduleSettings(**config["schedule"]), batch_size=config["batch_size"],
                      eval_batch_size=64, seed=seed, teacher_cache=cache, description=name, progress=False,
                      run_dir=run_dir(name, config, seed))
+
+
+def run_name(variant: str) -> str:
+    return variant.replace("distilled: ", "").replace("+ ", "plus-").replace(" ", "")
 
 
 def run_dir(name: str, config: dict, seed: int) -> Path:
@@ -145,10 +156,10 @@ def student_methods(variant: str) -> list:
 
     kd = [SoftTarget(weight=0.7, temperature=2.0), HardLabel(weight=0.3)]
     layers = {"student_layers": STUDENT_LAYERS, "teacher_layers": TEACHER_LAYERS, "mapping": "uniform"}
-    base = variant.removesuffix(" + emb init")
-    if base == "scratch":
+    base = variant.removesuffix(" + emb init").removeprefix(f"{CUT}: ")
+    if base in ("scratch", "labels"):
         return [HardLabel()]
-    if base == "distilled: logits":
+    if base in ("distilled: logits", "logits"):
         return kd
     if base.startswith("distilled: transfer T="):  # Tang et al.: the teacher's soft targets alone
         return [SoftTarget(weight=1.0, temperature=float(base.removeprefix("distilled: transfer T=")))]
@@ -183,6 +194,9 @@ def transfer_data(bundle, copies: int) -> TextDataset:
 
 
 def student_config(variant: str, epochs: int, copies: int) -> dict:
+    if variant.startswith(CUT):
+        return {**recipe(epochs, 5e-5, 100), "model": f"teacher blocks {CUT_BLOCKS} of 6, embeddings, pooler, head",
+                "methods": [repr(m) for m in student_methods(variant)]}
     config = {**recipe(epochs, 5e-4, 100), "model": STUDENT, "methods": [repr(m) for m in student_methods(variant)]}
     if variant.endswith("+ emb init"):  # keys only on the new variants: the first records keep their digests
         config["init"] = "teacher word/position/type embeddings projected on their top principal directions"
@@ -193,6 +207,8 @@ def student_config(variant: str, epochs: int, copies: int) -> dict:
 
 def build_student(variant: str, teacher, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
+    if variant.startswith(CUT):
+        return take_layers(teacher, CUT_BLOCKS)
     student = hf_student(2, "minilm", **STUDENT)
     if variant.endswith("+ emb init"):
         init_embeddings_from_teacher(student, teacher)
@@ -222,7 +238,7 @@ def dev_of(record: dict, bundle, teacher) -> float | None:
     weights their run kept, evaluated now."""
     if "dev_acc" in record["metrics"]:
         return record["metrics"]["dev_acc"]
-    name = record["variant"].replace("distilled: ", "").replace("+ ", "plus-").replace(" ", "")
+    name = run_name(record["variant"])
     weights = run_dir(name, record["config"], record["seed"]) / "student.pt"
     if not weights.exists():
         return None
@@ -238,8 +254,8 @@ def run_student(records: Records, bundle, variant: str, teacher, epochs: int, pr
     if found:
         return {**found, "metrics": {**found["metrics"], "dev_acc": dev_of(found, bundle, teacher)}}
     student = build_student(variant, teacher, seed)
-    name = variant.replace("distilled: ", "").replace("+ ", "plus-").replace(" ", "")
-    cached = variant.startswith(("distilled: logits", "distilled: transfer"))
+    name = run_name(variant)
+    cached = variant.startswith(("distilled: logits", "distilled: transfer", f"{CUT}: logits"))
     train = transfer if "transfer" in variant else bundle.train
     with Timer() as timer:
         trainer = distiller(None if variant.startswith("scratch") else teacher, student, student_methods(variant),
@@ -261,7 +277,8 @@ def summary(teacher: dict, students: list[dict]) -> dict:
     choice) against the teacher; its accuracy and latency are means over all its seeds."""
     by_variant: dict[str, list[dict]] = {}
     for record in students:
-        if not record["variant"].startswith("scratch") and record["metrics"].get("dev_acc") is not None:
+        labels_only = record["variant"].startswith("scratch") or record["variant"] == f"{CUT}: labels"
+        if not labels_only and record["metrics"].get("dev_acc") is not None:
             by_variant.setdefault(record["variant"], []).append(record)
     if not by_variant:
         return {}

@@ -197,8 +197,13 @@ def save_pretrained(model: nn.Module, directory: str | Path, tokenizer: str | Pa
         model.save_pretrained(str(directory))
     if tokenizer is not None:
         from kdistill.text.tokenize import load_tokenizer
+        from kdistill.text.vocabulary import trimmed_embedding, trimmed_tokenizer
 
-        load_tokenizer(model_dir(tokenizer)).save_pretrained(str(directory))
+        trimmed = trimmed_embedding(model)
+        if trimmed is not None:  # the kept tokens only, numbered as the saved embedding rows
+            trimmed_tokenizer(load_tokenizer(model_dir(tokenizer)), trimmed.keep.tolist(), directory)
+        else:
+            load_tokenizer(model_dir(tokenizer)).save_pretrained(str(directory))
     return directory
 
 

@@ -1,0 +1,172 @@
+"""Vocabulary trimming: the trimmed model equals the full one on kept tokens (and reads dropped ones
+as the unknown token), trains exactly as the full one does on kept rows, and saves as a model +
+trimmed tokenizer pair that transformers loads alone and that predicts the same."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from text_fixtures import model_dir, write_label_text  # noqa: E402
+
+from kdistill import Distiller, OptimizerSettings  # noqa: E402
+from kdistill.errors import BadInput  # noqa: E402
+from kdistill.methods import HardLabel, SoftTarget  # noqa: E402
+from kdistill.methods.transformer import HiddenStateMSE  # noqa: E402
+from kdistill.text.datasets import load_text_files_bundle  # noqa: E402
+from kdistill.text.hf_models import hf_classifier, hf_student, save_pretrained  # noqa: E402
+from kdistill.text.tokenize import load_tokenizer, text_dataset  # noqa: E402
+from kdistill.text.vocabulary import corpus_token_ids, trim_vocabulary, trimmed_tokenizer  # noqa: E402
+
+UNK = 1  # text_fixtures: [PAD] [UNK] [CLS] [SEP] [MASK] good great ...
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return model_dir(tmp_path, "teacher", layers=2, hidden=16, heads=2)
+
+
+def encode(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
+    return dict(tokenizer(texts, padding=True, return_tensors="pt"))
+
+
+def corpus(tokenizer, texts: list[str]):
+    return text_dataset(tokenizer, texts, [0] * len(texts), ["a", "b"], 16, "corpus")
+
+
+def test_counts_keep_used_and_special_tokens(folder):
+    tokenizer = load_tokenizer(folder)
+    data = corpus(tokenizer, ["good movie", "good good plot", "the movie"])
+    ids = tokenizer.convert_tokens_to_ids
+    specials = [0, 1, 2, 3, 4]
+    assert corpus_token_ids([data], tokenizer).tolist() == sorted(specials + ids(["good", "movie", "plot", "the"]))
+    # counts: good 3, movie 2, plot 1, the 1 (tie: the lower id first)
+    top = sorted(ids(["plot", "the"]))[0]
+    assert corpus_token_ids([data], tokenizer, max_tokens=8).tolist() == sorted(specials + ids(["good", "movie"])
+                                                                                + [top])
+    with pytest.raises(BadInput, match="special"):
+        corpus_token_ids([data], tokenizer, max_tokens=3)
+    with pytest.raises(BadInput, match="no data set"):
+        corpus_token_ids([], tokenizer)
+
+
+def test_trimmed_model_equals_the_full_one_and_reads_dropped_tokens_as_unknown(folder):
+    tokenizer = load_tokenizer(folder)
+    full = hf_classifier(2, str(folder)).eval()
+    keep = corpus_token_ids([corpus(tokenizer, ["good movie", "the plot was dull"])], tokenizer)
+    trimmed = trim_vocabulary(hf_classifier(2, str(folder)), keep, UNK).eval()
+    assert trimmed.config.vocab_size == len(keep) == 11  # 5 specials + 6 words
+    assert sum(p.numel() for p in trimmed.parameters()) == (sum(p.numel() for p in full.parameters())
+                                                            - (full.config.vocab_size - 11) * 16)
+    kept = encode(tokenizer, ["the movie was good", "dull plot"])
+    with torch.no_grad():
+        assert torch.allclose(trimmed(**kept).logits, full(**kept).logits, atol=1e-6)
+        dropped = encode(tokenizer, ["the film was great"])  # film, great are not kept
+        as_unknown = {**dropped, "input_ids": dropped["input_ids"].clone()}
+        for token in ("film", "great"):
+            as_unknown["input_ids"][dropped["input_ids"] == tokenizer.convert_tokens_to_ids(token)] = UNK
+        assert torch.allclose(trimmed(**dropped).logits, full(**as_unknown).logits, atol=1e-6)
+        # (a random tiny model's logits are all near 0: the embedding outputs show the difference)
+        first = trimmed(**dropped, output_hidden_states=True).hidden_states[0]
+        assert not torch.allclose(first, full(**dropped, output_hidden_states=True).hidden_states[0], atol=1e-2)
+        assert torch.allclose(first, full(**as_unknown, output_hidden_states=True).hidden_states[0], atol=1e-6)
+
+
+def test_saved_pair_loads_with_transformers_alone_and_predicts_the_same(folder, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = load_tokenizer(folder)
+    keep = corpus_token_ids([corpus(tokenizer, ["good movie", "the plot was dull"])], tokenizer)
+    trimmed = trim_vocabulary(hf_classifier(2, str(folder)), keep, UNK).eval()
+    saved = save_pretrained(trimmed, tmp_path / "student", tokenizer=str(folder), label_names=["neg", "pos"])
+    model = AutoModelForSequenceClassification.from_pretrained(str(saved)).eval()
+    small = AutoTokenizer.from_pretrained(str(saved))
+    assert len(small) == model.config.vocab_size == len(keep)
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+    assert small.convert_ids_to_tokens(list(range(len(keep)))) == tokenizer.convert_ids_to_tokens(keep.tolist())
+    texts = ["the movie was good", "dull plot", "the film was great"]  # the last with dropped words
+    with torch.no_grad():
+        assert torch.allclose(model(**encode(small, texts)).logits, trimmed(**encode(tokenizer, texts)).logits,
+                              atol=1e-6)
+
+
+def test_trimmed_student_trains_exactly_as_the_full_one_on_kept_rows(tmp_path):
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    model_dir(assets, "teacher", layers=2, hidden=16, heads=2)
+    write_label_text(assets / "train.txt", 48)
+    write_label_text(assets / "test.txt", 8, seed=1)
+    bundle = load_text_files_bundle("train.txt", "test.txt", str(assets / "tokenizer"), assets, max_length=16)
+    tokenizer = load_tokenizer(assets / "tokenizer")
+    keep = corpus_token_ids([bundle.train], tokenizer, max_tokens=20)  # 5 of the 20 words dropped
+    dropped = torch.ones(tokenizer.vocab_size, dtype=torch.bool)
+    dropped[keep] = False
+    train = bundle.train
+    # the full student's data: dropped words replaced by [UNK] (the teacher reads the original)
+    as_unknown = train.inputs.masked_fill(dropped[train.inputs], UNK)
+    teacher = hf_classifier(2, str(assets / "teacher"))
+    students = []
+    for trim in (False, True):
+        torch.manual_seed(0)
+        student = hf_student(2, str(assets / "teacher"), layers=1, hidden=8, heads=2)
+        if trim:
+            trim_vocabulary(student, keep, UNK)
+        else:
+            student.set_input_embeddings(ReadsUnknown(student.get_input_embeddings(), dropped))
+        methods = [SoftTarget(weight=0.7), HardLabel(weight=0.3), HiddenStateMSE(student_layers=1, teacher_layers=2)]
+        Distiller(teacher, student, methods, batch_size=16, seed=0, progress=False,
+                  optimizer=OptimizerSettings(name="adamw", lr=0.01)).fit(train, epochs=2)
+        students.append(student)
+    assert bool(dropped[train.inputs].any()) and not torch.equal(as_unknown, train.inputs)
+    full, trimmed = (s.state_dict() for s in students)
+    word = "bert.embeddings.word_embeddings.weight"
+    torch.manual_seed(0)
+    start = hf_student(2, str(assets / "teacher"), layers=1, hidden=8, heads=2).state_dict()[word]
+    assert not torch.allclose(full[word][keep], start[keep], atol=1e-3)  # the kept rows did train
+    assert torch.allclose(trimmed[word], full[word][keep], atol=1e-6)
+    for name, tensor in full.items():
+        assert torch.allclose(trimmed[name], tensor[keep] if name == word else tensor, atol=1e-6), name
+
+
+class ReadsUnknown(torch.nn.Module):
+    """The full word embedding, reading [UNK] for the dropped words (state dict: `weight` alone)."""
+
+    def __init__(self, embedding: torch.nn.Embedding, dropped: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = embedding.weight
+        self.register_buffer("dropped", dropped, persistent=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.embedding(input_ids.masked_fill(self.dropped[input_ids], UNK), self.weight)
+
+
+def test_refusals(folder, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = load_tokenizer(folder)
+    model = hf_classifier(2, str(folder))
+    with pytest.raises(BadInput, match="unknown token"):
+        trim_vocabulary(model, [0, 2, 3], UNK)
+    with pytest.raises(BadInput, match="twice"):
+        trim_vocabulary(hf_classifier(2, str(folder)), [0, 1, 1], UNK)
+    with pytest.raises(BadInput, match="outside"):
+        trim_vocabulary(hf_classifier(2, str(folder)), [0, 1, 99], UNK)
+    with pytest.raises(BadInput, match="predicts tokens"):
+        trim_vocabulary(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=30)), [0, 1], 1)
+    with pytest.raises(BadInput, match="no input word embedding"):
+        trim_vocabulary(torch.nn.Linear(2, 2), [0, 1], 1)
+    trimmed = trim_vocabulary(hf_classifier(2, str(folder)), [0, 1, 2, 3], UNK)
+    with pytest.raises(BadInput, match="original vocabulary"):
+        trimmed(input_ids=torch.tensor([[2, 400]]))
+    with pytest.raises(BadInput, match="already trimmed"):
+        trim_vocabulary(trimmed, [0, 1], UNK)
+
+    class NotWordPiece:
+        backend_tokenizer = type("Backend", (), {"model": object()})()
+
+    with pytest.raises(BadInput, match="not a WordPiece"):
+        trimmed_tokenizer(NotWordPiece(), [0, 1], tmp_path / "x")
+    with pytest.raises(BadInput, match="not in the tokenizer"):
+        trimmed_tokenizer(tokenizer, [0, 1, 999], tmp_path / "y")
