@@ -13,10 +13,11 @@ Two halves, so the trimmed model trains beside an untrimmed teacher and deploys 
   student alike, and every layer keeps its name.
 - `kdistill.text.hf_models.save_pretrained` writes such a model (its `vocab_size` the number kept)
   with `trimmed_tokenizer`: a WordPiece tokenizer whose vocabulary is the kept tokens in the new
-  order. The pair loads with transformers alone. On text whose tokens are all kept the trimmed tokenizer splits words exactly as the
-  original (WordPiece's greedy longest match finds the same pieces when every piece it used is still
-  there), so the saved pair predicts what the wrapper predicts; a word with dropped pieces is split
-  into kept ones (or becomes the unknown token) where the wrapper reads the unknown token.
+  order. The pair loads with transformers alone. On text whose tokens are all kept the trimmed
+  tokenizer splits words exactly as the original (WordPiece's greedy longest match finds the same
+  pieces when every piece it used is still there), so the saved pair predicts what the trimmed
+  model predicts; a word with dropped pieces is split into kept ones (or becomes the unknown token)
+  where the trimmed model in memory reads the unknown token.
 
 Only input embeddings are trimmed: a model with an output embedding (a language-model head) is
 refused, since trimming it would change which tokens the model can predict.
