@@ -170,3 +170,94 @@ def test_refusals(folder, tmp_path):
         trimmed_tokenizer(NotWordPiece(), [0, 1], tmp_path / "x")
     with pytest.raises(BadInput, match="not in the tokenizer"):
         trimmed_tokenizer(tokenizer, [0, 1, 999], tmp_path / "y")
+
+
+def test_embedding_init_gives_a_trimmed_student_the_rows_of_its_kept_tokens(folder):
+    from kdistill.text.embedding_init import init_embeddings_from_teacher
+
+    teacher = hf_classifier(2, str(folder))
+    keep = torch.tensor([0, 1, 2, 3, 4, 7, 12])
+    full = hf_student(2, str(folder), layers=1, hidden=8, heads=2)
+    trimmed = trim_vocabulary(hf_student(2, str(folder), layers=1, hidden=8, heads=2), keep, UNK)
+    init_embeddings_from_teacher(full, teacher)
+    init_embeddings_from_teacher(trimmed, teacher)
+    assert torch.allclose(trimmed.get_input_embeddings().weight, full.get_input_embeddings().weight[keep])
+
+
+def test_yaml_student_vocabulary_trims_scratch_and_distilled_and_exports_the_pair(tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kdistill.config import load_config
+    from kdistill.experiment import run_experiment
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    model_dir(assets, "teacher", layers=2, hidden=16, heads=2)
+    write_label_text(assets / "train.txt", 64)
+    write_label_text(assets / "test.txt", 16, seed=1)
+    config_file = tmp_path / "text.yaml"
+    config_file.write_text(f"""
+name: trimmed-text
+baseline: true
+data:
+  name: text-files
+  root: {assets}
+  options: {{train: train.txt, test: test.txt, tokenizer: {assets / 'tokenizer'}, max_length: 16}}
+  batch_size: 16
+  val_fraction: 0.0
+teacher:
+  name: hf-classifier
+  options: {{path: {assets / 'teacher'}}}
+  training: {{epochs: 2, optimizer: {{name: adamw, lr: 0.004}}}}
+student:
+  name: hf-student
+  options: {{base: {assets / 'teacher'}, layers: 1, hidden: 8, heads: 2}}
+  vocabulary: training
+  vocabulary_size: 20
+  embedding_init: teacher
+methods:
+  - {{name: soft_target, weight: 0.7, temperature: 2}}
+  - {{name: hard_label, weight: 0.3}}
+  - {{name: hidden_mse, student_layers: 1, teacher_layers: 2}}
+training:
+  epochs: 1
+  optimizer: {{name: adamw, lr: 0.003}}
+  callbacks:
+    - {{name: "kdistill.text.export:SavePretrained", tokenizer: {assets / 'tokenizer'}}}
+""")
+    run_experiment(load_config(config_file), tmp_path / "run", progress=False)
+    word = "bert.embeddings.word_embeddings.weight"
+    for stage in ("student-distilled", "student-scratch"):
+        weights = torch.load(tmp_path / "run" / stage / "student.pt", weights_only=True)
+        assert weights[word].shape == (20, 8), stage
+    saved = tmp_path / "run" / "student-distilled" / "pretrained"
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(saved)).eval()
+    small, original = AutoTokenizer.from_pretrained(str(saved)), load_tokenizer(assets / "tokenizer")
+    assert loaded.config.vocab_size == len(small) == 20
+    keep = corpus_token_ids([load_text_files_bundle("train.txt", "test.txt", str(assets / "tokenizer"), assets,
+                                                    max_length=16).train], original, max_tokens=20)
+    student = trim_vocabulary(hf_student(2, str(assets / "teacher"), layers=1, hidden=8, heads=2), keep, UNK)
+    student.load_state_dict(torch.load(tmp_path / "run" / "student-distilled" / "student.pt", weights_only=True))
+    texts = [" ".join(original.convert_ids_to_tokens(keep[5:12].tolist())), "the movie"]
+    with torch.no_grad():
+        assert torch.allclose(loaded(**encode(small, texts)).logits, student.eval()(**encode(original, texts)).logits,
+                              atol=1e-5)
+
+    bad = config_file.read_text().replace("  vocabulary: training\n", "")
+    config_file.write_text(bad)
+    with pytest.raises(Exception, match="vocabulary: training too"):
+        load_config(config_file)
+
+
+def test_run_refuses_vocabulary_for_data_that_is_not_text(folder):
+    from types import SimpleNamespace
+
+    from kdistill.config_error import ConfigError
+    from kdistill.text.student_vocabulary import trim_student_vocabulary
+
+    spec = SimpleNamespace(vocabulary="training", vocabulary_size=None)
+    images = SimpleNamespace(train=torch.zeros(4, 3, 8, 8), tokenizer_path="")
+    with pytest.raises(ConfigError, match="student.vocabulary: .*not tokenised text"):
+        trim_student_vocabulary(spec, hf_classifier(2, str(folder)), images)
+    untouched = hf_classifier(2, str(folder))
+    assert trim_student_vocabulary(SimpleNamespace(vocabulary=None), untouched, images) is untouched

@@ -162,9 +162,22 @@ class ModelSpec(Strict):
 
 class StudentSpec(ModelSpec):
     """`embedding_init: teacher`: a Hugging Face student's word / position / type embeddings start
-    from the teacher's, projected on their top principal directions (kdistill.text.embedding_init)."""
+    from the teacher's, projected on their top principal directions (kdistill.text.embedding_init).
+
+    `vocabulary: training`: a Hugging Face student keeps only the word embeddings of the tokens the
+    training text uses (kdistill.text.vocabulary; the scratch baseline too: it is the same model),
+    `vocabulary_size: N` only the N most frequent of them; it is saved with a trimmed tokenizer.
+    """
 
     embedding_init: Literal["teacher"] | None = None
+    vocabulary: Literal["training"] | None = None
+    vocabulary_size: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _size_needs_trimming(self) -> StudentSpec:
+        if self.vocabulary_size is not None and self.vocabulary is None:
+            raise ValueError("vocabulary_size keeps the most frequent training tokens: set vocabulary: training too")
+        return self
 
 
 class TeacherSpec(ModelSpec):

@@ -48,6 +48,10 @@ def build_participant(spec: ModelSpec, bundle: DataBundle, where: str, seed: int
             other_task = f"set {where}.num_classes for a teacher of another task (it teaches through feature methods)"
             hint = checkpoint_class_hint(model, spec.checkpoint, classes, other_task)
             raise ConfigError([f"{where}.checkpoint: {error}{hint}"]) from error
+    if getattr(spec, "vocabulary", None) is not None:  # a student's `vocabulary: training`
+        from kdistill.text.student_vocabulary import trim_student_vocabulary
+
+        trim_student_vocabulary(spec, model, bundle, where)
     return model
 
 

@@ -72,14 +72,18 @@ def _embeddings(model: nn.Module) -> nn.Module | None:
 def init_embeddings_from_teacher(student: nn.Module, teacher: nn.Module) -> Projection:
     """Overwrite the student's word (and, where both have them, position and token-type) embeddings
     with the teacher's projected to the student's width; returns the projection used. Both must be
-    Hugging Face models (`get_input_embeddings`) over the same vocabulary."""
+    Hugging Face models (`get_input_embeddings`) over the same vocabulary (or the student a trimmed
+    copy of it: it gets the projected rows of its kept tokens)."""
     for role, model in (("student", student), ("teacher", teacher)):
         if not hasattr(model, "get_input_embeddings") or model.get_input_embeddings() is None:
             raise BadInput(f"embedding init: the {role} ({type(model).__name__}) has no get_input_embeddings(); "
                            "give Hugging Face models")
     s_word, t_word = student.get_input_embeddings().weight, teacher.get_input_embeddings().weight
-    if s_word.shape[0] != t_word.shape[0]:
-        raise BadInput(f"embedding init: the student's vocabulary has {s_word.shape[0]} entries, the teacher's "
+    # a trimmed student (kdistill.text.vocabulary) reads the teacher's ids: its rows are the teacher's `keep`
+    kept = getattr(student.get_input_embeddings(), "keep", None)
+    vocabulary = getattr(student.get_input_embeddings(), "original_vocab_size", s_word.shape[0])
+    if vocabulary != t_word.shape[0]:
+        raise BadInput(f"embedding init: the student's vocabulary has {vocabulary} entries, the teacher's "
                        f"{t_word.shape[0]}; both must use the teacher's tokenizer")
     width = s_word.shape[1]
     if width > t_word.shape[1]:
@@ -87,7 +91,7 @@ def init_embeddings_from_teacher(student: nn.Module, teacher: nn.Module) -> Proj
                        "projection only narrows: copy the embeddings, or make the student at most as wide")
     projection = principal_projection(t_word, width)
     with torch.no_grad():
-        s_word.copy_(projection(t_word))
+        s_word.copy_(projection(t_word) if kept is None else projection(t_word)[kept])
         s_block, t_block = _embeddings(student), _embeddings(teacher)
         for name in ("position_embeddings", "token_type_embeddings"):
             s_table = getattr(s_block, name, None) if s_block is not None else None
