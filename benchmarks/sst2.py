@@ -29,10 +29,14 @@ in benchmarks/runs/sst2/):
                            drawn once with seed 0 so every run shares one teacher cache), a pure
                            soft-target loss at temperature k (no labels), the teacher's logits
                            cached once
-  2 of 6 teacher blocks: labels | logits   DistilBERT's initialisation: the fine-tuned teacher's
-                           blocks 2 and 5 with its embeddings, pooler and head (15 M parameters, 67 %
-                           of the teacher: above the size goal, a probe of what the teacher's own
-                           weights reach), fine-tuned on the labels alone or with `distilled: logits`
+  k of 6 teacher blocks[, N tokens]: labels | logits   DistilBERT's initialisation: the fine-tuned
+                           teacher's every (6/k)-th block (2 of 6: blocks 2 and 5) with its
+                           embeddings, pooler and head, fine-tuned on the labels alone or with
+                           `distilled: logits`; with N tokens the vocabulary trimmed to the N most
+                           frequent tokens of the training sentences (kdistill.text.vocabulary; the
+                           rest read as [UNK]). 2 blocks, all 30,522 tokens: 15.6 M parameters, 69 % of
+                           the teacher (a probe of what the teacher's own weights reach); 2 blocks,
+                           4,600 tokens: 5.7 M, 25 %
 For each: parameters, CPU latency at batch 1 and 32 (1 thread, fused attention), dev and test
 accuracy; for the best distilled student (highest mean dev accuracy) the DistilBERT figures: share of
 the teacher's test accuracy kept, size ratio, speed-up at batch 1.
@@ -47,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -67,6 +72,7 @@ from kdistill.text.embedding_init import init_embeddings_from_teacher
 from kdistill.text.files import read_text_file
 from kdistill.text.hf_models import hf_classifier, hf_student, set_attention, take_layers
 from kdistill.text.tokenize import TextDataset, load_tokenizer, text_dataset
+from kdistill.text.vocabulary import corpus_token_ids, trim_vocabulary
 
 BENCHMARK = "sst2"
 SEED = 0  # the teacher's
@@ -74,9 +80,19 @@ AUGMENT_SEED = 0  # one transfer set for every student seed: one teacher cache
 MAX_LENGTH = 64
 STUDENT = {"layers": 4, "hidden": 128, "heads": 4, "intermediate": 512}
 STUDENT_LAYERS, TEACHER_LAYERS = 4, 6
-# DistilBERT's initialisation: the fine-tuned teacher's blocks 2 and 5 (every third, the last one kept),
-# its embeddings, pooler and head; fine-tuned at the teacher's learning rate
-CUT, CUT_BLOCKS = "2 of 6 teacher blocks", [2, 5]
+# DistilBERT's initialisation, "k of 6 teacher blocks[, N tokens]: labels | logits": the fine-tuned teacher's
+# every (6/k)-th block (the last one kept), its embeddings, pooler and head, fine-tuned at the teacher's learning
+# rate; with N tokens, the vocabulary trimmed to the N most frequent tokens of the training sentences
+CUT = re.compile(r"(\d) of 6 teacher blocks(?:, (\d+) tokens)?: (labels|logits)$")
+
+
+def cut_of(variant: str) -> tuple[list[int], int | None, str] | None:
+    """(teacher blocks, tokens kept or None, labels | logits) of a cut variant; None for the others."""
+    match = CUT.match(variant)
+    if match is None:
+        return None
+    step = 6 // int(match[1])
+    return list(range(step - 1, 6, step)), int(match[2]) if match[2] else None, match[3]
 
 
 def recipe(epochs: int, lr: float, warmup: int) -> dict:
@@ -156,7 +172,9 @@ def student_methods(variant: str) -> list:
 
     kd = [SoftTarget(weight=0.7, temperature=2.0), HardLabel(weight=0.3)]
     layers = {"student_layers": STUDENT_LAYERS, "teacher_layers": TEACHER_LAYERS, "mapping": "uniform"}
-    base = variant.removesuffix(" + emb init").removeprefix(f"{CUT}: ")
+    base = variant.removesuffix(" + emb init")
+    if cut_of(variant):
+        base = cut_of(variant)[2]
     if base in ("scratch", "labels"):
         return [HardLabel()]
     if base in ("distilled: logits", "logits"):
@@ -193,9 +211,19 @@ def transfer_data(bundle, copies: int) -> TextDataset:
     return data.subset(torch.argsort(data.lengths, stable=True))
 
 
+def reads_cached_logits(variant: str) -> bool:
+    """The variants whose only teacher signal is its logits read them from the teacher cache."""
+    cut = cut_of(variant)
+    return cut[2] == "logits" if cut else variant.startswith(("distilled: logits", "distilled: transfer"))
+
+
 def student_config(variant: str, epochs: int, copies: int) -> dict:
-    if variant.startswith(CUT):
-        return {**recipe(epochs, 5e-5, 100), "model": f"teacher blocks {CUT_BLOCKS} of 6, embeddings, pooler, head",
+    if cut_of(variant):
+        blocks, tokens, _ = cut_of(variant)
+        model = f"teacher blocks {blocks} of 6, embeddings, pooler, head"
+        if tokens:
+            model += f"; vocabulary: the {tokens} most frequent tokens of the training sentences"
+        return {**recipe(epochs, 5e-5, 100), "model": model,
                 "methods": [repr(m) for m in student_methods(variant)]}
     config = {**recipe(epochs, 5e-4, 100), "model": STUDENT, "methods": [repr(m) for m in student_methods(variant)]}
     if variant.endswith("+ emb init"):  # keys only on the new variants: the first records keep their digests
@@ -205,10 +233,16 @@ def student_config(variant: str, epochs: int, copies: int) -> dict:
     return config
 
 
-def build_student(variant: str, teacher, seed: int) -> torch.nn.Module:
+def build_student(variant: str, teacher, seed: int, bundle) -> torch.nn.Module:
     torch.manual_seed(seed)
-    if variant.startswith(CUT):
-        return take_layers(teacher, CUT_BLOCKS)
+    if cut_of(variant):
+        blocks, tokens, _ = cut_of(variant)
+        student = take_layers(teacher, blocks)
+        if tokens:
+            tokenizer = load_tokenizer(bundle.tokenizer_path)
+            trim_vocabulary(student, corpus_token_ids([bundle.train], tokenizer, max_tokens=tokens),
+                            tokenizer.unk_token_id)
+        return student
     student = hf_student(2, "minilm", **STUDENT)
     if variant.endswith("+ emb init"):
         init_embeddings_from_teacher(student, teacher)
@@ -242,7 +276,7 @@ def dev_of(record: dict, bundle, teacher) -> float | None:
     weights = run_dir(name, record["config"], record["seed"]) / "student.pt"
     if not weights.exists():
         return None
-    student = build_student(record["variant"], teacher, record["seed"])
+    student = build_student(record["variant"], teacher, record["seed"], bundle)
     student.load_state_dict(torch.load(weights, weights_only=True))
     return accuracy(student, bundle.val)
 
@@ -253,9 +287,9 @@ def run_student(records: Records, bundle, variant: str, teacher, epochs: int, pr
     found = records.find(variant, seed, config)
     if found:
         return {**found, "metrics": {**found["metrics"], "dev_acc": dev_of(found, bundle, teacher)}}
-    student = build_student(variant, teacher, seed)
+    student = build_student(variant, teacher, seed, bundle)
     name = run_name(variant)
-    cached = variant.startswith(("distilled: logits", "distilled: transfer", f"{CUT}: logits"))
+    cached = reads_cached_logits(variant)
     train = transfer if "transfer" in variant else bundle.train
     with Timer() as timer:
         trainer = distiller(None if variant.startswith("scratch") else teacher, student, student_methods(variant),
@@ -277,7 +311,7 @@ def summary(teacher: dict, students: list[dict]) -> dict:
     choice) against the teacher; its accuracy and latency are means over all its seeds."""
     by_variant: dict[str, list[dict]] = {}
     for record in students:
-        labels_only = record["variant"].startswith("scratch") or record["variant"] == f"{CUT}: labels"
+        labels_only = record["variant"].startswith("scratch") or record["variant"].endswith(": labels")
         if not labels_only and record["metrics"].get("dev_acc") is not None:
             by_variant.setdefault(record["variant"], []).append(record)
     if not by_variant:
