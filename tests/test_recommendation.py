@@ -71,11 +71,21 @@ def test_neumf_is_gmf_and_mlp_joined_by_a_linear_head():
         model(torch.zeros(2, 2))
 
 
+def test_data_decided_sizes_fill_only_what_the_options_leave_out():
+    defaults = {"users": 7, "items": 9, "not_a_parameter": 1}
+    model = build_model("neumf", 2, (2,), {"dim": 3, "items": 5}, defaults)
+    assert (model.users, model.items) == (7, 5)
+    assert model.gmf_user.num_embeddings == 7 and model.mlp_item.num_embeddings == 5
+    with pytest.raises(TypeError, match="users"):
+        build_model("neumf", 2, (2,), {"dim": 3})  # no data, no sizes: the factory's own message
+
+
 def test_movielens_file_and_a_run_that_learns_preferences(tmp_path):
     root = require_shared("movielens-small")
     bundle = load_movielens_bundle(root)
     assert len(bundle.train) + len(bundle.test) == 100836  # every rating, once
     assert movielens_sizes(bundle) == (USERS, MOVIES)  # the sizes the module documents
+    assert bundle.model_defaults == {"users": USERS, "items": MOVIES}
     assert DATASETS.get("movielens") is load_movielens_bundle
     majority = max(bundle.test.labels.float().mean().item(), 1 - bundle.test.labels.float().mean().item())
     sizes = {"users": USERS, "items": MOVIES}
@@ -83,7 +93,8 @@ def test_movielens_file_and_a_run_that_learns_preferences(tmp_path):
     raw = {"name": "ml", "seed": 0, "data": {"name": "movielens", "root": str(root), "val_fraction": 0.1,
                                              "batch_size": 512},
            "teacher": {"name": "neumf", "options": {**sizes, "dim": 16}, "training": {"epochs": 2, "optimizer": adamw}},
-           "student": {"name": "neumf", "options": {**sizes, "dim": 4, "hidden": [8]}},
+           # the student's table sizes come from the data (bundle.model_defaults), the teacher's are given
+           "student": {"name": "neumf", "options": {"dim": 4, "hidden": [8]}},
            "methods": [{"name": "soft_target", "weight": 0.9, "temperature": 2}, {"name": "hard_label", "weight": 0.1}],
            "training": {"epochs": 2, "optimizer": adamw}}
     (tmp_path / "ml.yaml").write_text(yaml.safe_dump(raw))

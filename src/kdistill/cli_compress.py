@@ -57,7 +57,8 @@ def build(spec: Any, bundle: Any, field: str) -> Any:
     from kdistill.registry import RegistryError
 
     try:
-        model = build_model(spec.name, bundle.num_classes, bundle.input_shape, spec.options)
+        model = build_model(spec.name, bundle.num_classes, bundle.input_shape, spec.options,
+                            getattr(bundle, "model_defaults", None))
     except (RegistryError, ModelFactoryError) as error:
         raise BadInput(f"{field}.name: {error}") from None
     except (TypeError, ValueError) as error:

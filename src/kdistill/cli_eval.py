@@ -129,7 +129,8 @@ def evaluate_model_spec(args: argparse.Namespace) -> list[dict[str, Any]]:
                                val_fraction)
     data = _split(bundle, train, val, args.split)
     try:
-        model = build_model(args.model, bundle.num_classes, bundle.input_shape, options)
+        model = build_model(args.model, bundle.num_classes, bundle.input_shape, options,
+                            getattr(bundle, "model_defaults", None))
     except RegistryError as error:
         raise BadInput(f"MODEL: {error}") from None
     except ModelFactoryError as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -76,6 +77,9 @@ class DataBundle:
     image: bool = False
     classes: list[str] = field(default_factory=list)
     features: list[str] | None = None  # a table's encoded feature names (`column=value` for one-hot slots)
+    # sizes the data decides (e.g. a recommender's user / item rows), given to a model factory that takes
+    # them by name and was not given them in its options
+    model_defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -86,7 +86,10 @@ def load_movielens_bundle(root: str | Path, threshold: float = 4.0, test_fractio
         labels = torch.tensor([int(r[2] >= threshold) for r in rows], dtype=torch.long)
         return InMemoryDataset(inputs, labels, CLASSES)
 
-    return DataBundle("movielens", dataset(train), dataset(test), len(CLASSES), classes=list(CLASSES))
+    bundle = DataBundle("movielens", dataset(train), dataset(test), len(CLASSES), classes=list(CLASSES))
+    users, items = movielens_sizes(bundle)
+    bundle.model_defaults = {"users": users, "items": items}  # neumf's table sizes unless the config gives them
+    return bundle
 
 
 def movielens_sizes(bundle: DataBundle) -> tuple[int, int]:

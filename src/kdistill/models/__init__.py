@@ -44,8 +44,10 @@ _WRN_NAME = re.compile(r"^wrn[-_](\d+)[-_](\d+)$")
 
 
 def build_model(name: str, num_classes: int, input_shape: Sequence[int],
-                options: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build a registered model; `wrn-40-2` style names are understood too."""
+                options: Mapping[str, Any] | None = None, defaults: Mapping[str, Any] | None = None) -> nn.Module:
+    """Build a registered model; `wrn-40-2` style names are understood too. `defaults` (what the
+    data decides, `DataBundle.model_defaults`) fill the factory's parameters of those names that
+    `options` leaves out."""
     options = dict(options or {})
     match = _WRN_NAME.match(name.lower())
     if match:
@@ -63,6 +65,9 @@ def build_model(name: str, num_classes: int, input_shape: Sequence[int],
         kwargs["num_classes"] = num_classes
     if "input_shape" in accepted:
         kwargs["input_shape"] = tuple(input_shape)
+    for key, value in (defaults or {}).items():
+        if key in accepted and key not in kwargs:
+            kwargs[key] = value
     try:
         inspect.signature(factory).bind(**kwargs)
     except TypeError as error:  # the options do not fit the factory's parameters

@@ -32,7 +32,8 @@ def build_participant(spec: ModelSpec, bundle: DataBundle, where: str, seed: int
         torch.manual_seed(seed)
     classes = num_classes or bundle.num_classes
     try:
-        model = build_model(spec.name, classes, bundle.input_shape, spec.options)
+        model = build_model(spec.name, classes, bundle.input_shape, spec.options,
+                            getattr(bundle, "model_defaults", None))
     except ModelFactoryError as error:
         if ":" in spec.name:  # the user's code raised or returned something else: its name, not its options
             raise ConfigError([f"{where}.name: {error}{DEBUG_HINT if error.__cause__ else ''}"]) from error
