@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from text_fixtures import model_dir, sentences, write_label_text  # noqa: E402
+from text_fixtures import data_and_teacher_yaml, sentences, text_assets  # noqa: E402
 
 from kdistill import Distiller, OptimizerSettings  # noqa: E402
 from kdistill.config import load_config  # noqa: E402
@@ -26,12 +26,7 @@ from kdistill.text.hf_models import hf_classifier, hf_student  # noqa: E402
 
 @pytest.fixture
 def assets(tmp_path):
-    root = tmp_path / "assets"
-    root.mkdir()
-    model_dir(root, "teacher", layers=4, hidden=32, heads=4)
-    write_label_text(root / "train.txt", 120)
-    write_label_text(root / "test.txt", 40, seed=1)
-    return root
+    return text_assets(tmp_path)
 
 
 @pytest.mark.slow  # about 20 s alone, over a minute on the shared machine under load
@@ -39,16 +34,7 @@ def test_yaml_experiment_with_hf_teacher_and_student(assets, tmp_path):
     config_file = tmp_path / "text.yaml"
     config_file.write_text(f"""
 name: tiny-text
-data:
-  name: text-files
-  root: {assets}
-  options: {{train: train.txt, test: test.txt, tokenizer: {assets / 'tokenizer'}, max_length: 16}}
-  batch_size: 16
-  val_fraction: 0.0
-teacher:
-  name: hf-classifier
-  options: {{path: {assets / 'teacher'}}}
-  training: {{epochs: 6, optimizer: {{name: adamw, lr: 0.004}}}}
+{data_and_teacher_yaml(assets, 6)}
 student:
   name: hf-student
   options: {{base: {assets / 'teacher'}, layers: 2, hidden: 16, heads: 2}}

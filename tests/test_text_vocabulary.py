@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from text_fixtures import model_dir, write_label_text  # noqa: E402
+from text_fixtures import data_and_teacher_yaml, model_dir, text_assets  # noqa: E402
 
 from kdistill import Distiller, OptimizerSettings  # noqa: E402
 from kdistill.errors import BadInput  # noqa: E402
@@ -93,11 +93,7 @@ def test_saved_pair_loads_with_transformers_alone_and_predicts_the_same(folder, 
 
 
 def test_trimmed_student_trains_exactly_as_the_full_one_on_kept_rows(tmp_path):
-    assets = tmp_path / "assets"
-    assets.mkdir()
-    model_dir(assets, "teacher", layers=2, hidden=16, heads=2)
-    write_label_text(assets / "train.txt", 48)
-    write_label_text(assets / "test.txt", 8, seed=1)
+    assets = text_assets(tmp_path, train=48, test=8, layers=2, hidden=16, heads=2)
     bundle = load_text_files_bundle("train.txt", "test.txt", str(assets / "tokenizer"), assets, max_length=16)
     tokenizer = load_tokenizer(assets / "tokenizer")
     keep = corpus_token_ids([bundle.train], tokenizer, max_tokens=20)  # 5 of the 20 words dropped
@@ -190,25 +186,12 @@ def test_yaml_student_vocabulary_trims_scratch_and_distilled_and_exports_the_pai
     from kdistill.config import load_config
     from kdistill.experiment import run_experiment
 
-    assets = tmp_path / "assets"
-    assets.mkdir()
-    model_dir(assets, "teacher", layers=2, hidden=16, heads=2)
-    write_label_text(assets / "train.txt", 64)
-    write_label_text(assets / "test.txt", 16, seed=1)
+    assets = text_assets(tmp_path, train=64, test=16, layers=2, hidden=16, heads=2)
     config_file = tmp_path / "text.yaml"
     config_file.write_text(f"""
 name: trimmed-text
 baseline: true
-data:
-  name: text-files
-  root: {assets}
-  options: {{train: train.txt, test: test.txt, tokenizer: {assets / 'tokenizer'}, max_length: 16}}
-  batch_size: 16
-  val_fraction: 0.0
-teacher:
-  name: hf-classifier
-  options: {{path: {assets / 'teacher'}}}
-  training: {{epochs: 2, optimizer: {{name: adamw, lr: 0.004}}}}
+{data_and_teacher_yaml(assets, 2)}
 student:
   name: hf-student
   options: {{base: {assets / 'teacher'}, layers: 1, hidden: 8, heads: 2}}

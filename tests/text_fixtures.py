@@ -66,3 +66,30 @@ def sentences(count: int, seed: int = 0) -> list[tuple[int, str]]:
 def write_label_text(path: Path, count: int, seed: int = 0) -> Path:
     path.write_text("".join(f"{label} {text}\n" for label, text in sentences(count, seed)))
     return path
+
+
+def text_assets(root: Path, train: int = 120, test: int = 40, layers: int = 4, hidden: int = 32,
+                heads: int = 4) -> Path:
+    """`root/assets`: a tiny teacher with its tokenizer, and LABEL TEXT train / test files."""
+    assets = root / "assets"
+    assets.mkdir(exist_ok=True)
+    model_dir(assets, "teacher", layers=layers, hidden=hidden, heads=heads)
+    write_label_text(assets / "train.txt", train)
+    write_label_text(assets / "test.txt", test, seed=1)
+    return assets
+
+
+def data_and_teacher_yaml(assets: Path, teacher_epochs: int) -> str:
+    """The `data:` and `teacher:` sections of an experiment on `text_assets` (batch 16, no validation)."""
+    return f"""
+data:
+  name: text-files
+  root: {assets}
+  options: {{train: train.txt, test: test.txt, tokenizer: {assets / 'tokenizer'}, max_length: 16}}
+  batch_size: 16
+  val_fraction: 0.0
+teacher:
+  name: hf-classifier
+  options: {{path: {assets / 'teacher'}}}
+  training: {{epochs: {teacher_epochs}, optimizer: {{name: adamw, lr: 0.004}}}}
+"""
