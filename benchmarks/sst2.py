@@ -70,9 +70,9 @@ from kdistill.text.augment import AugmentRules, transfer_set
 from kdistill.text.datasets import load_sst2_bundle
 from kdistill.text.embedding_init import init_embeddings_from_teacher
 from kdistill.text.files import read_text_file
-from kdistill.text.hf_models import hf_classifier, hf_student, set_attention, take_layers
+from kdistill.text.hf_models import hf_classifier, hf_student, save_pretrained, set_attention, take_layers
 from kdistill.text.tokenize import TextDataset, load_tokenizer, text_dataset
-from kdistill.text.vocabulary import corpus_token_ids, trim_vocabulary
+from kdistill.text.vocabulary import corpus_token_ids, trim_vocabulary, trimmed_embedding
 
 BENCHMARK = "sst2"
 SEED = 0  # the teacher's
@@ -83,7 +83,7 @@ STUDENT_LAYERS, TEACHER_LAYERS = 4, 6
 # DistilBERT's initialisation, "k of 6 teacher blocks[, N tokens]: labels | logits": the fine-tuned teacher's
 # every (6/k)-th block (the last one kept), its embeddings, pooler and head, fine-tuned at the teacher's learning
 # rate; with N tokens, the vocabulary trimmed to the N most frequent tokens of the training sentences
-CUT = re.compile(r"(\d) of 6 teacher blocks(?:, (\d+) tokens)?: (labels|logits)$")
+CUT = re.compile(r"([1236]) of 6 teacher blocks(?:, (\d+) tokens)?: (labels|logits)$")  # k divides 6
 
 
 def cut_of(variant: str) -> tuple[list[int], int | None, str] | None:
@@ -281,23 +281,64 @@ def dev_of(record: dict, bundle, teacher) -> float | None:
     return accuracy(student, bundle.val)
 
 
+def exported_accuracy(student: torch.nn.Module, bundle, directory: Path) -> dict:
+    """Test and dev accuracy of a trimmed student as deployed: saved with its trimmed tokenizer, loaded
+    back with transformers alone, the sentences tokenised by that tokenizer (a word with a token the
+    training sentences lack is split into kept pieces there, where the trained model read [UNK])."""
+    from transformers import AutoModelForSequenceClassification
+
+    save_pretrained(student, directory, tokenizer=bundle.tokenizer_path)
+    model = AutoModelForSequenceClassification.from_pretrained(str(directory))
+    tokenizer = load_tokenizer(directory)
+    keep = trimmed_embedding(student).keep.cpu()  # new id -> original id
+
+    def sentences(data: TextDataset, to_original: torch.Tensor | None = None) -> list[list[int]]:
+        return [(row[:n] if to_original is None else to_original[row[:n]]).tolist()
+                for row, n in zip(data.inputs, data.lengths, strict=True)]
+
+    scores = {}
+    for key, data in (("test_acc_exported", bundle.test), ("dev_acc_exported", bundle.val)):
+        labels = data.labels.tolist()
+        encoded = text_dataset(tokenizer, data.texts, labels, bundle.classes, MAX_LENGTH, f"sst2 {key}")
+        changed = sum(a != b for a, b in zip(sentences(encoded, keep), sentences(data), strict=True))
+        scores[key] = accuracy(model, encoded)
+        scores[key.replace("acc_exported", "sentences_tokenised_otherwise")] = changed
+    return scores
+
+
+def exported_of(record: dict, bundle, teacher) -> dict:
+    """`exported_accuracy` of a recorded trimmed student from the weights its run kept ({} if none)."""
+    if "test_acc_exported" in record["metrics"] or not (cut_of(record["variant"]) or (None, None))[1]:
+        return {}
+    folder = run_dir(run_name(record["variant"]), record["config"], record["seed"])
+    if not (folder / "student.pt").exists():
+        return {}
+    student = build_student(record["variant"], teacher, record["seed"], bundle)
+    student.load_state_dict(torch.load(folder / "student.pt", weights_only=True))
+    return exported_accuracy(student, bundle, folder / "pretrained")
+
+
 def run_student(records: Records, bundle, variant: str, teacher, epochs: int, probes, seed: int, copies: int,
                 transfer: TextDataset | None) -> dict:
     config = student_config(variant, epochs, copies)
     found = records.find(variant, seed, config)
     if found:
-        return {**found, "metrics": {**found["metrics"], "dev_acc": dev_of(found, bundle, teacher)}}
+        return {**found, "metrics": {**found["metrics"], "dev_acc": dev_of(found, bundle, teacher),
+                                     **exported_of(found, bundle, teacher)}}
     student = build_student(variant, teacher, seed, bundle)
     name = run_name(variant)
     cached = reads_cached_logits(variant)
     train = transfer if "transfer" in variant else bundle.train
     with Timer() as timer:
-        trainer = distiller(None if variant.startswith("scratch") else teacher, student, student_methods(variant),
-                            config, name, cache_settings() if cached else None, seed)
+        labels_only = variant.startswith("scratch") or variant.endswith(": labels")
+        trainer = distiller(None if labels_only else teacher, student, student_methods(variant), config, name,
+                            cache_settings() if cached else None, seed)
         trainer.fit(train, epochs=epochs, resume=trainer.checkpoint_path.exists())
     acc = 100 * trainer.evaluate(bundle.test)["acc"]
     dev = 100 * trainer.evaluate(bundle.val)["acc"]
     metrics = {"test_acc": round(acc, 2), "dev_acc": round(dev, 2), **latency(student, *probes)}
+    if trimmed_embedding(student) is not None:
+        metrics.update(exported_accuracy(student, bundle, trainer.run_dir / "pretrained"))
     record = records.append(variant, seed, config, metrics, timer.seconds, params=count_parameters(student),
                             notes=trainer.notes, train_seconds=train_seconds(trainer.history),
                             train_samples=len(train))
@@ -326,11 +367,15 @@ def summary(teacher: dict, students: list[dict]) -> dict:
     runs = by_variant[best]
     t = teacher["metrics"]
     test = [r["metrics"]["test_acc"] for r in runs]
+    exported = [r["metrics"]["test_acc_exported"] for r in runs if "test_acc_exported" in r["metrics"]]
     mean = statistics.mean
     return {"best (by dev)": best, "seeds": [r["seed"] for r in runs],
             "dev_acc": round(mean(r["metrics"]["dev_acc"] for r in runs), 2), "test_acc": test,
             "teacher_dev_acc": t.get("dev_acc"), "teacher_test_acc": t["test_acc"],
             "accuracy_kept_pct": round(100 * mean(test) / t["test_acc"], 1),
+            # a trimmed student as deployed: saved with its trimmed tokenizer (exported_accuracy)
+            "test_acc_exported": exported or None,
+            "accuracy_kept_exported_pct": round(100 * mean(exported) / t["test_acc"], 1) if exported else None,
             "dev_accuracy_kept_pct": round(100 * mean(r["metrics"]["dev_acc"] for r in runs) / t["dev_acc"], 1)
             if t.get("dev_acc") else None,
             "size_ratio_pct": round(100 * runs[0]["params"] / teacher["params"], 1),
@@ -343,7 +388,7 @@ def summary(teacher: dict, students: list[dict]) -> dict:
 def recorded_students(bundle, teacher) -> list[dict]:
     """Every student run of the latest config per variant (the table's rule), with its dev accuracy."""
     runs, _ = latest_runs(load(BENCHMARK))
-    return [{**r, "metrics": {**r["metrics"], "dev_acc": dev_of(r, bundle, teacher)}}
+    return [{**r, "metrics": {**r["metrics"], "dev_acc": dev_of(r, bundle, teacher), **exported_of(r, bundle, teacher)}}
             for variant, rs in runs.items() if variant != "teacher" for r in rs]
 
 

@@ -12,6 +12,7 @@ pytest.importorskip("transformers")
 from text_fixtures import data_and_teacher_yaml, model_dir, text_assets  # noqa: E402
 
 from kdistill import Distiller, OptimizerSettings  # noqa: E402
+from kdistill.config_error import ConfigError  # noqa: E402
 from kdistill.errors import BadInput  # noqa: E402
 from kdistill.methods import HardLabel, SoftTarget  # noqa: E402
 from kdistill.methods.transformer import HiddenStateMSE  # noqa: E402
@@ -228,14 +229,13 @@ training:
 
     bad = config_file.read_text().replace("  vocabulary: training\n", "")
     config_file.write_text(bad)
-    with pytest.raises(Exception, match="vocabulary: training too"):
+    with pytest.raises(ConfigError, match="vocabulary: training too"):
         load_config(config_file)
 
 
 def test_run_refuses_vocabulary_for_data_that_is_not_text(folder):
     from types import SimpleNamespace
 
-    from kdistill.config_error import ConfigError
     from kdistill.text.student_vocabulary import trim_student_vocabulary
 
     spec = SimpleNamespace(vocabulary="training", vocabulary_size=None)
@@ -244,3 +244,123 @@ def test_run_refuses_vocabulary_for_data_that_is_not_text(folder):
         trim_student_vocabulary(spec, hf_classifier(2, str(folder)), images)
     untouched = hf_classifier(2, str(folder))
     assert trim_student_vocabulary(SimpleNamespace(vocabulary=None), untouched, images) is untouched
+
+
+def shuffled_tokenizer(root):
+    """A WordPiece vocabulary with the special tokens scattered (not at 0..4) and a word that can also
+    be split into pieces ("superfilm" = "super" + "##film")."""
+    from transformers import BertTokenizer
+
+    words = ["the", "[PAD]", "good", "super", "[UNK]", "##film", "movie", "[CLS]", "superfilm", "bad", "[SEP]",
+             "dull", "[MASK]", "plot"]
+    folder = root / "shuffled"
+    BertTokenizer(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True).save_pretrained(str(folder))
+    return folder, len(words)
+
+
+def test_scattered_special_tokens_are_renumbered_in_model_and_tokenizer(tmp_path):
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+    )
+
+    folder, size = shuffled_tokenizer(tmp_path)
+    tokenizer = load_tokenizer(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16, pad_token_id=1)
+    keep = corpus_token_ids([corpus(tokenizer, ["good movie", "plot", "super dull"])], tokenizer)  # "the" (0) out
+    model = trim_vocabulary(BertForSequenceClassification(config).eval(), keep, tokenizer.unk_token_id)
+    assert model.config.pad_token_id == keep.tolist().index(1) == 0
+    assert model.get_input_embeddings().padding_idx == 0
+    saved = save_pretrained(model, tmp_path / "out", tokenizer=str(folder))
+    small = AutoTokenizer.from_pretrained(str(saved))
+    for name in ("pad", "unk", "cls", "sep", "mask"):
+        old = getattr(tokenizer, f"{name}_token_id")
+        assert getattr(small, f"{name}_token_id") == keep.tolist().index(old), name
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(saved)).eval()
+    texts = ["super good movie", "dull plot"]
+    with torch.no_grad():
+        assert torch.allclose(loaded(**encode(small, texts)).logits, model(**encode(tokenizer, texts)).logits,
+                              atol=1e-6)
+
+
+def test_a_dropped_word_is_unknown_in_memory_but_split_by_the_saved_tokenizer(tmp_path):
+    # the documented difference between the trained model and the exported pair (module doc)
+    folder, _ = shuffled_tokenizer(tmp_path)
+    tokenizer = load_tokenizer(folder)
+    assert tokenizer.tokenize("superfilm") == ["superfilm"]
+    keep = corpus_token_ids([corpus(tokenizer, ["super good", "the movie"])], tokenizer)
+    keep = torch.unique(torch.cat([keep, torch.tensor(tokenizer.convert_tokens_to_ids(["##film"]))]))
+    small = trimmed_tokenizer(tokenizer, keep.tolist(), tmp_path / "small")
+    assert small.tokenize("superfilm") == ["super", "##film"]
+    table = trim_vocabulary(hf_classifier_like(len(tokenizer)), keep, tokenizer.unk_token_id).get_input_embeddings()
+    assert int(table.remap[tokenizer.convert_tokens_to_ids("superfilm")]) == small.unk_token_id
+
+
+def hf_classifier_like(vocab: int):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    return BertForSequenceClassification(BertConfig(vocab_size=vocab, hidden_size=8, num_hidden_layers=1,
+                                                    num_attention_heads=2, intermediate_size=16,
+                                                    max_position_embeddings=16))
+
+
+def test_weights_trimmed_to_other_tokens_are_refused_and_keep_is_not_exported(folder, tmp_path):
+    from safetensors.torch import load_file
+
+    first = trim_vocabulary(hf_classifier(2, str(folder)), [0, 1, 2, 3, 4, 5, 6], UNK)
+    same = trim_vocabulary(hf_classifier(2, str(folder)), [0, 1, 2, 3, 4, 5, 6], UNK)
+    same.load_state_dict(first.state_dict())
+    other = trim_vocabulary(hf_classifier(2, str(folder)), [0, 1, 2, 3, 4, 5, 7], UNK)
+    with pytest.raises(BadInput, match="trimmed to other tokens"):
+        other.load_state_dict(first.state_dict())
+    saved = save_pretrained(first, tmp_path / "out", tokenizer=str(folder))
+    weights = load_file(str(saved / "model.safetensors"))
+    assert not [k for k in weights if k.endswith(".keep")] and "bert.embeddings.word_embeddings.weight" in weights
+    other.load_state_dict(weights)  # a plain folder's weights (no `keep`): read as its rows
+    assert torch.equal(other.get_input_embeddings().weight, first.get_input_embeddings().weight)
+    with pytest.raises(BadInput, match="give `tokenizer`"):
+        save_pretrained(first, tmp_path / "no-tokenizer")
+
+
+def test_tokenizers_that_cannot_be_trimmed_are_refused_and_json_only_ones_are_not(folder, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = load_tokenizer(folder)
+    with pytest.raises(BadInput, match="special tokens .*not kept"):
+        trimmed_tokenizer(tokenizer, [0, 1, 2, 3, 5], tmp_path / "a")  # [MASK] (4) dropped
+    with_added = load_tokenizer(folder)
+    with_added.add_tokens(["superfilm"])
+    with pytest.raises(BadInput, match="added tokens"):
+        trimmed_tokenizer(with_added, [0, 1, 2, 3, 4], tmp_path / "b")
+    vocab = {"[PAD]": 0, "[UNK]": 1, "good": 2, "bad": 3, "[CLS]": 4, "[SEP]": 5}
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                           special_tokens=[("[CLS]", 4), ("[SEP]", 5)])
+    json_only = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
+                                        cls_token="[CLS]", sep_token="[SEP]")
+    assert json_only("good bad")["input_ids"] == [4, 2, 3, 5]
+    # a tokenizer.json-only WordPiece (no BertTokenizer class to rebuild from vocab.txt) is renumbered too
+    small = trimmed_tokenizer(json_only, [5, 1, 0, 4, 2], tmp_path / "c")  # "bad" dropped, the rest renumbered
+    assert small.convert_tokens_to_ids(["[SEP]", "[UNK]", "[PAD]", "[CLS]", "good"]) == [0, 1, 2, 3, 4]
+    assert small("good bad")["input_ids"] == [3, 4, 1, 0]
+
+
+def test_the_run_counts_tokens_on_the_split_it_trains_on(folder):
+    from types import SimpleNamespace
+
+    from kdistill.text.student_vocabulary import trim_student_vocabulary
+
+    tokenizer = load_tokenizer(folder)
+    everything = corpus(tokenizer, ["good movie", "the plot was dull"])
+    split = corpus(tokenizer, ["good movie"])  # the validation sentence left out
+    bundle = SimpleNamespace(train=everything, train_split=split, tokenizer_path=str(folder))
+    model = trim_student_vocabulary(SimpleNamespace(vocabulary="training", vocabulary_size=None),
+                                    hf_classifier(2, str(folder)), bundle)
+    assert model.get_input_embeddings().keep.tolist() == corpus_token_ids([split], tokenizer).tolist()
+    assert model.config.vocab_size == 5 + 2

@@ -80,6 +80,7 @@ class DataBundle:
     # sizes the data decides (e.g. a recommender's user / item rows), given to a model factory that takes
     # them by name and was not given them in its options
     model_defaults: dict[str, Any] = field(default_factory=dict)
+    train_split: Any = None  # set by a run's data loading: the split it trains on (limited, validation out)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -50,6 +50,9 @@ def baseline_inputs(config: ExperimentConfig, train: Any, val: Any) -> dict[str,
     """What the scratch student depends on: data, student, training, seed (and where they are read from)."""
     # neither reaches the scratch student (labels only, random start), so neither changes its digest
     student = config.student.model_dump(mode="json", exclude={"embedding_init"})
+    for key in ("vocabulary", "vocabulary_size"):  # absent unless set: stored baselines keep their digests
+        if student[key] is None:
+            del student[key]
     if config.student.checkpoint is not None:
         student["checkpoint_sha256"] = _file_digest(config.student.checkpoint)
     return {

@@ -73,6 +73,7 @@ def load_data(config: ExperimentConfig) -> tuple[DataBundle, Any, Any]:
     if noise is not None and noise.active:  # after the split: the validation labels stay clean
         train = apply_label_noise(train, noise, bundle.num_classes)
     check_splits(config, train, val)
+    bundle.train_split = train  # what the run trains on (student.vocabulary counts its tokens)
     if transfer is not None:
         from kdistill.text.transfer_data import build_transfer_set
 

@@ -193,17 +193,22 @@ def save_pretrained(model: nn.Module, directory: str | Path, tokenizer: str | Pa
         model.config.label2id = {name: i for i, name in enumerate(label_names)}
     if not hasattr(model, "save_pretrained"):
         raise BadInput(f"{type(model).__name__} has no save_pretrained; save its state_dict instead")
-    with quiet_transformers():
-        model.save_pretrained(str(directory))
-    if tokenizer is not None:
-        from kdistill.text.tokenize import load_tokenizer
-        from kdistill.text.vocabulary import trimmed_embedding, trimmed_tokenizer
+    from kdistill.text.tokenize import load_tokenizer
+    from kdistill.text.vocabulary import trimmed_embedding, trimmed_tokenizer
 
-        trimmed = trimmed_embedding(model)
-        if trimmed is not None:  # the kept tokens only, numbered as the saved embedding rows
-            trimmed_tokenizer(load_tokenizer(model_dir(tokenizer)), trimmed.keep.tolist(), directory)
-        else:
-            load_tokenizer(model_dir(tokenizer)).save_pretrained(str(directory))
+    trimmed = trimmed_embedding(model)
+    state = None
+    if trimmed is not None:  # the tokenizer of the kept tokens, numbered as the saved rows, written first
+        if tokenizer is None:
+            raise BadInput("save_pretrained: the model's vocabulary is trimmed, so it reads only its trimmed "
+                           "tokenizer's ids; give `tokenizer` (the original one, trimmed on the way)")
+        trimmed_tokenizer(load_tokenizer(model_dir(tokenizer)), trimmed.keep.tolist(), directory)
+        kept = next(f"{name}.keep" for name, module in model.named_modules() if module is trimmed)
+        state = {k: v for k, v in model.state_dict().items() if k != kept}  # a plain model's keys
+    elif tokenizer is not None:
+        load_tokenizer(model_dir(tokenizer)).save_pretrained(str(directory))
+    with quiet_transformers():
+        model.save_pretrained(str(directory), state_dict=state)
     return directory
 
 

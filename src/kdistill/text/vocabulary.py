@@ -25,6 +25,7 @@ refused, since trimming it would change which tokens the model can predict.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,26 +83,41 @@ def _remap(keep: torch.Tensor, old_size: int, unk_id: int) -> torch.Tensor:
 
 class TrimmedEmbedding(nn.Module):
     """A word embedding with the rows `keep` only, looked up by the original tokenizer's ids (a
-    dropped id reads the unknown token's row). Its state dict is an `nn.Embedding`'s (`weight`
-    only: the id table is rebuilt from `keep`), so the model saves and loads as a plain Hugging Face
-    model of `len(keep)` tokens, to be fed by the trimmed tokenizer."""
+    dropped id reads the unknown token's row). Its state dict holds `weight` and `keep`: a
+    checkpoint of a model trimmed to other tokens is refused on load rather than read into the wrong
+    rows (weights without `keep` load as this model's rows); `kdistill.text.hf_models.save_pretrained`
+    leaves `keep` out, so the saved folder is a plain Hugging Face model of `len(keep)` tokens, to be
+    fed by the trimmed tokenizer."""
 
     def __init__(self, embedding: nn.Embedding, keep: torch.Tensor, unk_id: int) -> None:
         super().__init__()
+        device = embedding.weight.device
         self.original_vocab_size = embedding.num_embeddings
-        table = _remap(keep, self.original_vocab_size, unk_id)
-        self.register_buffer("keep", keep.clone(), persistent=False)
-        self.register_buffer("remap", table, persistent=False)
+        table = _remap(keep.cpu(), self.original_vocab_size, unk_id)
+        self.register_buffer("keep", keep.clone().to(device))
+        self.register_buffer("remap", table.to(device), persistent=False)  # derived from keep
         pad = embedding.padding_idx
         self.padding_idx = int(table[pad]) if pad is not None and bool((keep == pad).any()) else None
         self.num_embeddings, self.embedding_dim = len(keep), embedding.embedding_dim
-        self.weight = nn.Parameter(embedding.weight.detach()[keep].clone())
+        self.weight = nn.Parameter(embedding.weight.detach()[keep.to(device)].clone())
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        incoming = state_dict.get(prefix + "keep")
+        if incoming is None:  # weights saved without it (a Hugging Face folder): read as this model's rows
+            state_dict[prefix + "keep"] = self.keep
+        elif not torch.equal(incoming.to(self.keep.device), self.keep):
+            raise BadInput(f"vocabulary: the weights at {prefix.rstrip('.') or 'the embedding'} were trimmed to "
+                           f"other tokens ({len(incoming)} kept, this model keeps {len(self.keep)}, not the same ids); "
+                           "trim with the same data, vocabulary_size and tokenizer as the run that saved them")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        if input_ids.numel() and (int(input_ids.max()) >= self.original_vocab_size or int(input_ids.min()) < 0):
-            raise BadInput(f"vocabulary: input ids outside the original vocabulary 0..{self.original_vocab_size - 1}; "
-                           "feed the ids of the tokenizer the model was trimmed from (or save the model and use "
-                           "its trimmed tokenizer)")
+        if input_ids.numel() and not torch.compiler.is_compiling():  # (a data-dependent check: not traced)
+            low, high = torch.aminmax(input_ids)
+            if int(low) < 0 or int(high) >= self.original_vocab_size:
+                raise BadInput(f"vocabulary: input ids outside the original vocabulary 0.."
+                               f"{self.original_vocab_size - 1}; feed the ids of the tokenizer the model was trimmed "
+                               "from (or save the model and use its trimmed tokenizer)")
         return F.embedding(self.remap[input_ids], self.weight, self.padding_idx)
 
     def extra_repr(self) -> str:
@@ -140,33 +156,71 @@ def trimmed_embedding(model: nn.Module) -> TrimmedEmbedding | None:
     return embedding if isinstance(embedding, TrimmedEmbedding) else None
 
 
+def _refuse_untrimmable(tokenizer: Any) -> None:
+    backend = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    if type(backend).__name__ != "WordPiece":
+        raise BadInput(f"vocabulary: {type(tokenizer).__name__} is not a WordPiece tokenizer (its model: "
+                       f"{type(backend).__name__}); only BERT-style vocabularies can be trimmed into a tokenizer")
+    added = [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if not t.special]
+    if added:
+        raise BadInput(f"vocabulary: the tokenizer has added tokens that are not special ({', '.join(added[:5])}); "
+                       "they would become ordinary WordPiece entries and split text differently: trim a "
+                       "tokenizer without them")
+
+
+def _renumber_processor(node: Any, new_id: dict[str, int]) -> Any:
+    """The post-processor's JSON with every special token's id renumbered (Template, Bert, Roberta
+    processors and Sequences of them)."""
+    if isinstance(node, list):
+        if len(node) == 2 and isinstance(node[0], str) and isinstance(node[1], int) and node[0] in new_id:
+            return [node[0], new_id[node[0]]]  # BertProcessing's ["[SEP]", 102]
+        return [_renumber_processor(item, new_id) for item in node]
+    if isinstance(node, dict):
+        if "ids" in node and "tokens" in node:  # TemplateProcessing's special_tokens entry
+            return {**node, "ids": [new_id[t] for t in node["tokens"]]}
+        return {key: _renumber_processor(value, new_id) for key, value in node.items()}
+    return node
+
+
 def trimmed_tokenizer(tokenizer: Any, keep: Sequence[int], directory: str | Path) -> Any:
     """Write to `directory` a copy of the WordPiece `tokenizer` (object or folder) whose vocabulary
-    is the tokens `keep` in that order, and return it loaded back."""
+    is the tokens `keep` in that order (its tokenizer.json renumbered: vocabulary, special tokens,
+    post-processor; a vocab.txt beside it), and return it loaded back. Refused: other tokenizer
+    models (BPE, Unigram), non-special added tokens, dropped special tokens."""
     from transformers import AutoTokenizer
 
     if isinstance(tokenizer, (str, Path)):
         from kdistill.text.tokenize import load_tokenizer
 
         tokenizer = load_tokenizer(tokenizer)
-    backend = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
-    if type(backend).__name__ != "WordPiece":
-        raise BadInput(f"vocabulary: {type(tokenizer).__name__} is not a WordPiece tokenizer (its model: "
-                       f"{type(backend).__name__}); only BERT-style vocabularies can be trimmed into a tokenizer")
-    vocab = tokenizer.get_vocab()
-    by_id = {i: token for token, i in vocab.items()}
+    _refuse_untrimmable(tokenizer)
+    by_id = {i: token for token, i in tokenizer.get_vocab().items()}
     missing = [i for i in keep if i not in by_id]
     if missing:
         raise BadInput(f"vocabulary: ids {missing[:5]} are not in the tokenizer's vocabulary")
+    kept_set = set(keep)
+    lost = [t for t in tokenizer.all_special_tokens if tokenizer.convert_tokens_to_ids(t) not in kept_set]
+    if lost:
+        raise BadInput(f"vocabulary: the special tokens {', '.join(lost)} are not kept; keep every special token")
+    new_id = {by_id[old]: new for new, old in enumerate(keep)}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(directory))
-    (directory / "tokenizer.json").unlink(missing_ok=True)  # rebuilt from vocab.txt on load
+    spec_file = directory / "tokenizer.json"
+    if not spec_file.exists():
+        raise BadInput(f"vocabulary: {type(tokenizer).__name__} saved no tokenizer.json to renumber; use a "
+                       "tokenizers-backed (fast) WordPiece tokenizer")
+    spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    spec["model"]["vocab"] = new_id
+    spec["added_tokens"] = [{**token, "id": new_id[token["content"]]} for token in spec.get("added_tokens") or []]
+    spec["post_processor"] = _renumber_processor(spec.get("post_processor"), new_id)
+    spec_file.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
     (directory / "vocab.txt").write_text("".join(by_id[i] + "\n" for i in keep), encoding="utf-8")
     loaded = AutoTokenizer.from_pretrained(str(directory))
-    if len(loaded) != len(keep) or loaded.unk_token_id is None:
-        raise BadInput(f"vocabulary: the trimmed tokenizer in {directory} reloads with {len(loaded)} tokens, "
-                       f"not the {len(keep)} kept")
+    specials = tokenizer.all_special_tokens
+    if len(loaded) != len(keep) or any(loaded.convert_tokens_to_ids(t) != new_id[t] for t in specials):
+        raise BadInput(f"vocabulary: the trimmed tokenizer in {directory} reloads with {len(loaded)} tokens or other "
+                       f"special-token ids, not the {len(keep)} kept")
     return loaded
 
 
