@@ -29,14 +29,15 @@ in benchmarks/runs/sst2/):
                            drawn once with seed 0 so every run shares one teacher cache), a pure
                            soft-target loss at temperature k (no labels), the teacher's logits
                            cached once
-  k of 6 teacher blocks[, N tokens]: labels | logits   DistilBERT's initialisation: the fine-tuned
-                           teacher's every (6/k)-th block (2 of 6: blocks 2 and 5) with its
-                           embeddings, pooler and head, fine-tuned on the labels alone or with
-                           `distilled: logits`; with N tokens the vocabulary trimmed to the N most
-                           frequent tokens of the training sentences (kdistill.text.vocabulary; the
-                           rest read as [UNK]). 2 blocks, all 30,522 tokens: 15.6 M parameters, 69 % of
-                           the teacher (a probe of what the teacher's own weights reach); 2 blocks,
-                           4,600 tokens: 5.7 M, 25 %
+  k of 6 teacher blocks[, N tokens]: labels | logits | + hidden   DistilBERT's initialisation: the
+                           fine-tuned teacher's every (6/k)-th block (2 of 6: blocks 2 and 5) with its
+                           embeddings, pooler and head, fine-tuned on the labels alone, with
+                           `distilled: logits`, or with `distilled: + hidden` (each block against
+                           the teacher block it was copied from); with N tokens the vocabulary
+                           trimmed to the N most frequent tokens of the training sentences
+                           (kdistill.text.vocabulary; the rest read as [UNK]). 2 blocks, all 30,522
+                           tokens: 15.6 M parameters, 69 % of the teacher (a probe of what the
+                           teacher's own weights reach); 2 blocks, 4,600 tokens: 5.7 M, 25 %
 For each: parameters, CPU latency at batch 1 and 32 (1 thread, fused attention), dev and test
 accuracy; for the best distilled student (highest mean dev accuracy) the DistilBERT figures: share of
 the teacher's test accuracy kept, size ratio, speed-up at batch 1.
@@ -83,11 +84,11 @@ STUDENT_LAYERS, TEACHER_LAYERS = 4, 6
 # DistilBERT's initialisation, "k of 6 teacher blocks[, N tokens]: labels | logits": the fine-tuned teacher's
 # every (6/k)-th block (the last one kept), its embeddings, pooler and head, fine-tuned at the teacher's learning
 # rate; with N tokens, the vocabulary trimmed to the N most frequent tokens of the training sentences
-CUT = re.compile(r"([1236]) of 6 teacher blocks(?:, (\d+) tokens)?: (labels|logits)$")  # k divides 6
+CUT = re.compile(r"([1236]) of 6 teacher blocks(?:, (\d+) tokens)?: (labels|logits|\+ hidden)$")  # k divides 6
 
 
 def cut_of(variant: str) -> tuple[list[int], int | None, str] | None:
-    """(teacher blocks, tokens kept or None, labels | logits) of a cut variant; None for the others."""
+    """(teacher blocks, tokens kept or None, labels | logits | + hidden) of a cut variant; None for the others."""
     match = CUT.match(variant)
     if match is None:
         return None
@@ -173,8 +174,10 @@ def student_methods(variant: str) -> list:
     kd = [SoftTarget(weight=0.7, temperature=2.0), HardLabel(weight=0.3)]
     layers = {"student_layers": STUDENT_LAYERS, "teacher_layers": TEACHER_LAYERS, "mapping": "uniform"}
     base = variant.removesuffix(" + emb init")
-    if cut_of(variant):
-        base = cut_of(variant)[2]
+    if cut_of(variant):  # a cut student: its k blocks learn from the teacher blocks they were copied from
+        blocks, _, base = cut_of(variant)
+        layers = {"student_layers": len(blocks), "teacher_layers": 6, "mapping": blocks}
+        base = {"+ hidden": "distilled: + hidden"}.get(base, base)
     if base in ("scratch", "labels"):
         return [HardLabel()]
     if base in ("distilled: logits", "logits"):
