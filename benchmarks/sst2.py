@@ -45,6 +45,7 @@ the teacher's test accuracy kept, size ratio, speed-up at batch 1.
     OMP_NUM_THREADS=1 python benchmarks/sst2.py [--seeds 0 1 2] [--variants ...] [--copies 6]
     OMP_NUM_THREADS=1 python benchmarks/sst2.py --stages cache   # build the transfer set's teacher cache only
     OMP_NUM_THREADS=1 python benchmarks/sst2.py --stages summary # dev / test table and the best student, all records
+    OMP_NUM_THREADS=1 python benchmarks/sst2.py --stages latency --variants ...  # batch-1 timing in turns
     python benchmarks/table.py sst2
 """
 
@@ -349,6 +350,33 @@ def run_student(records: Records, bundle, variant: str, teacher, epochs: int, pr
     return record
 
 
+def interleaved_latency(teacher: torch.nn.Module, bundle, variants: list[str], probes, rounds: int = 5) -> dict:
+    """Batch-1 latency (ms, 1 thread, fused attention) of the teacher and of the recorded seed-0
+    student of each variant, timed in turns (teacher, students, teacher, ...) so that a shared
+    machine's load falls on all alike: the median over rounds of each round's median, and each
+    student's speed-up over the teacher. Printed, not recorded (the records keep each run's own)."""
+    runs, _ = latest_runs(load(BENCHMARK))
+    models = {"teacher": teacher}
+    for variant in variants:
+        record = next((r for r in runs.get(variant, []) if r["seed"] == SEED), None)
+        folder = run_dir(run_name(variant), record["config"], SEED) if record else None
+        if folder is None or not (folder / "student.pt").exists():
+            print(f"latency: no seed-{SEED} weights of '{variant}'", flush=True)
+            continue
+        student = build_student(variant, teacher, SEED, bundle)
+        student.load_state_dict(torch.load(folder / "student.pt", weights_only=True))
+        models[variant] = student
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            set_attention(model, "sdpa")
+            times[name].append(torch_latency(model, probes[0], repeats=30, warmup=5, threads=1).median_ms)
+            set_attention(model, "eager")
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {name: {"ms_b1": round(ms, 2), "speedup_b1": round(medians["teacher"] / ms, 2)}
+            for name, ms in medians.items()}
+
+
 def summary(teacher: dict, students: list[dict]) -> dict:
     """The DistilBERT figures of the best distilled student (highest mean dev accuracy on the seeds
     all candidates share, ties to the one with more seeds; the test split plays no part in the
@@ -429,7 +457,7 @@ def main() -> None:
     parser.add_argument("--transfer-epochs", type=int, default=2, help="epochs of the transfer-set variants")
     parser.add_argument("--copies", type=int, default=6, help="perturbed copies asked per training sentence")
     parser.add_argument("--stages", nargs="+", default=["teacher", "students"],
-                        choices=["teacher", "cache", "students", "summary"])
+                        choices=["teacher", "cache", "students", "summary", "latency"])
     parser.add_argument("--variants", nargs="+", default=VARIANTS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[SEED])
     parser.add_argument("--threads", type=int, default=1)
@@ -458,6 +486,8 @@ def main() -> None:
                                 else args.student_epochs, probes, seed, args.copies, transfer)
                     for seed in args.seeds for v in args.variants]
         print(json.dumps(summary(teacher_record, students), indent=2))
+    if "latency" in args.stages:  # teacher and students timed in turns (see interleaved_latency)
+        print(json.dumps(interleaved_latency(teacher, bundle, args.variants, probes), indent=2))
     if "summary" in args.stages:  # over every recorded run, whichever process made it
         students = recorded_students(bundle, teacher)
         print(dev_table(teacher_record, students))
