@@ -227,6 +227,19 @@ training:
         assert torch.allclose(loaded(**encode(small, texts)).logits, student.eval()(**encode(original, texts)).logits,
                               atol=1e-5)
 
+    # the trimmed student's own checkpoint as the student of a new run: trimmed first, then loaded
+    from kdistill.run.build import build_participant
+    from kdistill.run.data import load_data
+
+    distilled = tmp_path / "run" / "student-distilled" / "student.pt"
+    again = load_config(config_file, [f"student.checkpoint={distilled}"])
+    bundle, _, _ = load_data(again)
+    rebuilt = build_participant(again.student, bundle, "student", 0)
+    assert torch.equal(rebuilt.state_dict()[word], torch.load(distilled, weights_only=True)[word])
+    other = load_config(config_file, [f"student.checkpoint={distilled}", "student.vocabulary_size=19"])
+    with pytest.raises(ConfigError, match="student.checkpoint: .*(does not fit|other tokens)"):
+        build_participant(other.student, bundle, "student", 0)
+
     bad = config_file.read_text().replace("  vocabulary: training\n", "")
     config_file.write_text(bad)
     with pytest.raises(ConfigError, match="vocabulary: training too"):

@@ -40,6 +40,11 @@ def build_participant(spec: ModelSpec, bundle: DataBundle, where: str, seed: int
         raise ConfigError([f"{where}.options: {error}"]) from error
     except (TypeError, ValueError) as error:
         raise ConfigError([f"{where}.options: {error}"]) from error
+    trim = getattr(spec, "vocabulary", None) is not None  # a student's `vocabulary: training`
+    # a checkpoint of a trimmed student (its kept tokens saved with it) loads after trimming, any other before
+    trim_first = trim and spec.checkpoint is not None and _holds_trimmed_embedding(spec.checkpoint)
+    if trim_first:
+        _trim(spec, model, bundle, where)
     if spec.checkpoint is not None:
         try:
             load_weights(model, spec.checkpoint)
@@ -49,11 +54,22 @@ def build_participant(spec: ModelSpec, bundle: DataBundle, where: str, seed: int
             other_task = f"set {where}.num_classes for a teacher of another task (it teaches through feature methods)"
             hint = checkpoint_class_hint(model, spec.checkpoint, classes, other_task)
             raise ConfigError([f"{where}.checkpoint: {error}{hint}"]) from error
-    if getattr(spec, "vocabulary", None) is not None:  # a student's `vocabulary: training`
-        from kdistill.text.student_vocabulary import trim_student_vocabulary
-
-        trim_student_vocabulary(spec, model, bundle, where)
+    if trim and not trim_first:
+        _trim(spec, model, bundle, where)
     return model
+
+
+def _holds_trimmed_embedding(path: Path) -> bool:
+    try:
+        return any(key.endswith("embeddings.keep") for key in read_weights(path))
+    except UnreadableFile:
+        return False  # load_weights names the problem
+
+
+def _trim(spec: ModelSpec, model: nn.Module, bundle: DataBundle, where: str) -> None:
+    from kdistill.text.student_vocabulary import trim_student_vocabulary
+
+    trim_student_vocabulary(spec, model, bundle, where)
 
 
 def checkpoint_class_hint(model: nn.Module, path: Path, classes: int, other_task: str) -> str:
