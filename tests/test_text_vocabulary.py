@@ -84,9 +84,9 @@ def test_saved_pair_loads_with_transformers_alone_and_predicts_the_same(folder, 
     saved = save_pretrained(trimmed, tmp_path / "student", tokenizer=str(folder), label_names=["neg", "pos"])
     model = AutoModelForSequenceClassification.from_pretrained(str(saved)).eval()
     small = AutoTokenizer.from_pretrained(str(saved))
-    assert len(small) == model.config.vocab_size == len(keep)
+    assert max(small.get_vocab().values()) + 1 == model.config.vocab_size == len(keep)
     assert model.config.id2label == {0: "neg", 1: "pos"}
-    assert small.convert_ids_to_tokens(list(range(len(keep)))) == tokenizer.convert_ids_to_tokens(keep.tolist())
+    assert small.convert_tokens_to_ids(tokenizer.convert_ids_to_tokens(keep.tolist())) == list(range(len(keep)))
     texts = ["the movie was good", "dull plot", "the film was great"]  # the last with dropped words
     with torch.no_grad():
         assert torch.allclose(model(**encode(small, texts)).logits, trimmed(**encode(tokenizer, texts)).logits,
@@ -217,12 +217,13 @@ training:
     saved = tmp_path / "run" / "student-distilled" / "pretrained"
     loaded = AutoModelForSequenceClassification.from_pretrained(str(saved)).eval()
     small, original = AutoTokenizer.from_pretrained(str(saved)), load_tokenizer(assets / "tokenizer")
-    assert loaded.config.vocab_size == len(small) == 20
+    assert loaded.config.vocab_size == max(small.get_vocab().values()) + 1 == 20
     keep = corpus_token_ids([load_text_files_bundle("train.txt", "test.txt", str(assets / "tokenizer"), assets,
                                                     max_length=16).train], original, max_tokens=20)
     student = trim_vocabulary(hf_student(2, str(assets / "teacher"), layers=1, hidden=8, heads=2), keep, UNK)
     student.load_state_dict(torch.load(tmp_path / "run" / "student-distilled" / "student.pt", weights_only=True))
-    texts = [" ".join(original.convert_ids_to_tokens(keep[5:12].tolist())), "the movie"]
+    words = original.convert_ids_to_tokens(list(range(5, len(original))))  # kept and dropped alike
+    texts = [" ".join(original.convert_ids_to_tokens(keep[5:12].tolist())), "the movie", " ".join(words)]
     with torch.no_grad():
         assert torch.allclose(loaded(**encode(small, texts)).logits, student.eval()(**encode(original, texts)).logits,
                               atol=1e-5)
@@ -300,17 +301,20 @@ def test_scattered_special_tokens_are_renumbered_in_model_and_tokenizer(tmp_path
                               atol=1e-6)
 
 
-def test_a_dropped_word_is_unknown_in_memory_but_split_by_the_saved_tokenizer(tmp_path):
-    # the documented difference between the trained model and the exported pair (module doc)
+def test_a_dropped_word_reads_as_unknown_in_memory_and_through_the_saved_tokenizer(tmp_path):
+    # "superfilm" could also be split into kept pieces (super + ##film): the saved tokenizer must not,
+    # since the trained model read it as [UNK]
     folder, _ = shuffled_tokenizer(tmp_path)
     tokenizer = load_tokenizer(folder)
     assert tokenizer.tokenize("superfilm") == ["superfilm"]
     keep = corpus_token_ids([corpus(tokenizer, ["super good", "the movie"])], tokenizer)
     keep = torch.unique(torch.cat([keep, torch.tensor(tokenizer.convert_tokens_to_ids(["##film"]))]))
     small = trimmed_tokenizer(tokenizer, keep.tolist(), tmp_path / "small")
-    assert small.tokenize("superfilm") == ["super", "##film"]
+    assert max(small.get_vocab().values()) == len(keep) - 1
     table = trim_vocabulary(hf_classifier_like(len(tokenizer)), keep, tokenizer.unk_token_id).get_input_embeddings()
-    assert int(table.remap[tokenizer.convert_tokens_to_ids("superfilm")]) == small.unk_token_id
+    original = tokenizer("the superfilm good")["input_ids"]
+    assert small("the superfilm good")["input_ids"] == table.remap[torch.tensor(original)].tolist()
+    assert small("the superfilm good")["input_ids"][2] == small.unk_token_id
 
 
 def hf_classifier_like(vocab: int):
@@ -339,7 +343,7 @@ def test_weights_trimmed_to_other_tokens_are_refused_and_keep_is_not_exported(fo
         save_pretrained(first, tmp_path / "no-tokenizer")
 
 
-def test_tokenizers_that_cannot_be_trimmed_are_refused_and_json_only_ones_are_not(folder, tmp_path):
+def test_dropped_specials_and_added_tokens_are_refused_json_only_tokenizers_renumbered(folder, tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -347,7 +351,7 @@ def test_tokenizers_that_cannot_be_trimmed_are_refused_and_json_only_ones_are_no
     with pytest.raises(BadInput, match="special tokens .*not kept"):
         trimmed_tokenizer(tokenizer, [0, 1, 2, 3, 5], tmp_path / "a")  # [MASK] (4) dropped
     with_added = load_tokenizer(folder)
-    with_added.add_tokens(["superfilm"])
+    with_added.add_tokens(["goodfilm"])
     with pytest.raises(BadInput, match="added tokens"):
         trimmed_tokenizer(with_added, [0, 1, 2, 3, 4], tmp_path / "b")
     vocab = {"[PAD]": 0, "[UNK]": 1, "good": 2, "bad": 3, "[CLS]": 4, "[SEP]": 5}
@@ -358,7 +362,7 @@ def test_tokenizers_that_cannot_be_trimmed_are_refused_and_json_only_ones_are_no
     json_only = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
                                         cls_token="[CLS]", sep_token="[SEP]")
     assert json_only("good bad")["input_ids"] == [4, 2, 3, 5]
-    # a tokenizer.json-only WordPiece (no BertTokenizer class to rebuild from vocab.txt) is renumbered too
+    # a tokenizer.json-only WordPiece (a PreTrainedTokenizerFast, no BertTokenizer class) is renumbered too
     small = trimmed_tokenizer(json_only, [5, 1, 0, 4, 2], tmp_path / "c")  # "bad" dropped, the rest renumbered
     assert small.convert_tokens_to_ids(["[SEP]", "[UNK]", "[PAD]", "[CLS]", "good"]) == [0, 1, 2, 3, 4]
     assert small("good bad")["input_ids"] == [3, 4, 1, 0]

@@ -3,9 +3,10 @@ embeddings of the tokens the training text uses (`kdistill.text.vocabulary`), wi
 `vocabulary_size` the most frequent of them. It reads the teacher's token ids, so the run's one
 tokenisation feeds both, and it is exported with the trimmed tokenizer.
 
-The in-memory student reads a token its training split lacks as [UNK]; the exported tokenizer
-splits such a word into kept pieces instead, so score the exported pair for its deployed accuracy
-(on SST-2 with every training token kept, 681 of the 1,821 test sentences hold such a token).
+The student reads a token its training split lacks as [UNK], in training and, through the exported
+tokenizer (which gives every dropped token [UNK]'s id), in deployment: the exported pair predicts
+what the run scored. On SST-2, 681 of the 1,821 test sentences hold a token the training
+sentences lack.
 
 Trimmed right after the student is built (and its checkpoint, an untrimmed model's, loaded), before
 `embedding_init`, which then gives it the teacher's rows of its kept tokens.
@@ -31,7 +32,7 @@ def trim_student_vocabulary(spec: Any, model: nn.Module, bundle: Any, where: str
     The tokens are counted on the split the run trains on (`bundle.train_split`, set by the run's
     data loading: after `train_limit` and without the validation split), so validation reads an
     unseen token as [UNK] as the test set does. The tokenizer is trimmed once into a temporary
-    folder here, so one that cannot be (BPE, added tokens) is refused before training, not at export.
+    folder here, so one that cannot be (not WordPiece) is refused before training, not at export.
     """
     if getattr(spec, "vocabulary", None) is None:
         return model

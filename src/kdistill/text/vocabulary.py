@@ -12,12 +12,13 @@ Two halves, so the trimmed model trains beside an untrimmed teacher and deploys 
   a lookup table; a dropped id reads as the unknown token), so one tokenised batch feeds teacher and
   student alike, and every layer keeps its name.
 - `kdistill.text.hf_models.save_pretrained` writes such a model (its `vocab_size` the number kept)
-  with `trimmed_tokenizer`: a WordPiece tokenizer whose vocabulary is the kept tokens in the new
-  order. The pair loads with transformers alone. On text whose tokens are all kept the trimmed
-  tokenizer splits words exactly as the original (WordPiece's greedy longest match finds the same
-  pieces when every piece it used is still there), so the saved pair predicts what the trimmed
-  model predicts; a word with dropped pieces is split into kept ones (or becomes the unknown token)
-  where the trimmed model in memory reads the unknown token.
+  with `trimmed_tokenizer`: the original WordPiece tokenizer with its ids renumbered (kept tokens
+  0..K-1, every dropped token the unknown token's id). It splits text exactly as the original, so
+  the saved pair reads, on any text, the ids the trimmed model read in training and predicts what
+  it predicted; it loads with transformers alone. (Rebuilding a WordPiece vocabulary of the kept
+  tokens instead would split a word with a dropped piece into kept pieces the model never saw in
+  that word: on SST-2 with 4,600 kept tokens that cost the exported student 0.9 points of test
+  accuracy.)
 
 Only input embeddings are trimmed: a model with an output embedding (a language-model head) is
 refused, since trimming it would change which tokens the model can predict.
@@ -162,10 +163,9 @@ def _refuse_untrimmable(tokenizer: Any) -> None:
         raise BadInput(f"vocabulary: {type(tokenizer).__name__} is not a WordPiece tokenizer (its model: "
                        f"{type(backend).__name__}); only BERT-style vocabularies can be trimmed into a tokenizer")
     added = [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if not t.special]
-    if added:
+    if added:  # transformers numbers them after the model's vocabulary on load, whatever the file says
         raise BadInput(f"vocabulary: the tokenizer has added tokens that are not special ({', '.join(added[:5])}); "
-                       "they would become ordinary WordPiece entries and split text differently: trim a "
-                       "tokenizer without them")
+                       "their ids cannot be renumbered: trim a tokenizer without them")
 
 
 def _renumber_processor(node: Any, new_id: dict[str, int]) -> Any:
@@ -183,10 +183,12 @@ def _renumber_processor(node: Any, new_id: dict[str, int]) -> Any:
 
 
 def trimmed_tokenizer(tokenizer: Any, keep: Sequence[int], directory: str | Path) -> Any:
-    """Write to `directory` a copy of the WordPiece `tokenizer` (object or folder) whose vocabulary
-    is the tokens `keep` in that order (its tokenizer.json renumbered: vocabulary, special tokens,
-    post-processor; a vocab.txt beside it), and return it loaded back. Refused: other tokenizer
-    models (BPE, Unigram), non-special added tokens, dropped special tokens."""
+    """Write to `directory` a copy of the WordPiece `tokenizer` (object or folder) that numbers the
+    tokens `keep` 0..len(keep)-1 in that order and gives every other token the unknown token's new
+    id, and return it loaded back. It splits text exactly as the original (its vocabulary still
+    holds every token; only the ids change: in tokenizer.json's vocabulary, added tokens and
+    post-processor), so the saved model reads what the trimmed model read in training, on any text.
+    Refused: other tokenizer models (BPE, Unigram), non-special added tokens, dropped special tokens."""
     from transformers import AutoTokenizer
 
     if isinstance(tokenizer, (str, Path)):
@@ -203,6 +205,7 @@ def trimmed_tokenizer(tokenizer: Any, keep: Sequence[int], directory: str | Path
     if lost:
         raise BadInput(f"vocabulary: the special tokens {', '.join(lost)} are not kept; keep every special token")
     new_id = {by_id[old]: new for new, old in enumerate(keep)}
+    unknown = new_id[tokenizer.unk_token]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(directory))
@@ -211,15 +214,17 @@ def trimmed_tokenizer(tokenizer: Any, keep: Sequence[int], directory: str | Path
         raise BadInput(f"vocabulary: {type(tokenizer).__name__} saved no tokenizer.json to renumber; use a "
                        "tokenizers-backed (fast) WordPiece tokenizer")
     spec = json.loads(spec_file.read_text(encoding="utf-8"))
-    spec["model"]["vocab"] = new_id
-    spec["added_tokens"] = [{**token, "id": new_id[token["content"]]} for token in spec.get("added_tokens") or []]
+    spec["model"]["vocab"] = {token: new_id.get(token, unknown) for token in spec["model"]["vocab"]}
+    spec["added_tokens"] = [{**token, "id": new_id.get(token["content"], unknown)}
+                            for token in spec.get("added_tokens") or []]
     spec["post_processor"] = _renumber_processor(spec.get("post_processor"), new_id)
     spec_file.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
-    (directory / "vocab.txt").write_text("".join(by_id[i] + "\n" for i in keep), encoding="utf-8")
+    (directory / "vocab.txt").unlink(missing_ok=True)  # an older save's: it would number the tokens otherwise
     loaded = AutoTokenizer.from_pretrained(str(directory))
-    specials = tokenizer.all_special_tokens
-    if len(loaded) != len(keep) or any(loaded.convert_tokens_to_ids(t) != new_id[t] for t in specials):
-        raise BadInput(f"vocabulary: the trimmed tokenizer in {directory} reloads with {len(loaded)} tokens or other "
+    ids = loaded.get_vocab().values()
+    if max(ids) != len(keep) - 1 or any(loaded.convert_tokens_to_ids(t) != new_id[t]
+                                        for t in tokenizer.all_special_tokens):
+        raise BadInput(f"vocabulary: the trimmed tokenizer in {directory} reloads with ids up to {max(ids)} or other "
                        f"special-token ids, not the {len(keep)} kept")
     return loaded
 
