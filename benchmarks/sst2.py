@@ -294,17 +294,17 @@ def exported_accuracy(student: torch.nn.Module, bundle, directory: Path) -> dict
     save_pretrained(student, directory, tokenizer=bundle.tokenizer_path)
     model = AutoModelForSequenceClassification.from_pretrained(str(directory))
     tokenizer = load_tokenizer(directory)
-    keep = trimmed_embedding(student).keep.cpu()  # new id -> original id
+    remap = trimmed_embedding(student).remap.cpu()  # original id -> the id the trained model read
 
-    def sentences(data: TextDataset, to_original: torch.Tensor | None = None) -> list[list[int]]:
-        return [(row[:n] if to_original is None else to_original[row[:n]]).tolist()
+    def sentences(data: TextDataset, mapping: torch.Tensor | None = None) -> list[list[int]]:
+        return [(row[:n] if mapping is None else mapping[row[:n]]).tolist()
                 for row, n in zip(data.inputs, data.lengths, strict=True)]
 
     scores = {}
     for key, data in (("test_acc_exported", bundle.test), ("dev_acc_exported", bundle.val)):
         labels = data.labels.tolist()
         encoded = text_dataset(tokenizer, data.texts, labels, bundle.classes, MAX_LENGTH, f"sst2 {key}")
-        changed = sum(a != b for a, b in zip(sentences(encoded, keep), sentences(data), strict=True))
+        changed = sum(a != b for a, b in zip(sentences(encoded), sentences(data, remap), strict=True))
         scores[key] = accuracy(model, encoded)
         scores[key.replace("acc_exported", "sentences_tokenised_otherwise")] = changed
     return scores
