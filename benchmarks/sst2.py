@@ -29,13 +29,15 @@ in benchmarks/runs/sst2/):
                            drawn once with seed 0 so every run shares one teacher cache), a pure
                            soft-target loss at temperature k (no labels), the teacher's logits
                            cached once
-  k of 6 teacher blocks[, N tokens]: labels | logits | + hidden   DistilBERT's initialisation: the
+  k of 6 teacher blocks[, FFN F][, N tokens]: labels | logits | + hidden   DistilBERT's initialisation: the
                            fine-tuned teacher's every (6/k)-th block (2 of 6: blocks 2 and 5) with its
                            embeddings, pooler and head, fine-tuned on the labels alone, with
                            `distilled: logits`, or with `distilled: + hidden` (each block against
                            the teacher block it was copied from); with N tokens the vocabulary
                            trimmed to the N most frequent tokens of the training sentences
-                           (kdistill.text.vocabulary; the rest read as [UNK]). 2 blocks, all 30,522
+                           (kdistill.text.vocabulary; the rest read as [UNK]); with FFN F each block's
+                           feed-forward pruned to its F largest neurons of 1,536 (Torch-Pruning
+                           through kdistill.compress.prune) before training. 2 blocks, all 30,522
                            tokens: 15.6 M parameters, 69 % of the teacher (a probe of what the
                            teacher's own weights reach); 2 blocks, 4,600 tokens: 5.7 M, 25 %
 For each: parameters, CPU latency at batch 1 and 32 (1 thread, fused attention), dev and test
@@ -56,6 +58,7 @@ import json
 import re
 import statistics
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from _common import keep_freed_memory, shared_data
@@ -82,19 +85,28 @@ AUGMENT_SEED = 0  # one transfer set for every student seed: one teacher cache
 MAX_LENGTH = 64
 STUDENT = {"layers": 4, "hidden": 128, "heads": 4, "intermediate": 512}
 STUDENT_LAYERS, TEACHER_LAYERS = 4, 6
-# DistilBERT's initialisation, "k of 6 teacher blocks[, N tokens]: labels | logits": the fine-tuned teacher's
-# every (6/k)-th block (the last one kept), its embeddings, pooler and head, fine-tuned at the teacher's learning
-# rate; with N tokens, the vocabulary trimmed to the N most frequent tokens of the training sentences
-CUT = re.compile(r"([1236]) of 6 teacher blocks(?:, (\d+) tokens)?: (labels|logits|\+ hidden)$")  # k divides 6
+# DistilBERT's initialisation, "k of 6 teacher blocks[, FFN F][, N tokens]: labels | logits | + hidden": the
+# fine-tuned teacher's every (6/k)-th block (the last one kept), its embeddings, pooler and head, fine-tuned at the
+# teacher's learning rate; with FFN F, each block's feed-forward cut to its F largest-magnitude neurons (of 1,536);
+# with N tokens, the vocabulary trimmed to the N most frequent tokens of the training sentences
+CUT = re.compile(r"([1236]) of 6 teacher blocks(?:, FFN (\d+))?(?:, (\d+) tokens)?: (labels|logits|\+ hidden)$")
 
 
-def cut_of(variant: str) -> tuple[list[int], int | None, str] | None:
-    """(teacher blocks, tokens kept or None, labels | logits | + hidden) of a cut variant; None for the others."""
+class Cut(NamedTuple):
+    blocks: list[int]
+    ffn: int | None  # feed-forward neurons kept per block (None: all 1,536)
+    tokens: int | None  # vocabulary kept (None: all 30,522)
+    kind: str  # labels | logits | + hidden
+
+
+def cut_of(variant: str) -> Cut | None:
+    """The parts of a cut variant's name; None for the other variants (k must divide 6)."""
     match = CUT.match(variant)
     if match is None:
         return None
     step = 6 // int(match[1])
-    return list(range(step - 1, 6, step)), int(match[2]) if match[2] else None, match[3]
+    return Cut(list(range(step - 1, 6, step)), int(match[2]) if match[2] else None,
+               int(match[3]) if match[3] else None, match[4])
 
 
 def recipe(epochs: int, lr: float, warmup: int) -> dict:
@@ -176,8 +188,9 @@ def student_methods(variant: str) -> list:
     layers = {"student_layers": STUDENT_LAYERS, "teacher_layers": TEACHER_LAYERS, "mapping": "uniform"}
     base = variant.removesuffix(" + emb init")
     if cut_of(variant):  # a cut student: its k blocks learn from the teacher blocks they were copied from
-        blocks, _, base = cut_of(variant)
-        layers = {"student_layers": len(blocks), "teacher_layers": 6, "mapping": blocks}
+        cut = cut_of(variant)
+        base = cut.kind
+        layers = {"student_layers": len(cut.blocks), "teacher_layers": 6, "mapping": cut.blocks}
         base = {"+ hidden": "distilled: + hidden"}.get(base, base)
     if base in ("scratch", "labels"):
         return [HardLabel()]
@@ -218,15 +231,17 @@ def transfer_data(bundle, copies: int) -> TextDataset:
 def reads_cached_logits(variant: str) -> bool:
     """The variants whose only teacher signal is its logits read them from the teacher cache."""
     cut = cut_of(variant)
-    return cut[2] == "logits" if cut else variant.startswith(("distilled: logits", "distilled: transfer"))
+    return cut.kind == "logits" if cut else variant.startswith(("distilled: logits", "distilled: transfer"))
 
 
 def student_config(variant: str, epochs: int, copies: int) -> dict:
-    if cut_of(variant):
-        blocks, tokens, _ = cut_of(variant)
-        model = f"teacher blocks {blocks} of 6, embeddings, pooler, head"
-        if tokens:
-            model += f"; vocabulary: the {tokens} most frequent tokens of the training sentences"
+    cut = cut_of(variant)
+    if cut:
+        model = f"teacher blocks {cut.blocks} of 6, embeddings, pooler, head"
+        if cut.ffn:
+            model += f"; feed-forward: the {cut.ffn} largest-magnitude neurons of each block (L2)"
+        if cut.tokens:
+            model += f"; vocabulary: the {cut.tokens} most frequent tokens of the training sentences"
         return {**recipe(epochs, 5e-5, 100), "model": model,
                 "methods": [repr(m) for m in student_methods(variant)]}
     config = {**recipe(epochs, 5e-4, 100), "model": STUDENT, "methods": [repr(m) for m in student_methods(variant)]}
@@ -237,14 +252,34 @@ def student_config(variant: str, epochs: int, copies: int) -> dict:
     return config
 
 
+def prune_feed_forward(model: torch.nn.Module, neurons: int, bundle) -> None:
+    """Keep each block's `neurons` largest feed-forward neurons (L2 magnitude; Torch-Pruning through
+    kdistill.compress.prune, every other layer left whole) and record the size in the config, so the
+    model saves and loads as a plain BERT of that intermediate size."""
+    from kdistill.compress.prune import StructuredPruning
+
+    width = model.config.intermediate_size
+    others = [name for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear) and not name.endswith("intermediate.dense")]
+    was_training = model.training
+    StructuredPruning(model.eval(), samples(bundle)[0], 1 - neurons / width, ignore=others).step()
+    model.train(was_training)
+    model.config.intermediate_size = neurons
+    kept = {m.out_features for n, m in model.named_modules() if n.endswith("intermediate.dense")}
+    if kept != {neurons}:
+        raise SystemExit(f"feed-forward pruning kept {kept} neurons, not {neurons}")
+
+
 def build_student(variant: str, teacher, seed: int, bundle) -> torch.nn.Module:
     torch.manual_seed(seed)
-    if cut_of(variant):
-        blocks, tokens, _ = cut_of(variant)
-        student = take_layers(teacher, blocks)
-        if tokens:
+    cut = cut_of(variant)
+    if cut:
+        student = take_layers(teacher, cut.blocks)
+        if cut.ffn:
+            prune_feed_forward(student, cut.ffn, bundle)
+        if cut.tokens:
             tokenizer = load_tokenizer(bundle.tokenizer_path)
-            trim_vocabulary(student, corpus_token_ids([bundle.train], tokenizer, max_tokens=tokens),
+            trim_vocabulary(student, corpus_token_ids([bundle.train], tokenizer, max_tokens=cut.tokens),
                             tokenizer.unk_token_id)
         return student
     student = hf_student(2, "minilm", **STUDENT)
@@ -312,7 +347,8 @@ def exported_accuracy(student: torch.nn.Module, bundle, directory: Path) -> dict
 
 def exported_of(record: dict, bundle, teacher) -> dict:
     """`exported_accuracy` of a recorded trimmed student from the weights its run kept ({} if none)."""
-    if "test_acc_exported" in record["metrics"] or not (cut_of(record["variant"]) or (None, None))[1]:
+    cut = cut_of(record["variant"])
+    if "test_acc_exported" in record["metrics"] or cut is None or cut.tokens is None:
         return {}
     folder = run_dir(run_name(record["variant"]), record["config"], record["seed"])
     if not (folder / "student.pt").exists():
