@@ -35,7 +35,8 @@ in benchmarks/runs/sst2/):
                            `distilled: logits`, or with `distilled: + hidden` (each block against
                            the teacher block it was copied from); with N tokens the vocabulary
                            trimmed to the N most frequent tokens of the training sentences
-                           (kdistill.text.vocabulary; the rest read as [UNK]); with FFN F each block's
+                           (kdistill.text.vocabulary; the rest read as [UNK], or with ", nearest"
+                           as their nearest kept token in the teacher's embedding); with FFN F each block's
                            feed-forward pruned to its F largest neurons of 1,536 (Torch-Pruning
                            through kdistill.compress.prune) before training. 2 blocks, all 30,522
                            tokens: 15.6 M parameters, 69 % of the teacher (a probe of what the
@@ -89,13 +90,15 @@ STUDENT_LAYERS, TEACHER_LAYERS = 4, 6
 # fine-tuned teacher's every (6/k)-th block (the last one kept), its embeddings, pooler and head, fine-tuned at the
 # teacher's learning rate; with FFN F, each block's feed-forward cut to its F largest-magnitude neurons (of 1,536);
 # with N tokens, the vocabulary trimmed to the N most frequent tokens of the training sentences
-CUT = re.compile(r"([1236]) of 6 teacher blocks(?:, FFN (\d+))?(?:, (\d+) tokens)?: (labels|logits|\+ hidden)$")
+CUT = re.compile(r"([1236]) of 6 teacher blocks(?:, FFN (\d+))?(?:, (\d+) tokens(, nearest)?)?: "
+                 r"(labels|logits|\+ hidden)$")
 
 
 class Cut(NamedTuple):
     blocks: list[int]
     ffn: int | None  # feed-forward neurons kept per block (None: all 1,536)
     tokens: int | None  # vocabulary kept (None: all 30,522)
+    nearest: bool  # a dropped token reads as its nearest kept token (else as [UNK])
     kind: str  # labels | logits | + hidden
 
 
@@ -106,7 +109,7 @@ def cut_of(variant: str) -> Cut | None:
         return None
     step = 6 // int(match[1])
     return Cut(list(range(step - 1, 6, step)), int(match[2]) if match[2] else None,
-               int(match[3]) if match[3] else None, match[4])
+               int(match[3]) if match[3] else None, bool(match[4]), match[5])
 
 
 def recipe(epochs: int, lr: float, warmup: int) -> dict:
@@ -242,6 +245,8 @@ def student_config(variant: str, epochs: int, copies: int) -> dict:
             model += f"; feed-forward: the {cut.ffn} largest-magnitude neurons of each block (L2)"
         if cut.tokens:
             model += f"; vocabulary: the {cut.tokens} most frequent tokens of the training sentences"
+            if cut.nearest:
+                model += ", a dropped token read as its nearest kept token (teacher embedding, cosine)"
         return {**recipe(epochs, 5e-5, 100), "model": model,
                 "methods": [repr(m) for m in student_methods(variant)]}
     config = {**recipe(epochs, 5e-4, 100), "model": STUDENT, "methods": [repr(m) for m in student_methods(variant)]}
@@ -280,7 +285,7 @@ def build_student(variant: str, teacher, seed: int, bundle) -> torch.nn.Module:
         if cut.tokens:
             tokenizer = load_tokenizer(bundle.tokenizer_path)
             trim_vocabulary(student, corpus_token_ids([bundle.train], tokenizer, max_tokens=cut.tokens),
-                            tokenizer.unk_token_id)
+                            tokenizer.unk_token_id, "nearest" if cut.nearest else "unk", tokenizer.all_special_ids)
         return student
     student = hf_student(2, "minilm", **STUDENT)
     if variant.endswith("+ emb init"):

@@ -167,16 +167,28 @@ class StudentSpec(ModelSpec):
     `vocabulary: training`: a Hugging Face student keeps only the word embeddings of the tokens the
     training text uses (kdistill.text.vocabulary; the scratch baseline too: it is the same model),
     `vocabulary_size: N` only the N most frequent of them; it is saved with a trimmed tokenizer.
+    `vocabulary_fallback`: a dropped token reads as [UNK] (`unk`), or as the kept token nearest to it
+    in the student's own word embeddings as built (`nearest`: for a student whose embeddings are
+    pretrained, e.g. cut from the teacher by `hf_from_teacher`, or loaded from a checkpoint).
     """
 
     embedding_init: Literal["teacher"] | None = None
     vocabulary: Literal["training"] | None = None
     vocabulary_size: int | None = Field(None, gt=0)
+    vocabulary_fallback: Literal["unk", "nearest"] = "unk"
 
     @model_validator(mode="after")
     def _size_needs_trimming(self) -> StudentSpec:
         if self.vocabulary_size is not None and self.vocabulary is None:
             raise ValueError("vocabulary_size keeps the most frequent training tokens: set vocabulary: training too")
+        if self.vocabulary_fallback == "nearest" and self.vocabulary is None:
+            raise ValueError("vocabulary_fallback: nearest reads tokens a trimmed vocabulary dropped as their "
+                             "neighbours: set vocabulary: training too")
+        if self.vocabulary_fallback == "nearest" and self.embedding_init is not None:
+            raise ValueError("vocabulary_fallback: nearest finds neighbours in the student's word embeddings as "
+                             "built, which embedding_init: teacher replaces later (they are random when trimmed): "
+                             "use a student cut from the teacher (hf_from_teacher) or loaded from a checkpoint, "
+                             "or vocabulary_fallback: unk")
         return self
 
 

@@ -53,6 +53,8 @@ def baseline_inputs(config: ExperimentConfig, train: Any, val: Any) -> dict[str,
     for key in ("vocabulary", "vocabulary_size"):  # absent unless set: stored baselines keep their digests
         if student[key] is None:
             del student[key]
+    if student["vocabulary_fallback"] == "unk":
+        del student["vocabulary_fallback"]
     if config.student.checkpoint is not None:
         student["checkpoint_sha256"] = _file_digest(config.student.checkpoint)
     return {

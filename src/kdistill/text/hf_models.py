@@ -202,9 +202,10 @@ def save_pretrained(model: nn.Module, directory: str | Path, tokenizer: str | Pa
         if tokenizer is None:
             raise BadInput("save_pretrained: the model's vocabulary is trimmed, so it reads only its trimmed "
                            "tokenizer's ids; give `tokenizer` (the original one, trimmed on the way)")
-        trimmed_tokenizer(load_tokenizer(model_dir(tokenizer)), trimmed.keep.tolist(), directory)
-        kept = next(f"{name}.keep" for name, module in model.named_modules() if module is trimmed)
-        state = {k: v for k, v in model.state_dict().items() if k != kept}  # a plain model's keys
+        trimmed_tokenizer(load_tokenizer(model_dir(tokenizer)), trimmed.keep.tolist(), directory, trimmed.remap)
+        path = next(name for name, module in model.named_modules() if module is trimmed)
+        own = {f"{path}.keep", f"{path}.remap"}
+        state = {k: v for k, v in model.state_dict().items() if k not in own}  # a plain model's keys
     elif tokenizer is not None:
         load_tokenizer(model_dir(tokenizer)).save_pretrained(str(directory))
     with quiet_transformers():

@@ -3,10 +3,11 @@ embeddings of the tokens the training text uses (`kdistill.text.vocabulary`), wi
 `vocabulary_size` the most frequent of them. It reads the teacher's token ids, so the run's one
 tokenisation feeds both, and it is exported with the trimmed tokenizer.
 
-The student reads a token its training split lacks as [UNK], in training and, through the exported
-tokenizer (which gives every dropped token [UNK]'s id), in deployment: the exported pair predicts
-what the run scored. On SST-2, 681 of the 1,821 test sentences hold a token the training
-sentences lack.
+The student reads a token its training split lacks as [UNK] (or, with `vocabulary_fallback:
+nearest`, as the kept token nearest to it in its own pretrained embeddings), in training and,
+through the exported tokenizer (which gives every dropped token the id it reads as), in deployment:
+the exported pair predicts what the run scored. On SST-2, 681 of the 1,821 test sentences hold a
+token the training sentences lack.
 
 Trimmed right after the student is built (and its checkpoint, an untrimmed model's, loaded), before
 `embedding_init`, which then gives it the teacher's rows of its kept tokens.
@@ -52,10 +53,12 @@ def trim_student_vocabulary(spec: Any, model: nn.Module, bundle: Any, where: str
         keep = corpus_token_ids([train], tokenizer, max_tokens=spec.vocabulary_size)
         with tempfile.TemporaryDirectory() as scratch:
             trimmed_tokenizer(tokenizer, keep.tolist(), scratch)
-        trim_vocabulary(model, keep, tokenizer.unk_token_id)
+        fallback = getattr(spec, "vocabulary_fallback", "unk")
+        trim_vocabulary(model, keep, tokenizer.unk_token_id, fallback, tokenizer.all_special_ids)
     except BadInput as error:
         message = str(error).removeprefix("vocabulary: ").replace("max_tokens", "vocabulary_size")
         raise ConfigError([f"{field}: {message}"]) from error
-    LOG.info("kdistill: %s vocabulary: %d of %d tokens kept (those of the training split)", where, len(keep),
-             len(tokenizer))
+    LOG.info("kdistill: %s vocabulary: %d of %d tokens kept (those of the training split), the rest read as %s",
+             where, len(keep), len(tokenizer),
+             "[UNK]" if fallback == "unk" else "their nearest kept token")
     return model
