@@ -16,6 +16,7 @@ from pydantic import ValidationError  # noqa: E402
 from text_fixtures import model_dir  # noqa: E402
 
 from kdistill.config import StudentSpec  # noqa: E402
+from kdistill.config_error import ConfigError  # noqa: E402
 from kdistill.errors import BadInput  # noqa: E402
 from kdistill.text.hf_models import hf_classifier, save_pretrained  # noqa: E402
 from kdistill.text.tokenize import load_tokenizer, text_dataset  # noqa: E402
@@ -128,5 +129,8 @@ def test_run_field_trims_with_neighbours_and_refuses_what_cannot_work(folder):
         StudentSpec(name="hf_from_teacher", vocabulary_fallback="nearest")
     with pytest.raises(ValidationError, match="embedding_init"):
         StudentSpec(name="hf_student", vocabulary="training", vocabulary_fallback="nearest", embedding_init="teacher")
+    small = StudentSpec(name="hf_from_teacher", vocabulary="training", vocabulary_size=3)
+    with pytest.raises(ConfigError, match=r"student.vocabulary_size: 3 is below the tokenizer's 5 special"):
+        trim_student_vocabulary(small, hf_classifier(2, str(folder)), bundle)
     with pytest.raises(BadInput, match="fallback must be"):
         trim_vocabulary(hf_classifier(2, str(folder)), keep, UNK, "closest")

@@ -46,18 +46,18 @@ def trim_student_vocabulary(spec: Any, model: nn.Module, bundle: Any, where: str
     from kdistill.text.vocabulary import corpus_token_ids, trim_vocabulary, trimmed_tokenizer
 
     tokenizer = load_tokenizer(path)
-    field = f"{where}.vocabulary"
+    specials = len(set(tokenizer.all_special_ids))
+    if spec.vocabulary_size is not None and spec.vocabulary_size < specials:
+        raise ConfigError([f"{where}.vocabulary_size: {spec.vocabulary_size} is below the tokenizer's {specials} "
+                           "special tokens, which are always kept; raise it"])
     try:
-        if spec.vocabulary_size is not None and spec.vocabulary_size < len(set(tokenizer.all_special_ids)):
-            field = f"{where}.vocabulary_size"
         keep = corpus_token_ids([train], tokenizer, max_tokens=spec.vocabulary_size)
         with tempfile.TemporaryDirectory() as scratch:
             trimmed_tokenizer(tokenizer, keep.tolist(), scratch)
         fallback = getattr(spec, "vocabulary_fallback", "unk")
         trim_vocabulary(model, keep, tokenizer.unk_token_id, fallback, tokenizer.all_special_ids)
     except BadInput as error:
-        message = str(error).removeprefix("vocabulary: ").replace("max_tokens", "vocabulary_size")
-        raise ConfigError([f"{field}: {message}"]) from error
+        raise ConfigError([f"{where}.vocabulary: {str(error).removeprefix('vocabulary: ')}"]) from error
     LOG.info("kdistill: %s vocabulary: %d of %d tokens kept (those of the training split), the rest read as %s",
              where, len(keep), len(tokenizer),
              "[UNK]" if fallback == "unk" else "their nearest kept token")
