@@ -29,17 +29,18 @@ in benchmarks/runs/sst2/):
                            drawn once with seed 0 so every run shares one teacher cache), a pure
                            soft-target loss at temperature k (no labels), the teacher's logits
                            cached once
-  k of 6 teacher blocks[, FFN F][, N tokens]: labels | logits | + hidden   DistilBERT's initialisation: the
-                           fine-tuned teacher's every (6/k)-th block (2 of 6: blocks 2 and 5) with its
-                           embeddings, pooler and head, fine-tuned on the labels alone, with
-                           `distilled: logits`, or with `distilled: + hidden` (each block against
-                           the teacher block it was copied from); with N tokens the vocabulary
-                           trimmed to the N most frequent tokens of the training sentences
-                           (kdistill.text.vocabulary; the rest read as [UNK], or with ", nearest"
-                           as their nearest kept token in the teacher's embedding); with FFN F each block's
-                           feed-forward pruned to its F largest neurons of 1,536 (Torch-Pruning
-                           through kdistill.compress.prune) before training. 2 blocks, all 30,522
-                           tokens: 15.6 M parameters, 69 % of the teacher (a probe of what the
+  k of 6 teacher blocks[, FFN F][, N tokens[, nearest]]: labels | logits | + hidden | transfer T=t
+                           DistilBERT's initialisation: the fine-tuned teacher's every (6/k)-th
+                           block (2 of 6: blocks 2 and 5) with its embeddings, pooler and head,
+                           fine-tuned on the labels alone, with `distilled: logits`, with
+                           `distilled: + hidden` (each block against the teacher block it was copied
+                           from), or on the transfer set as `distilled: transfer T=t`; with N tokens
+                           the vocabulary trimmed to the N most frequent tokens of the training
+                           sentences (kdistill.text.vocabulary; the rest read as [UNK], or with
+                           "nearest" as their nearest kept token in the teacher's embedding); with
+                           FFN F each block's feed-forward pruned to its F largest neurons of 1,536
+                           (Torch-Pruning through kdistill.compress.prune) before training. 2 blocks,
+                           all 30,522 tokens: 15.6 M parameters, 69 % of the teacher (a probe of what the
                            teacher's own weights reach); 2 blocks, 4,600 tokens: 5.7 M, 25 %
 For each: parameters, CPU latency at batch 1 and 32 (1 thread, fused attention), dev and test
 accuracy; for the best distilled student (highest mean dev accuracy) the DistilBERT figures: share of
@@ -91,7 +92,7 @@ STUDENT_LAYERS, TEACHER_LAYERS = 4, 6
 # teacher's learning rate; with FFN F, each block's feed-forward cut to its F largest-magnitude neurons (of 1,536);
 # with N tokens, the vocabulary trimmed to the N most frequent tokens of the training sentences
 CUT = re.compile(r"([1236]) of 6 teacher blocks(?:, FFN (\d+))?(?:, (\d+) tokens(, nearest)?)?: "
-                 r"(labels|logits|\+ hidden)$")
+                 r"(labels|logits|\+ hidden|transfer T=\d+)$")
 
 
 class Cut(NamedTuple):
@@ -99,7 +100,7 @@ class Cut(NamedTuple):
     ffn: int | None  # feed-forward neurons kept per block (None: all 1,536)
     tokens: int | None  # vocabulary kept (None: all 30,522)
     nearest: bool  # a dropped token reads as its nearest kept token (else as [UNK])
-    kind: str  # labels | logits | + hidden
+    kind: str  # labels | logits | + hidden | transfer T=k
 
 
 def cut_of(variant: str) -> Cut | None:
@@ -195,6 +196,8 @@ def student_methods(variant: str) -> list:
         base = cut.kind
         layers = {"student_layers": len(cut.blocks), "teacher_layers": 6, "mapping": cut.blocks}
         base = {"+ hidden": "distilled: + hidden"}.get(base, base)
+        if base.startswith("transfer"):
+            base = f"distilled: {base}"
     if base in ("scratch", "labels"):
         return [HardLabel()]
     if base in ("distilled: logits", "logits"):
@@ -234,7 +237,9 @@ def transfer_data(bundle, copies: int) -> TextDataset:
 def reads_cached_logits(variant: str) -> bool:
     """The variants whose only teacher signal is its logits read them from the teacher cache."""
     cut = cut_of(variant)
-    return cut.kind == "logits" if cut else variant.startswith(("distilled: logits", "distilled: transfer"))
+    if cut:
+        return cut.kind == "logits" or cut.kind.startswith("transfer")
+    return variant.startswith(("distilled: logits", "distilled: transfer"))
 
 
 def student_config(variant: str, epochs: int, copies: int) -> dict:
@@ -247,8 +252,11 @@ def student_config(variant: str, epochs: int, copies: int) -> dict:
             model += f"; vocabulary: the {cut.tokens} most frequent tokens of the training sentences"
             if cut.nearest:
                 model += ", a dropped token read as its nearest kept token (teacher embedding, cosine)"
-        return {**recipe(epochs, 5e-5, 100), "model": model,
-                "methods": [repr(m) for m in student_methods(variant)]}
+        config = {**recipe(epochs, 5e-5, 100), "model": model,
+                  "methods": [repr(m) for m in student_methods(variant)]}
+        if cut.kind.startswith("transfer"):
+            config["data"] = {"transfer_copies": copies, "augment_seed": AUGMENT_SEED, "rules": repr(AugmentRules())}
+        return config
     config = {**recipe(epochs, 5e-4, 100), "model": STUDENT, "methods": [repr(m) for m in student_methods(variant)]}
     if variant.endswith("+ emb init"):  # keys only on the new variants: the first records keep their digests
         config["init"] = "teacher word/position/type embeddings projected on their top principal directions"
