@@ -105,3 +105,6 @@ def test_the_digest_covers_data_student_training_and_seed_only(experiment, tmp_p
     for override in ("seed=1", "student.options.hidden=[24]", "data.batch_size=64", "training.optimizer.lr=0.02",
                      "student.vocabulary=training"):
         assert baseline_digest(baseline_inputs(load_config(experiment, [override]), None, None)) != digest, override
+    trimmed = baseline_digest(baseline_inputs(load_config(experiment, ["student.vocabulary=training"]), None, None))
+    nearest = load_config(experiment, ["student.vocabulary=training", "student.vocabulary_fallback=nearest"])
+    assert baseline_digest(baseline_inputs(nearest, None, None)) != trimmed

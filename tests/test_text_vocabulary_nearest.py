@@ -127,6 +127,8 @@ def test_run_field_trims_with_neighbours_and_refuses_what_cannot_work(folder):
                                      SPECIALS))
     with pytest.raises(ValidationError, match="set vocabulary: training too"):
         StudentSpec(name="hf_from_teacher", vocabulary_fallback="nearest")
+    with pytest.raises(ValidationError, match="hf_student starts at random"):
+        StudentSpec(name="hf_student", vocabulary="training", vocabulary_fallback="nearest")
     with pytest.raises(ValidationError, match="embedding_init"):
         StudentSpec(name="hf_student", vocabulary="training", vocabulary_fallback="nearest", embedding_init="teacher")
     small = StudentSpec(name="hf_from_teacher", vocabulary="training", vocabulary_size=3)
@@ -134,3 +136,41 @@ def test_run_field_trims_with_neighbours_and_refuses_what_cannot_work(folder):
         trim_student_vocabulary(small, hf_classifier(2, str(folder)), bundle)
     with pytest.raises(BadInput, match="fallback must be"):
         trim_vocabulary(hf_classifier(2, str(folder)), keep, UNK, "closest")
+
+
+def test_checkpoints_without_the_table_load_through_load_weights_and_the_run(folder, tmp_path, caplog):
+    from safetensors.torch import load_file
+
+    from kdistill.models import load_weights
+    from kdistill.run.build import build_participant
+
+    tokenizer = load_tokenizer(folder)
+    split = text_dataset(tokenizer, ["good movie", "the plot was dull"], [0, 1], ["a", "b"], 16, "corpus")
+    keep = corpus_token_ids([split], tokenizer)
+    nearest = trim_vocabulary(hf_classifier(2, str(folder)), keep, UNK, "nearest", SPECIALS)
+    table = nearest.get_input_embeddings().remap.clone()
+    older = tmp_path / "older.pt"  # a trimmed checkpoint saved before the table was kept
+    torch.save({k: v for k, v in nearest.state_dict().items() if not k.endswith(".remap")}, older)
+    plain = load_weights(trim_vocabulary(hf_classifier(2, str(folder)), keep, UNK, "nearest", SPECIALS), older)
+    assert int(plain.get_input_embeddings().remap[tokenizer.convert_tokens_to_ids("film")]) == keep.tolist().index(UNK)
+    # an exported folder's weights (neither keep nor table) keep the model's own table
+    saved = save_pretrained(nearest, tmp_path / "student", tokenizer=str(folder))
+    fresh = trim_vocabulary(hf_classifier(2, str(folder)), keep, UNK, "nearest", SPECIALS)
+    fresh.load_state_dict(load_file(str(saved / "model.safetensors")))
+    assert torch.equal(fresh.get_input_embeddings().remap, table)
+
+    # in a run: the checkpoint's table wins over the one vocabulary_fallback builds, with a warning
+    bundle = SimpleNamespace(num_classes=2, input_shape=(16,), model_defaults=None, train=split, train_split=split,
+                             tokenizer_path=str(folder))
+    spec = StudentSpec(name="hf_classifier", options={"path": str(folder)}, checkpoint=older, vocabulary="training",
+                       vocabulary_fallback="nearest")
+    with caplog.at_level("WARNING", logger="kdistill"):
+        model = build_participant(spec, bundle, "student", seed=0)
+    assert torch.equal(model.get_input_embeddings().weight, nearest.get_input_embeddings().weight)
+    assert int(model.get_input_embeddings().remap[tokenizer.convert_tokens_to_ids("film")]) == keep.tolist().index(UNK)
+    assert "student.checkpoint reads dropped tokens through its own id table" in caplog.text
+    caplog.clear()
+    current = tmp_path / "current.pt"
+    torch.save(nearest.state_dict(), current)
+    same = build_participant(spec.model_copy(update={"checkpoint": current}), bundle, "student", seed=0)
+    assert torch.equal(same.get_input_embeddings().remap, table) and "own id table" not in caplog.text

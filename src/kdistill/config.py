@@ -189,6 +189,10 @@ class StudentSpec(ModelSpec):
                              "built, which embedding_init: teacher replaces later (they are random when trimmed): "
                              "use a student cut from the teacher (hf_from_teacher) or loaded from a checkpoint, "
                              "or vocabulary_fallback: unk")
+        if self.vocabulary_fallback == "nearest" and self.name == "hf_student" and self.checkpoint is None:
+            raise ValueError("vocabulary_fallback: nearest finds neighbours in the student's word embeddings, which "
+                             "hf_student starts at random: use a student cut from the teacher (hf_from_teacher), "
+                             "one loaded from a checkpoint, or vocabulary_fallback: unk")
         return self
 
 

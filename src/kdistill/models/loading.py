@@ -53,8 +53,11 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load `path` into `model` strictly; a mismatch names the missing and unexpected keys and shapes."""
     state = read_weights(path)
     own = model.state_dict()
-    # checkpoints from before PyTorch 0.4.1 lack BatchNorm's step counter; it is never used in eval
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    # checkpoints from before PyTorch 0.4.1 lack BatchNorm's step counter; it is never used in eval; a
+    # module's `optional_state` entries it fills itself when absent (a trimmed embedding's id table)
+    optional = {f"{name}.{key}" if name else key for name, module in model.named_modules()
+                for key in getattr(module, "optional_state", ())}
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked") and k not in optional]
     unexpected = [k for k in state if k not in own]
     shape_errors = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                     for k, v in state.items() if k in own and own[k].shape != v.shape]

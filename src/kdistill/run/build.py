@@ -43,8 +43,10 @@ def build_participant(spec: ModelSpec, bundle: DataBundle, where: str, seed: int
     trim = getattr(spec, "vocabulary", None) is not None  # a student's `vocabulary: training`
     # a checkpoint of a trimmed student (its kept tokens saved with it) loads after trimming, any other before
     trim_first = trim and spec.checkpoint is not None and _holds_trimmed_embedding(spec.checkpoint)
+    table = None
     if trim_first:
         _trim(spec, model, bundle, where)
+        table = model.get_input_embeddings().remap.clone()
     if spec.checkpoint is not None:
         try:
             load_weights(model, spec.checkpoint)
@@ -54,6 +56,10 @@ def build_participant(spec: ModelSpec, bundle: DataBundle, where: str, seed: int
             other_task = f"set {where}.num_classes for a teacher of another task (it teaches through feature methods)"
             hint = checkpoint_class_hint(model, spec.checkpoint, classes, other_task)
             raise ConfigError([f"{where}.checkpoint: {error}{hint}"]) from error
+    if trim_first:
+        from kdistill.text.student_vocabulary import report_checkpoint_table
+
+        report_checkpoint_table(spec, model, table, where)
     if trim and not trim_first:
         _trim(spec, model, bundle, where)
     return model

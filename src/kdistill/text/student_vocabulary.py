@@ -19,6 +19,7 @@ import logging
 import tempfile
 from typing import Any
 
+import torch
 from torch import nn
 
 from kdistill.config_error import ConfigError
@@ -31,9 +32,10 @@ def trim_student_vocabulary(spec: Any, model: nn.Module, bundle: Any, where: str
     """`model` trimmed as `spec` asks (unchanged when it asks nothing); a refusal names the field.
 
     The tokens are counted on the split the run trains on (`bundle.train_split`, set by the run's
-    data loading: after `train_limit` and without the validation split), so validation reads an
-    unseen token as [UNK] as the test set does. The tokenizer is trimmed once into a temporary
-    folder here, so one that cannot be (not WordPiece) is refused before training, not at export.
+    data loading: after `train_limit` and without the validation split), so validation reads a
+    token unseen in training as the test set does ([UNK], or its nearest kept token). The tokenizer
+    is trimmed once into a temporary folder here (with the model's id table), so one that cannot be
+    (not WordPiece) is refused before training, not at export.
     """
     if getattr(spec, "vocabulary", None) is None:
         return model
@@ -52,13 +54,24 @@ def trim_student_vocabulary(spec: Any, model: nn.Module, bundle: Any, where: str
                            "special tokens, which are always kept; raise it"])
     try:
         keep = corpus_token_ids([train], tokenizer, max_tokens=spec.vocabulary_size)
-        with tempfile.TemporaryDirectory() as scratch:
-            trimmed_tokenizer(tokenizer, keep.tolist(), scratch)
         fallback = getattr(spec, "vocabulary_fallback", "unk")
         trim_vocabulary(model, keep, tokenizer.unk_token_id, fallback, tokenizer.all_special_ids)
+        with tempfile.TemporaryDirectory() as scratch:  # what SavePretrained will write, tried now
+            trimmed_tokenizer(tokenizer, keep.tolist(), scratch, model.get_input_embeddings().remap)
     except BadInput as error:
         raise ConfigError([f"{where}.vocabulary: {str(error).removeprefix('vocabulary: ')}"]) from error
     LOG.info("kdistill: %s vocabulary: %d of %d tokens kept (those of the training split), the rest read as %s",
              where, len(keep), len(tokenizer),
              "[UNK]" if fallback == "unk" else "their nearest kept token")
     return model
+
+
+def report_checkpoint_table(spec: Any, model: nn.Module, before: torch.Tensor | None, where: str = "student") -> None:
+    """Warn when the trimmed checkpoint just loaded into `model` brought an id table other than the
+    one `vocabulary_fallback` built (`before`): the checkpoint's wins, since its weights were
+    trained with it."""
+    table = model.get_input_embeddings().remap
+    if before is not None and not torch.equal(table.cpu(), before.cpu()):
+        LOG.warning("kdistill: %s.checkpoint reads dropped tokens through its own id table, not the one "
+                    "%s.vocabulary_fallback: %s built; the checkpoint's is kept (its weights were trained with it)",
+                    where, where, getattr(spec, "vocabulary_fallback", "unk"))

@@ -102,6 +102,7 @@ def nearest_remap(weight: torch.Tensor, keep: torch.Tensor, unk_id: int,
     test sentences hold a token the training sentences lack); read as [UNK] they lose their meaning,
     read as their nearest kept neighbour ("masterful" as "masterpiece") much of it stays, at no cost
     in parameters. Meaningful only for pretrained rows (a student cut from the teacher, or loaded)."""
+    keep = keep.cpu()
     table = _remap(keep, weight.shape[0], unk_id)
     rows = weight.detach().float()
     rows = F.normalize(rows - rows.mean(dim=0), dim=1)
@@ -128,9 +129,12 @@ class TrimmedEmbedding(nn.Module):
     dict holds `weight`, `keep` and `remap`: a checkpoint of a model trimmed to other tokens is
     refused on load rather than read into the wrong rows, and the checkpoint's `remap` is the one its
     weights were trained with (one without it, saved before `remap` was kept, read dropped tokens as
-    [UNK]; weights without `keep` load as this model's rows). `kdistill.text.hf_models.save_pretrained`
+    [UNK]; weights without `keep` load as this model's rows and keep its table; both through
+    `load_state_dict` and `kdistill.models.load_weights`). `kdistill.text.hf_models.save_pretrained`
     leaves `keep` and `remap` out, so the saved folder is a plain Hugging Face model of `len(keep)`
     tokens, to be fed by the trimmed tokenizer (which encodes `remap`)."""
+
+    optional_state = ("keep", "remap")  # filled on load when absent (kdistill.models.load_weights reads this)
 
     def __init__(self, embedding: nn.Embedding, keep: torch.Tensor, unk_id: int,
                  remap: torch.Tensor | None = None) -> None:
@@ -197,7 +201,7 @@ def trim_vocabulary(model: nn.Module, keep: Sequence[int] | torch.Tensor, unk_id
                        "would change what it can predict: trim encoders and classifiers only")
     if fallback not in ("unk", "nearest"):
         raise BadInput(f"vocabulary: fallback must be unk or nearest (got {fallback!r})")
-    keep = torch.as_tensor(keep, dtype=torch.long).flatten()
+    keep = torch.as_tensor(keep, dtype=torch.long).flatten().cpu()
     _remap(keep, embedding.num_embeddings, unk_id)  # refuses a bad `keep` before any neighbour search
     table = nearest_remap(embedding.weight, keep, unk_id, special_ids) if fallback == "nearest" else None
     trimmed = TrimmedEmbedding(embedding, keep, unk_id, table)
@@ -283,7 +287,8 @@ def trimmed_tokenizer(tokenizer: Any, keep: Sequence[int], directory: str | Path
         if max(ids.values()) >= len(table):
             raise BadInput(f"vocabulary: the id table covers {len(table)} ids, the tokenizer numbers up to "
                            f"{max(ids.values())}; give the table of a model trimmed from this tokenizer's vocabulary")
-        spec["model"]["vocab"] = {token: int(table[ids[token]]) if token in ids else unknown
+        rows = table.tolist()
+        spec["model"]["vocab"] = {token: rows[ids[token]] if token in ids else unknown
                                   for token in spec["model"]["vocab"]}
     else:
         spec["model"]["vocab"] = {token: new_id.get(token, unknown) for token in spec["model"]["vocab"]}
