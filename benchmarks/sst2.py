@@ -275,7 +275,8 @@ def prune_feed_forward(model: torch.nn.Module, neurons: int, bundle) -> None:
     others = [name for name, module in model.named_modules()
               if isinstance(module, torch.nn.Linear) and not name.endswith("intermediate.dense")]
     was_training = model.training
-    StructuredPruning(model.eval(), samples(bundle)[0], 1 - neurons / width, ignore=others).step()
+    # Torch-Pruning keeps int(width * (1 - ratio)) neurons: aim half a neuron above, against float rounding
+    StructuredPruning(model.eval(), samples(bundle)[0], 1 - (neurons + 0.5) / width, ignore=others).step()
     model.train(was_training)
     model.config.intermediate_size = neurons
     kept = {m.out_features for n, m in model.named_modules() if n.endswith("intermediate.dense")}
