@@ -106,9 +106,7 @@ def nearest_remap(weight: torch.Tensor, keep: torch.Tensor, unk_id: int,
     table = _remap(keep, weight.shape[0], unk_id)
     rows = weight.detach().float()
     rows = F.normalize(rows - rows.mean(dim=0), dim=1)
-    candidate = torch.ones(len(keep), dtype=torch.bool)
-    excluded = torch.as_tensor(list(exclude), dtype=torch.long)
-    candidate &= ~torch.isin(keep, excluded)
+    candidate = ~torch.isin(keep, torch.as_tensor(list(exclude), dtype=torch.long))
     if not bool(candidate.any()):
         raise BadInput("vocabulary: no kept token other than special tokens to read dropped tokens as; keep more")
     positions = torch.nonzero(candidate).flatten()
@@ -202,8 +200,8 @@ def trim_vocabulary(model: nn.Module, keep: Sequence[int] | torch.Tensor, unk_id
     if fallback not in ("unk", "nearest"):
         raise BadInput(f"vocabulary: fallback must be unk or nearest (got {fallback!r})")
     keep = torch.as_tensor(keep, dtype=torch.long).flatten().cpu()
-    _remap(keep, embedding.num_embeddings, unk_id)  # refuses a bad `keep` before any neighbour search
-    table = nearest_remap(embedding.weight, keep, unk_id, special_ids) if fallback == "nearest" else None
+    table = (nearest_remap(embedding.weight, keep, unk_id, special_ids) if fallback == "nearest"
+             else _remap(keep, embedding.num_embeddings, unk_id))
     trimmed = TrimmedEmbedding(embedding, keep, unk_id, table)
     model.set_input_embeddings(trimmed)
     config = getattr(model, "config", None)
