@@ -62,6 +62,8 @@ VARIANTS: dict[str, list[dict]] = {
     # and the first epoch only fills the memory; a MoCo queue holds the last 16,384 keys (a third of an
     # epoch old at most) and contrasts from the first step
     "CRD 0.8 other-class negatives, queue": crd(0.8, negatives="other_classes", memory="queue"),
+    # the weight question for the authors' negatives (all-sample: 0.4 / 0.8 / 1.6 within 0.3 points)
+    "CRD 1.6 other-class negatives": crd(1.6, negatives="other_classes"),
     "scratch": [CE], "AT 100": attention(100), "AT 300": attention(300), "AT 1000": attention(1000),
 }
 

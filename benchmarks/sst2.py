@@ -29,12 +29,13 @@ in benchmarks/runs/sst2/):
                            drawn once with seed 0 so every run shares one teacher cache), a pure
                            soft-target loss at temperature k (no labels), the teacher's logits
                            cached once
-  k of 6 teacher blocks[, FFN F][, N tokens[, nearest]]: labels | logits | + hidden | transfer T=t
+  k of 6 teacher blocks[, FFN F][, N tokens[, nearest]]: labels | logits | + hidden | transfer T=t[, E epochs]
                            DistilBERT's initialisation: the fine-tuned teacher's every (6/k)-th
                            block (2 of 6: blocks 2 and 5) with its embeddings, pooler and head,
                            fine-tuned on the labels alone, with `distilled: logits`, with
                            `distilled: + hidden` (each block against the teacher block it was copied
-                           from), or on the transfer set as `distilled: transfer T=t`; with N tokens
+                           from), or on the transfer set as `distilled: transfer T=t` (", E epochs": E epochs
+                           instead of --transfer-epochs); with N tokens
                            the vocabulary trimmed to the N most frequent tokens of the training
                            sentences (kdistill.text.vocabulary; the rest read as [UNK], or with
                            "nearest" as their nearest kept token in the teacher's embedding); with
@@ -90,9 +91,10 @@ STUDENT_LAYERS, TEACHER_LAYERS = 4, 6
 # DistilBERT's initialisation, "k of 6 teacher blocks[, FFN F][, N tokens]: labels | logits | + hidden": the
 # fine-tuned teacher's every (6/k)-th block (the last one kept), its embeddings, pooler and head, fine-tuned at the
 # teacher's learning rate; with FFN F, each block's feed-forward cut to its F largest-magnitude neurons (of 1,536);
-# with N tokens, the vocabulary trimmed to the N most frequent tokens of the training sentences
+# with N tokens, the vocabulary trimmed to the N most frequent tokens of the training sentences; ", E epochs" at
+# the end trains for E epochs instead of the command line's
 CUT = re.compile(r"([1236]) of 6 teacher blocks(?:, FFN (\d+))?(?:, (\d+) tokens(, nearest)?)?: "
-                 r"(labels|logits|\+ hidden|transfer T=\d+)$")
+                 r"(labels|logits|\+ hidden|transfer T=\d+)(?:, (\d+) epochs)?$")
 
 
 class Cut(NamedTuple):
@@ -101,6 +103,7 @@ class Cut(NamedTuple):
     tokens: int | None  # vocabulary kept (None: all 30,522)
     nearest: bool  # a dropped token reads as its nearest kept token (else as [UNK])
     kind: str  # labels | logits | + hidden | transfer T=k
+    epochs: int | None  # the run's epochs when the name sets them (else --student-epochs / --transfer-epochs)
 
 
 def cut_of(variant: str) -> Cut | None:
@@ -110,7 +113,15 @@ def cut_of(variant: str) -> Cut | None:
         return None
     step = 6 // int(match[1])
     return Cut(list(range(step - 1, 6, step)), int(match[2]) if match[2] else None,
-               int(match[3]) if match[3] else None, bool(match[4]), match[5])
+               int(match[3]) if match[3] else None, bool(match[4]), match[5], int(match[6]) if match[6] else None)
+
+
+def epochs_of(variant: str, args: argparse.Namespace) -> int:
+    """A cut variant's own ", E epochs", else the transfer or student epochs of the command line."""
+    cut = cut_of(variant)
+    if cut and cut.epochs:
+        return cut.epochs
+    return args.transfer_epochs if "transfer" in variant else args.student_epochs
 
 
 def recipe(epochs: int, lr: float, warmup: int) -> dict:
@@ -535,8 +546,7 @@ def main() -> None:
               flush=True)
         build_transfer_cache(transfer, teacher)
     if "students" in args.stages:
-        students = [run_student(records, bundle, v, teacher, args.transfer_epochs if "transfer" in v
-                                else args.student_epochs, probes, seed, args.copies, transfer)
+        students = [run_student(records, bundle, v, teacher, epochs_of(v, args), probes, seed, args.copies, transfer)
                     for seed in args.seeds for v in args.variants]
         print(json.dumps(summary(teacher_record, students), indent=2))
     if "latency" in args.stages:  # teacher and students timed in turns (see interleaved_latency)
