@@ -64,6 +64,8 @@ VARIANTS: dict[str, list[dict]] = {
     "CRD 0.8 other-class negatives, queue": crd(0.8, negatives="other_classes", memory="queue"),
     # the weight question for the authors' negatives (all-sample: 0.4 / 0.8 / 1.6 within 0.3 points)
     "CRD 1.6 other-class negatives": crd(1.6, negatives="other_classes"),
+    # the reference's own objective (NCE with a fixed normaliser) instead of InfoNCE
+    "CRD 0.8 other-class negatives, NCE": crd(0.8, negatives="other_classes", objective="nce"),
     "scratch": [CE], "AT 100": attention(100), "AT 300": attention(300), "AT 1000": attention(1000),
 }
 

@@ -31,9 +31,10 @@ def train_case(run_dir: Path | None, epochs: int = 2, stop_at: int | None = None
     # a hint with a learned adapter: method parameters must start and stay equal on every rank
     hint = Hint(student_layer="hidden.0", teacher_layer="head:input", weight=1.0)
     # CRD's memory (and, with other-class negatives, each row's label) is updated from every rank's
-    # rows, so it stays the same on each
+    # rows, so it stays the same on each; the NCE objective's normaliser Z is fixed (in epoch 2) from
+    # the global batch's scores, summed over the ranks
     crd = CRD(student_layer="hidden.0", teacher_layer="head:input", weight=0.1, feature_dim=16, num_negatives=64,
-              negatives="other_classes")
+              negatives="other_classes", objective="nce")
     methods = [SoftTarget(weight=0.9, temperature=4.0), HardLabel(weight=0.1), hint, crd]
     handle: list = []
     if stop_at is not None:

@@ -373,10 +373,10 @@ def _distiller(method: CRD, data: InMemoryDataset) -> tuple[Distiller, torch.nn.
     return distiller, teacher, student
 
 
-@pytest.mark.parametrize("memory", ["dataset", "queue"])
-def test_one_distiller_step(memory):
+@pytest.mark.parametrize("memory, objective", [("dataset", "info_nce"), ("queue", "info_nce"), ("dataset", "nce")])
+def test_one_distiller_step(memory, objective):
     data = InMemoryDataset(torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,)))
-    method = CRD("head:input", "head:input", feature_dim=8, num_negatives=32, memory=memory)
+    method = CRD("head:input", "head:input", feature_dim=8, num_negatives=32, memory=memory, objective=objective)
     distiller, teacher, student = _distiller(method, data)
     loader = distiller.make_loader(data, train=True)
     distiller.num_samples = len(data)

@@ -6,9 +6,9 @@ and L2-normalised (CRD's `Embed`). Each sample's student embedding must pick out
 vector of the *same* sample among `num_negatives` teacher-side vectors of other samples held in a
 memory, and symmetrically for the teacher embedding against student-side vectors.
 
-Loss: InfoNCE (softmax cross-entropy over [positive, K negatives] with temperature tau), not the
-NCE-with-constant-Z estimator of the CRD code. For an anchor a with positive p and negatives
-n_1..n_K (all unit vectors):
+Loss (`objective`): InfoNCE by default (softmax cross-entropy over [positive, K negatives] with
+temperature tau); `nce` is the NCE estimator of the CRD code (see below). For an anchor a with
+positive p and negatives n_1..n_K (all unit vectors):
 
     l(a; p, n) = -log( exp(a.p / tau) / (exp(a.p / tau) + sum_k exp(a.n_k / tau)) )
 
@@ -27,6 +27,24 @@ into embed_t from the second (CRD's code does the same). A term whose positive i
 row counts as 0 in its mean. InfoNCE needs no normalisation constant fitted on the first batch and
 is the bound CRD's paper derives its objective from; at chance it is about 2 log(K + 1), so the
 CRD weight 0.8 (tuned for the NCE form) may want re-tuning.
+
+`objective: nce` (CRD's code, its ContrastMemory + ContrastLoss; dataset memory only: its noise
+distribution is uniform over the N training samples). Scores x_j = exp(a.v_j / tau) / Z, and each
+pair is a binary "data or noise?" decision against K noise samples of probability Pn = 1 / N:
+
+    l(a; p, n) = -log( x_p / (x_p + K / N + eps) ) - sum_k log( (K / N) / (x_k + K / N + eps) )
+
+with eps = 1e-7 and the loss the mean of l over the anchors (both directions summed, as above).
+Z, one per direction, is fixed once from the first batch that has a positive: N times the mean of
+exp(a.v / tau) over its valid (anchor, positive or negative) pairs (CRD fixes it on its first
+batch; here the first epoch only fills the memory, so it is the first batch of the second).
+Under DDP the mean is over the global batch, so every rank fixes the same Z. A masked negative
+(empty, the anchor's own sample, or same-class with `other_classes`) drops its term from the sum.
+InfoNCE stays the default, and NCE is there to compare against the reference's own objective
+(the weight 0.8 was tuned for it), not as a recommendation: measured on the collapse set-up below
+(digits, CE + CRD, 12 epochs, K = 512), NCE collapses the teacher-side memory (mean pairwise cosine
+1.000; the student side 0.08-0.20), with K = 128 or other-class negatives alike, and with the
+reference's random memory start both memories (0.96 / 0.99), where InfoNCE keeps them at 0.23-0.31.
 
 Why (issue 8). Before, the positive was the other side's embedding of this step, with gradient
 into both sides, against negatives from the memory. Real CNN features share a direction (pooled
@@ -86,18 +104,21 @@ rows); runs without labels (a transfer set) must keep `all`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdistill.collectives import gather_rows
+from kdistill.collectives import all_reduce_sum, gather_rows
 from kdistill.methods.base import StepContext, require_positive
 from kdistill.methods.features import FeatureMethod, layer_name, to_vectors
 
 MEMORIES = ("dataset", "queue")
 NEGATIVES = ("all", "other_classes")
+OBJECTIVES = ("info_nce", "nce")
+NCE_EPS = 1e-7  # CRD's ContrastLoss
 
 
 def info_nce(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, temperature: float,
@@ -141,7 +162,7 @@ class CRD(FeatureMethod):
     def __init__(self, student_layer: str, teacher_layer: str, weight: float = 0.8, feature_dim: int = 128,
                  num_negatives: int = 16384, nce_temperature: float = 0.07, momentum: float = 0.5,
                  memory: str = "dataset", flatten: bool = False, teacher: int = 0,
-                 key_momentum: float = 0.99, negatives: str = "all") -> None:
+                 key_momentum: float = 0.99, negatives: str = "all", objective: str = "info_nce") -> None:
         super().__init__([layer_name("student_layer", student_layer)],
                          [layer_name("teacher_layer", teacher_layer)], weight, teacher)
         for key, value in (("feature_dim", feature_dim), ("num_negatives", num_negatives)):
@@ -155,6 +176,12 @@ class CRD(FeatureMethod):
             raise ValueError(f"memory: must be one of {', '.join(MEMORIES)} (got {memory!r})")
         if negatives not in NEGATIVES:
             raise ValueError(f"negatives: must be one of {', '.join(NEGATIVES)} (got {negatives!r})")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective: must be one of {', '.join(OBJECTIVES)} (got {objective!r})")
+        if objective == "nce" and memory != "dataset":
+            raise ValueError("objective: nce needs memory: dataset (its noise distribution is uniform over the "
+                             "training samples, which a queue does not hold); use objective: info_nce with a queue")
+        self.objective = objective
         self.negatives = negatives
         self.feature_dim = feature_dim
         self.num_negatives = num_negatives
@@ -214,6 +241,8 @@ class CRD(FeatureMethod):
         # empty (zero rows): never used as positive or negative until written
         self.register_buffer("memory_s", torch.zeros(rows, self.feature_dim, device=device))
         self.register_buffer("memory_t", torch.zeros(rows, self.feature_dim, device=device))
+        if self.objective == "nce":  # Z of each direction (student anchors, teacher anchors); -1: not yet fixed
+            self.register_buffer("nce_z", torch.full((2,), -1.0, device=device))
         if self.negatives == "other_classes":  # the class of each memory row; -1 while empty
             self.register_buffer("memory_label", torch.full((rows,), -1, dtype=torch.long, device=device))
 
@@ -257,13 +286,42 @@ class CRD(FeatureMethod):
         same_class = self._same_class(negatives, labels)
         if same_class is not None:
             mask = mask | same_class
-        terms = (info_nce(vs, pos_t, neg_t, self.nce_temperature, mask, reduction="none")
-                 + info_nce(vt, pos_s, neg_s, self.nce_temperature, mask, reduction="none"))
+        active = filled(pos_t)
+        if self.objective == "nce":
+            terms = (self._nce(vs, pos_t, neg_t, mask, active, 0)
+                     + self._nce(vt, pos_s, neg_s, mask, active, 1))
+        else:
+            terms = (info_nce(vs, pos_t, neg_t, self.nce_temperature, mask, reduction="none")
+                     + info_nce(vt, pos_s, neg_s, self.nce_temperature, mask, reduction="none"))
         # an anchor whose row is still empty has no positive: its term is 0 (masked, so no 0 * nan)
-        loss = terms.masked_fill(~filled(pos_t), 0.0).mean()
+        loss = terms.masked_fill(~active, 0.0).mean()
         if self.training:
             self._update_memory(vs.detach(), vt.detach(), indices, labels)
         return loss
+
+    def _nce(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, mask: torch.Tensor,
+             active: torch.Tensor, side: int) -> torch.Tensor:
+        """Per-anchor NCE loss of CRD's code (module doc); `side` picks the direction's Z. Computed in
+        log space (log x = a.v / tau - log Z), so no score overflows or divides by an unset Z."""
+        rows = self.memory_s.shape[0]
+        noise = self.num_negatives / rows  # K * Pn with Pn = 1 / N
+        logits = torch.cat([(anchors * positives).sum(dim=1, keepdim=True), anchors @ negatives.t()], dim=1)
+        logits = logits / self.nce_temperature
+        valid = torch.cat([active.unsqueeze(1), ~mask & active.unsqueeze(1)], dim=1)
+        with torch.no_grad():  # this batch's estimate of Z: N x the mean score of its valid pairs (float64)
+            totals = torch.stack([(logits.double().exp() * valid).sum(), valid.sum().double()])
+            totals = all_reduce_sum(totals) if self.training else totals
+            found = totals[1] > 0
+            estimate = torch.where(found, totals[0] / totals[1].clamp(min=1) * rows, torch.ones_like(totals[0]))
+            fixed = self.nce_z[side].double()
+            log_z = torch.where(fixed > 0, fixed, estimate).log().to(logits.dtype)
+            if self.training:  # fixed once, by the first batch with a valid pair
+                self.nce_z[side] = torch.where((fixed <= 0) & found, estimate, fixed).to(self.nce_z.dtype)
+        log_x = logits - log_z
+        log_denominator = torch.logaddexp(log_x, torch.full_like(log_x, math.log(noise + NCE_EPS)))
+        log_positive = log_x[:, 0] - log_denominator[:, 0]
+        log_negative = (math.log(noise) - log_denominator[:, 1:]).masked_fill(~valid[:, 1:], 0.0)
+        return -(log_positive + log_negative.sum(dim=1))
 
     def _queue_loss(self, ctx: StepContext, vs: torch.Tensor, vt: torch.Tensor,
                     labels: torch.Tensor | None) -> torch.Tensor:
@@ -324,7 +382,7 @@ class CRD(FeatureMethod):
         return (f"{super().extra_repr()}, feature_dim={self.feature_dim}, "
                 f"num_negatives={self.num_negatives}, nce_temperature={self.nce_temperature}, "
                 f"momentum={self.momentum}, memory={self.memory}, key_momentum={self.key_momentum}, "
-                f"negatives={self.negatives}")
+                f"negatives={self.negatives}, objective={self.objective}")
 
 
-__all__ = ["CRD", "MEMORIES", "NEGATIVES", "info_nce"]
+__all__ = ["CRD", "MEMORIES", "NEGATIVES", "OBJECTIVES", "info_nce"]
