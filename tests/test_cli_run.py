@@ -76,3 +76,44 @@ def test_ctrl_c_leaves_resumable_run_equal_to_uninterrupted(tmp_path):
     ref_results = json.loads((tmp_path / "ref" / "results.json").read_text())
     run_results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert [r["accuracy"] for r in ref_results["rows"]] == [r["accuracy"] for r in run_results["rows"]]
+
+
+def _wait_for_epochs(metrics: Path, epochs: int, seconds: float = 240) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= epochs):
+        time.sleep(0.05)
+
+
+def test_sigterm_mid_training_stops_like_ctrl_c(tmp_path):
+    """Schedulers and `timeout` stop jobs with SIGTERM: the run must end as after Ctrl-C (exit 130,
+    a checkpoint, the resume line), not die with exit 143, and the resumed run must finish."""
+    run = cli(*FAST, "--output-dir", "run", cwd=tmp_path)
+    _wait_for_epochs(tmp_path / "run" / "student-scratch" / "metrics.jsonl", 2)
+    run.send_signal(signal.SIGTERM)
+    output = run.communicate(timeout=120)[0]
+    assert run.returncode == 130, output
+    assert "kdistill run --resume run" in output and "Traceback" not in output
+    assert (tmp_path / "run" / "student-scratch" / "checkpoints" / "last.pt").exists()
+    resumed = subprocess.run([sys.executable, "-m", "kdistill.cli", "run", "--resume", "run", "--no-progress"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (tmp_path / "run" / "results.json").exists()
+
+
+def test_sigterm_outside_training_ends_with_exit_130(monkeypatch, capsys):
+    """Outside a training loop (loading data, evaluating, profiling) SIGTERM is an interrupt too:
+    exit 130 and a message, not Python's silent exit 143; the previous handler comes back after."""
+    import kdistill.cli as cli_module
+
+    def dispatch(args, console):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler interrupts the sleep
+        return 0
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli_module, "_dispatch", dispatch)
+    started = time.time()
+    assert cli_module.main(["methods"]) == 130
+    assert time.time() - started < 20
+    assert "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before

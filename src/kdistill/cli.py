@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from kdistill.cli_errors import guarded, say
+from kdistill.cli_errors import guarded, say, sigterm_as_interrupt
 from kdistill.cli_run import command_run
 from kdistill.cli_run import launch_processes as launch_processes
 from kdistill.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput
@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
     try:
-        return guarded(lambda: _dispatch(args, console), getattr(args, "debug", False))
+        with sigterm_as_interrupt():
+            return guarded(lambda: _dispatch(args, console), getattr(args, "debug", False))
     except KeyboardInterrupt:
         say("interrupted")
         return EXIT_INTERRUPTED

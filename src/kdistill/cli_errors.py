@@ -6,9 +6,12 @@ who gave a bad path needs the path named, not forty lines of PyTorch internals.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 from kdistill.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_STORAGE, BadInput, StorageFailure
 
@@ -17,6 +20,26 @@ STORAGE_ERRNOS = {"ENOSPC": "no space left on device", "EROFS": "read-only file 
                   "EACCES": "permission denied", "EPERM": "operation not permitted",
                   "EDQUOT": "disk quota exceeded", "EFBIG": "file size limit exceeded"}
 FULL = ("ENOSPC", "EDQUOT", "EFBIG")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so it ends with exit 130, the "continue
+    with" line and the same clean-up (Python's default is to die at once: exit 143, nothing said).
+    Batch schedulers, `timeout` and container runtimes stop jobs with SIGTERM. Inside a training
+    loop the engine turns both into a stop after the current step (`kdistill.engine.interrupt`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def debug_wanted(flag: bool) -> bool:

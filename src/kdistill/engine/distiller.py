@@ -36,7 +36,7 @@ from kdistill.engine.ema import EMASettings
 from kdistill.engine.evaluation import evaluate_model
 from kdistill.engine.hooks import TrainingHooks
 from kdistill.engine.inputs import cached_teacher_outputs, check_cache_use, prepare_inputs
-from kdistill.engine.interrupt import TrainingInterrupted, stop_requests_on_sigint
+from kdistill.engine.interrupt import TrainingInterrupted, stop_requests_on_signals
 from kdistill.engine.loaders import make_loader
 from kdistill.engine.loss import DistillationLoss, Participant, TeacherOutputs
 from kdistill.engine.metrics_log import epoch_record
@@ -312,7 +312,7 @@ class Distiller:
             (self.run_dir / "notes.json").write_text(json.dumps(self.notes, indent=1))
         self._stop_requested = False
         self.hooks.start(self, val, self.global_step(start_epoch, start_step) if resume else None)
-        with stop_requests_on_sigint(lambda: self._stop_requested, self.request_stop), \
+        with stop_requests_on_signals(lambda: self._stop_requested, self.request_stop), \
                 progress_bar(self.progress) as progress:
             try:
                 for epoch in range(start_epoch, epochs):

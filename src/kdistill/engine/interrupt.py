@@ -1,4 +1,6 @@
-"""Ctrl-C as a request: the loop stops after the current step and writes a resumable checkpoint."""
+"""Ctrl-C (or SIGTERM) as a request: the loop stops after the current step and writes a resumable
+checkpoint. SIGTERM counts as Ctrl-C because that is how batch schedulers, `timeout` and container
+runtimes stop a job, and a job stopped that way must be as resumable as one stopped by hand."""
 
 from __future__ import annotations
 
@@ -17,9 +19,12 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.checkpoint = checkpoint
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def stop_requests_on_sigint(requested: Callable[[], bool], request: Callable[[], None]) -> Iterator[None]:
-    """The first SIGINT calls `request` (the loop finishes its step, checkpoints, raises
+def stop_requests_on_signals(requested: Callable[[], bool], request: Callable[[], None]) -> Iterator[None]:
+    """The first SIGINT or SIGTERM calls `request` (the loop finishes its step, checkpoints, raises
     TrainingInterrupted); a second one, with the request still pending, stops at once. Signals
     reach the main thread only, so elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
@@ -31,8 +36,9 @@ def stop_requests_on_sigint(requested: Callable[[], bool], request: Callable[[],
             raise KeyboardInterrupt
         request()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, old in previous.items():
+            signal.signal(number, old)
