@@ -103,6 +103,18 @@ def test_preflight_names_the_method_field_and_the_layer(digits, method, expected
     assert any(p.startswith(expected) for p in error.value.problems), error.value.problems
 
 
+def test_an_unrun_student_layer_does_not_blame_a_teacher_layer_that_ran(digits):
+    """The teacher's outputs are read (and cleared) before the student's forward fails: its layers
+    ran and must not be reported as "does not run"."""
+    bundle, train, _ = digits
+    teacher, student = models()
+    method = {"name": "rkd", "student_layer": "hidden", "teacher_layer": "features.0"}
+    with pytest.raises(ConfigError) as error:
+        run_preflight(config_with([method]), teacher, student, bundle, train)
+    assert len(error.value.problems) == 1, error.value.problems
+    assert error.value.problems[0].startswith("methods[0].student_layer: 'hidden' exists in student (MLP)")
+
+
 def test_preflight_counts_the_teachers_outputs(digits):
     bundle, train, _ = digits
     teacher, student = models(teacher_classes=100)

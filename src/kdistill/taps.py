@@ -80,6 +80,9 @@ class LayerTaps:
         self.taps = list(dict.fromkeys(t if isinstance(t, Tap) else Tap.parse(t) for t in taps))
         self._modules = {tap: resolve_module(model, tap.path, owner) for tap in self.taps}
         self._outputs: dict[Tap, Any] = {}
+        # the taps the last `collect` refused (none once one succeeds): after a successful collect
+        # the outputs are cleared, so `missing()` alone cannot tell "did not run" from "already read"
+        self.unrun: list[str] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _hook_for(self, tap: Tap):
@@ -125,6 +128,7 @@ class LayerTaps:
     def collect(self) -> dict[str, Any]:
         """Outputs of the last forward pass, keyed by tap text; a tap that never ran is an error."""
         missing = self.missing()
+        self.unrun = missing
         if missing:
             raise TapError(
                 f"{self.owner}: tapped module(s) {missing} did not run during the forward pass; "

@@ -190,7 +190,7 @@ def _unrun_problems(loss: Any, methods: Sequence[Method], options: Sequence[dict
     participants = [(student, loss.student.taps, "student", None)] + [
         (t, p.taps, "teacher", k) for k, (t, p) in enumerate(zip(teachers, loss.teachers, strict=True))]
     for model, taps, side, k in participants:
-        missing = set(taps.missing()) if taps is not None else set()
+        missing = set(taps.unrun) if taps is not None else set()  # refused by its collect, not just read
         for index, (method, opts) in enumerate(zip(methods, options, strict=True)):
             if side == "teacher" and method.teacher_index() != k:
                 continue
