@@ -36,6 +36,25 @@ def test_both_warmups_are_refused():
         load_config(None, ["training.schedule.warmup_steps=5", "training.schedule.warmup_epochs=1"])
 
 
+def test_a_warmup_longer_than_the_run_is_noted():
+    """A recipe shrunk for a quick try (fewer epochs, less data) with its warm-up left as it was never
+    reaches its learning rate: the run says so (log, notes.json, report) instead of training at 6e-6."""
+    data = InMemoryDataset(torch.randn(300, 4), torch.randint(0, 3, (300,)))  # 3 steps per epoch at batch 128
+
+    def notes(schedule: ScheduleSettings, epochs: int) -> list[str]:
+        distiller = Distiller(None, build_model("mlp", 3, (4,), {"hidden": [8]}), batch_size=128, progress=False,
+                              optimizer=OptimizerSettings(lr=0.01), schedule=schedule)
+        distiller.fit(data, epochs=epochs)
+        return [n for n in distiller.notes if "warm-up" in n]
+
+    found = notes(ScheduleSettings(name="cosine", warmup_steps=500), epochs=2)
+    assert len(found) == 1 and "(500 optimiser steps) does not end before the run does (6 steps)" in found[0]
+    assert "peaks at 1% of the set lr" in found[0]  # the last step's factor: 5 / 500
+    assert notes(ScheduleSettings(name="cosine", warmup_epochs=2), epochs=2)  # exactly the run: never decays
+    assert not notes(ScheduleSettings(name="cosine", warmup_steps=5), epochs=2)
+    assert not notes(ScheduleSettings(name="cosine"), epochs=2)
+
+
 def test_drop_last_trains_on_full_batches_only():
     data = InMemoryDataset(torch.randn(300, 4), torch.randint(0, 3, (300,)))
     seen = []

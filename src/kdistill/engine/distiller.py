@@ -40,7 +40,13 @@ from kdistill.engine.interrupt import TrainingInterrupted, stop_requests_on_sign
 from kdistill.engine.loaders import make_loader
 from kdistill.engine.loss import DistillationLoss, Participant, TeacherOutputs
 from kdistill.engine.metrics_log import epoch_record
-from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler
+from kdistill.engine.optim import (
+           OptimizerSettings,
+           ScheduleSettings,
+           build_optimizer,
+           build_scheduler,
+           warmup_overrun,
+)
 from kdistill.engine.progress import progress_bar
 from kdistill.engine.run_record import claim_run_dir, fit_identity
 from kdistill.engine.sampler import EpochBatchSampler
@@ -262,6 +268,9 @@ class Distiller:
         self.optimizer = build_optimizer(self.trainable_parameters(), self.optimizer_settings)
         self.steps_per_epoch = optimizer_steps(len(loader), self.accumulate_steps)  # what the schedule counts
         self.scheduler = build_scheduler(self.optimizer, self.schedule_settings, epochs, self.steps_per_epoch)
+        overrun = warmup_overrun(self.schedule_settings, epochs, self.steps_per_epoch)
+        if overrun:
+            self.note(overrun)
         if self.precision == "fp16" and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
         self._method_parameters = [p for p in self.loss.parameters() if p.requires_grad]

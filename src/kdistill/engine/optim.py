@@ -20,7 +20,7 @@ from torch import nn
 from kdistill.settings import OptimizerSettings, ScheduleSettings
 
 __all__ = ["EpochInterval", "OptimizerSettings", "ScheduleSettings", "build_optimizer", "build_scheduler",
-           "lr_factor"]
+           "lr_factor", "warmup_overrun"]
 
 
 def build_optimizer(params: Iterable[nn.Parameter], settings: OptimizerSettings) -> torch.optim.Optimizer:
@@ -74,6 +74,24 @@ class EpochInterval:
                              f"this run has {self.steps_per_epoch}; resume with the same data and batch size")
         self.scheduler.load_state_dict(state["scheduler"])
         self.calls = state["calls"]
+
+
+def warmup_overrun(settings: ScheduleSettings, total_epochs: int, steps_per_epoch: int) -> str | None:
+    """A warning when a built-in schedule's warm-up does not end before the run does: the learning
+    rate then never reaches the value set (common after shrinking a recipe's epochs or data for a
+    quick try, with `warmup_steps` left as it was). None when the warm-up fits."""
+    if settings.builtin is None:
+        return None
+    steps = max(steps_per_epoch, 1)
+    warmup = settings.warmup_epochs or settings.warmup_steps / steps  # in epochs
+    if warmup <= 0 or warmup < total_epochs:
+        return None
+    total = total_epochs * steps
+    as_epochs = settings.model_copy(update={"warmup_epochs": warmup, "warmup_steps": 0})
+    peak = lr_factor(as_epochs, total_epochs - 1 / steps, total_epochs)  # at the run's last step
+    return (f"schedule: the warm-up ({warmup * steps:.0f} optimiser steps) does not end before the run does "
+            f"({total} steps): the learning rate peaks at {peak:.0%} of the set lr and never decays; shorten "
+            "training.schedule.warmup_steps (or warmup_epochs) to a share of the run")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, settings: ScheduleSettings, total_epochs: int,
