@@ -69,16 +69,18 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, resume: bool = False
         ctx = StrategyContext(config, bundle, train, val, run_dir, resume, progress, methods, teachers,
                               normalization_for(config.student, bundle), student_seed)
         profiled = ProfiledModels(ctx)  # the model of every row, for the diagnostics after training
-        rows = teacher_rows(ctx) if main_process else []
-        if config.baseline:
-            student = scratch_baseline(ctx)
-            if main_process:
-                rows.append(ctx.profile(SCRATCH, student))
+        scratch = scratch_baseline(ctx) if config.baseline else None
         new_rows = chosen(ctx)
         if config.compress is not None and main_process:  # the distilled student, compressed (kdistill.compress)
             from kdistill.compress.experiment_hook import compress_after_strategy
 
             new_rows = [*new_rows, *compress_after_strategy(ctx, profiled.models.get(DISTILLED), config.compress)]
+        # the teachers and the scratch baseline are measured once every stage has trained: a run
+        # interrupted and resumed goes on training first (measuring them on the test set took minutes
+        # before each resumed stage could continue)
+        rows = teacher_rows(ctx) if main_process else []
+        if scratch is not None and main_process:
+            rows.append(ctx.profile(SCRATCH, scratch))
     except (StageExists, StageMismatch) as error:
         raise ConfigError([str(error)]) from error
     if main_process:
