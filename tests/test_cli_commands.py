@@ -27,6 +27,13 @@ def test_layers_unknown_model_is_a_clear_error(capsys):
     assert "unknown model 'resnet21'" in capsys.readouterr().err
 
 
+def test_layers_with_an_input_shape_the_model_cannot_take_names_the_option(capsys):
+    assert main(["layers", "resnet20", "--input-shape", "3,32"]) == 2
+    err = capsys.readouterr().err
+    assert "--input-shape 3,32: resnet20 cannot run on one sample of shape (3, 32)" in err
+    assert "e.g. 3,32,32" in err and "Traceback" not in err
+
+
 def test_layers_of_a_checkpoint_file(tmp_path, capsys, monkeypatch):
     import torch
 

@@ -175,3 +175,19 @@ def test_a_misspelt_key_inside_a_union_field_is_one_line():
     a valid boolean" from the union's other member."""
     raw = {"student": {"name": "mlp"}, "teacher": {"name": "cnn", "cache": {"dir": "x"}}}
     assert problems_of(raw) == ["teacher.cache.dir: unknown key; remove it or check its spelling"]
+
+
+def test_a_misspelt_key_suggests_the_field_and_schema_errors_quote_the_value(tmp_path):
+    """`--set trainig.epochs=1` names the key it probably meant; pydantic's own range and type checks
+    say which value they refused (kdistill's checks already do: "must be > 0 (got 0)")."""
+    assert problems_of({**demo_raw(), "trainig": {"epochs": 1}}) == [
+        "trainig: unknown key; remove it or check its spelling (did you mean 'training'?)"]
+    assert problems_of({**demo_raw(), "zzz": 1}) == ["zzz: unknown key; remove it or check its spelling"]
+    raw = demo_raw()
+    raw["data"] = {**raw["data"], "batch_size": 0}
+    assert problems_of(raw) == ["data.batch_size: Input should be greater than 0 (got 0)"]
+    raw = demo_raw()
+    raw["data"] = {**raw["data"], "root": "no/such/folder"}
+    (problem,) = problems_of(raw)
+    assert problem.startswith("data.root: path does not exist: no/such/folder (a relative path is read from ")
+    assert "KDISTILL_DATA" in problem

@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from kdistill.cli_errors import guarded, say, sigterm_as_interrupt
+from kdistill.cli_errors import first_line, guarded, say, sigterm_as_interrupt
 from kdistill.cli_run import command_run
 from kdistill.cli_run import launch_processes as launch_processes
 from kdistill.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput
@@ -122,7 +122,13 @@ def command_layers(args: argparse.Namespace, console: Console) -> int:
     table = Table(title=f"{args.model}: tappable module paths for input {shape}")
     for column in ("path", "module", "output shape"):
         table.add_column(column)
-    for path, kind, out in describe_layers(model, torch.zeros(2, *shape)):
+    try:
+        layers = describe_layers(model, torch.zeros(2, *shape))
+    except RuntimeError as error:  # the forward pass refused the input: the shape is what to fix
+        raise BadInput(f"--input-shape {input_shape}: {args.model} cannot run on one sample of shape {shape} "
+                       f"({first_line(error)}); give the shape one sample has, e.g. 3,32,32 for CIFAR images "
+                       "or 1,28,28 for MNIST") from None
+    for path, kind, out in layers:
         table.add_row(path, kind, out)
     console.print(table)
     return 0

@@ -6,8 +6,9 @@ Every problem becomes a `ConfigError` whose lines each name a field and the fix,
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -86,7 +87,9 @@ class DataSpec(Strict):
     @classmethod
     def _root_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.expanduser().exists():
-            raise ValueError(f"path does not exist: {value}")
+            where = "" if value.expanduser().is_absolute() else f" (a relative path is read from {Path.cwd()})"
+            raise ValueError(f"path does not exist: {value}{where}; the examples read shared data from "
+                             "${KDISTILL_DATA:-../shared/data}: run them from the repository root or set KDISTILL_DATA")
         return value.expanduser() if value is not None else None
 
 
@@ -313,6 +316,31 @@ def _format_location(loc: tuple[Any, ...]) -> str:
     return text or "config"
 
 
+def _field_names(model: type[BaseModel], seen: set[type] | None = None) -> set[str]:
+    """Every field name of `model` and of the models nested in it (for spelling suggestions)."""
+    seen = set() if seen is None else seen
+    if model in seen:
+        return set()
+    seen.add(model)
+    names = set()
+    for name, field in model.model_fields.items():
+        names.add(name)
+        for inner in _models_in(field.annotation):
+            names |= _field_names(inner, seen)
+    return names
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, sorted(_field_names(ExperimentConfig)), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def _pydantic_problems(error: ValidationError) -> list[str]:
     problems = []
     items = [(_field_location(item["loc"]), item) for item in error.errors()]
@@ -324,9 +352,11 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
             continue
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key; remove it or check its spelling"
+            message = "unknown key; remove it or check its spelling" + _did_you_mean(str(item["loc"][-1]))
         elif item["type"] == "missing":
             message = "required; add it"
+        elif not item["type"].startswith("value_error") and isinstance(item.get("input"), (int, float, str)):
+            message += f" (got {item['input']!r})"  # pydantic's own checks do not quote the value
         # a whole-model check (no location) already starts its message with the field it is about
         problems.append(f"{_format_location(loc)}: {message}" if loc else message)
     return problems
