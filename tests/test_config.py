@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from kdistill.cli import main
@@ -191,3 +192,17 @@ def test_a_misspelt_key_suggests_the_field_and_schema_errors_quote_the_value(tmp
     (problem,) = problems_of(raw)
     assert problem.startswith("data.root: path does not exist: no/such/folder (a relative path is read from ")
     assert "KDISTILL_DATA" in problem
+
+
+def test_test_limit_measures_every_model_on_the_same_seeded_subset(tmp_path):
+    from kdistill.run.data import load_data
+
+    full, _, _ = load_data(load_config(None))
+    bundle, _, _ = load_data(load_config(None, ["data.test_limit=100"]))
+    again, _, _ = load_data(load_config(None, ["data.test_limit=100"]))
+    assert len(full.test) > 100 and len(bundle.test) == 100
+    assert torch.equal(bundle.test.labels, again.test.labels)  # seeded: the same images each time
+    rows = {tuple(x.flatten().tolist()) for x in full.test.inputs}
+    assert all(tuple(x.flatten().tolist()) in rows for x in bundle.test.inputs)  # a subset of the test split
+    with pytest.raises(ConfigError, match="data.test_limit"):
+        load_config(None, ["data.test_limit=0"])

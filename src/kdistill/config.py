@@ -72,6 +72,9 @@ class DataSpec(Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     val_fraction: float = Field(0.1, ge=0, lt=1)
     train_limit: int | None = Field(None, gt=0)
+    # a seeded random subset of the test split, for quick tries: every model of the run is measured on
+    # the same images, fewer of them (the report names the count)
+    test_limit: int | None = Field(None, gt=0)
     batch_size: int = Field(128, gt=0)
     eval_batch_size: int = Field(512, gt=0)
     num_workers: int = Field(0, ge=0)

@@ -64,6 +64,11 @@ def load_data(config: ExperimentConfig) -> tuple[DataBundle, Any, Any]:
                            "return kdistill.data.DataBundle(name, train, test, num_classes, ...)"])
     train, val = bundle.train, bundle.val
     check_bundle(config, bundle)
+    if config.data.test_limit:
+        if not hasattr(bundle.test, "subset"):
+            raise ConfigError([f"data.test_limit: the test split of '{config.data.name}' "
+                               f"({type(bundle.test).__name__}) cannot be subset; remove test_limit"])
+        bundle.test = limit_samples(bundle.test, config.data.test_limit, config.seed)
     if isinstance(train, InMemoryDataset):
         if config.data.train_limit:
             train = limit_samples(train, config.data.train_limit, config.seed)
