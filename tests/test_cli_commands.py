@@ -15,6 +15,17 @@ def test_methods_lists_every_method_with_options_and_reference(capsys, monkeypat
     assert "temperature=4.0" in out and "arXiv:1503.02531" in out and "start_epoch" in out
 
 
+def test_methods_name_prints_one_method_in_full(capsys):
+    assert main(["methods", "kd"]) == 0  # an alias names its method
+    out = capsys.readouterr().out
+    assert out.startswith("soft_target (also:") and "temperature: 4.0" in out and "arXiv:1503.02531" in out
+    assert "python -m pydoc kdistill.methods.logits" in out
+    assert main(["methods", "crd"]) == 0
+    assert "objective: info_nce" in capsys.readouterr().out  # nothing cut off, whatever the terminal width
+    assert main(["methods", "crdd"]) == 2
+    assert "did you mean 'crd'" in capsys.readouterr().err
+
+
 def test_layers_prints_paths_and_shapes(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")
     assert main(["layers", "resnet20", "--input-shape", "3,32,32"]) == 0

@@ -47,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     from kdistill.cli_run import add_parser as add_run
 
     add_run(commands, common)
-    commands.add_parser("methods", parents=[common], help="list distillation methods, their options and references")
+    methods = commands.add_parser("methods", parents=[common],
+                                  help="list distillation methods, their options and references")
+    methods.add_argument("name", nargs="?", default=None,
+                         help="one method: every option with its default, the paper, and how it works")
 
     layers = commands.add_parser("layers", parents=[common], help="list a model's module paths and output shapes")
     layers.add_argument("model", help="registered model name, package.module:factory, a checkpoint file "
@@ -66,7 +69,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def command_methods(console: Console) -> int:
+def command_method(name: str, console: Console) -> int:
+    """One method in full: the table cuts options off on a narrow terminal, and has no room for the why."""
+    import inspect
+
+    from kdistill.methods import METHODS, method_options
+    from kdistill.registry import RegistryError
+
+    try:
+        cls = METHODS.get(name)
+    except RegistryError as error:
+        raise BadInput(str(error.args[0] if error.args else error)) from None
+    aliases = [n for n, c in METHODS.items() if c is cls and n != cls.name]
+    console.print(f"[bold]{cls.name}[/bold]" + (f" (also: {', '.join(aliases)})" if aliases else ""))
+    console.print(cls.summary, highlight=False)
+    console.print(f"reference: {cls.reference}", highlight=False)
+    console.print("options (defaults); every method also takes start_epoch / end_epoch:", highlight=False)
+    for key, value in method_options(cls).items():
+        console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
+    doc = inspect.getdoc(cls)
+    if doc:
+        console.print("\n" + doc, highlight=False, soft_wrap=True)
+    console.print(f"\nthe full notes (exact loss, departures from the paper's code): python -m pydoc {cls.__module__}",
+                  highlight=False, soft_wrap=True)
+    return 0
+
+
+def command_methods(console: Console, name: str | None = None) -> int:
+    if name is not None:
+        return command_method(name, console)
     from kdistill.methods import METHODS, method_options
 
     table = Table(title="distillation methods (config: methods: [{name: ..., key: value}])", show_lines=True,
@@ -159,7 +190,7 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
     if args.command == "run":
         return command_run(args, console)
     if args.command == "methods":
-        return command_methods(console)
+        return command_methods(console, args.name)
     if args.command == "layers":
         return command_layers(args, console)
     return _optional_command(OPTIONAL_COMMANDS[args.command]).run(args, console)
