@@ -6,15 +6,14 @@ Every problem becomes a `ConfigError` whose lines each name a field and the fix,
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdistill.compress.spec import CompressSpec
-from kdistill.config_error import ConfigError
+from kdistill.config_error import ConfigError, did_you_mean
 from kdistill.config_files import expand_environment, read_config_file
 from kdistill.config_overrides import apply_override
 from kdistill.data.label_noise import LabelNoiseSpec
@@ -319,31 +318,6 @@ def _format_location(loc: tuple[Any, ...]) -> str:
     return text or "config"
 
 
-def _field_names(model: type[BaseModel], seen: set[type] | None = None) -> set[str]:
-    """Every field name of `model` and of the models nested in it (for spelling suggestions)."""
-    seen = set() if seen is None else seen
-    if model in seen:
-        return set()
-    seen.add(model)
-    names = set()
-    for name, field in model.model_fields.items():
-        names.add(name)
-        for inner in _models_in(field.annotation):
-            names |= _field_names(inner, seen)
-    return names
-
-
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for arg in get_args(annotation) for m in _models_in(arg)]
-
-
-def _did_you_mean(key: str) -> str:
-    close = difflib.get_close_matches(key, sorted(_field_names(ExperimentConfig)), n=1, cutoff=0.75)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _pydantic_problems(error: ValidationError) -> list[str]:
     problems = []
     items = [(_field_location(item["loc"]), item) for item in error.errors()]
@@ -355,7 +329,8 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
             continue
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key; remove it or check its spelling" + _did_you_mean(str(item["loc"][-1]))
+            hint = did_you_mean(str(item["loc"][-1]), ExperimentConfig)
+            message = f"unknown key; remove it or check its spelling{hint}"
         elif item["type"] == "missing":
             message = "required; add it"
         elif not item["type"].startswith("value_error") and isinstance(item.get("input"), (int, float, str)):

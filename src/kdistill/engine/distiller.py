@@ -40,13 +40,7 @@ from kdistill.engine.interrupt import TrainingInterrupted, stop_requests_on_sign
 from kdistill.engine.loaders import make_loader
 from kdistill.engine.loss import DistillationLoss, Participant, TeacherOutputs
 from kdistill.engine.metrics_log import epoch_record
-from kdistill.engine.optim import (
-           OptimizerSettings,
-           ScheduleSettings,
-           build_optimizer,
-           build_scheduler,
-           warmup_overrun,
-)
+from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler, warmup_overrun
 from kdistill.engine.progress import progress_bar
 from kdistill.engine.run_record import claim_run_dir, fit_identity
 from kdistill.engine.sampler import EpochBatchSampler
@@ -159,9 +153,9 @@ class Distiller:
         """Student parameters plus the methods' own (adapters, embeddings); never a teacher's."""
         return [*self.student.model.parameters(), *self.loss.parameters()]
 
-    def note(self, message: str) -> None:
-        """A warning a reader of this run's results must see: logged now, kept in `notes.json`."""
-        if message not in self.notes:
+    def note(self, message: str | None) -> None:
+        """A warning a reader of this run's results must see: logged now, kept in `notes.json` (None: none)."""
+        if message and message not in self.notes:
             self.notes.append(message)
             if self.world.is_main:
                 LOG.warning("kdistill: %s", message)
@@ -268,9 +262,7 @@ class Distiller:
         self.optimizer = build_optimizer(self.trainable_parameters(), self.optimizer_settings)
         self.steps_per_epoch = optimizer_steps(len(loader), self.accumulate_steps)  # what the schedule counts
         self.scheduler = build_scheduler(self.optimizer, self.schedule_settings, epochs, self.steps_per_epoch)
-        overrun = warmup_overrun(self.schedule_settings, epochs, self.steps_per_epoch)
-        if overrun:
-            self.note(overrun)
+        self.note(warmup_overrun(self.schedule_settings, epochs, self.steps_per_epoch))
         if self.precision == "fp16" and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
         self._method_parameters = [p for p in self.loss.parameters() if p.requires_grad]
