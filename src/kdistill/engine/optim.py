@@ -76,6 +76,15 @@ class EpochInterval:
         self.calls = state["calls"]
 
 
+def _warmup_in_epochs(settings: ScheduleSettings, steps_per_epoch: int) -> ScheduleSettings:
+    """`warmup_steps` as the fractional `warmup_epochs` that `lr_factor` reads."""
+    if not settings.warmup_steps:
+        return settings
+    if settings.warmup_epochs:
+        raise ValueError("schedule: set warmup_epochs or warmup_steps, not both")
+    return settings.model_copy(update={"warmup_epochs": settings.warmup_steps / steps_per_epoch, "warmup_steps": 0})
+
+
 def warmup_overrun(settings: ScheduleSettings, total_epochs: int, steps_per_epoch: int) -> str | None:
     """A warning when a built-in schedule's warm-up does not end before the run does: the learning
     rate then never reaches the value set (common after shrinking a recipe's epochs or data for a
@@ -83,11 +92,11 @@ def warmup_overrun(settings: ScheduleSettings, total_epochs: int, steps_per_epoc
     if settings.builtin is None:
         return None
     steps = max(steps_per_epoch, 1)
-    warmup = settings.warmup_epochs or settings.warmup_steps / steps  # in epochs
+    as_epochs = _warmup_in_epochs(settings, steps)
+    warmup = as_epochs.warmup_epochs
     if warmup <= 0 or warmup < total_epochs:
         return None
     total = total_epochs * steps
-    as_epochs = settings.model_copy(update={"warmup_epochs": warmup, "warmup_steps": 0})
     peak = lr_factor(as_epochs, total_epochs - 1 / steps, total_epochs)  # at the run's last step
     return (f"schedule: the warm-up ({warmup * steps:.0f} optimiser steps) does not end before the run does "
             f"({total} steps): the learning rate peaks at {peak:.0%} of the set lr and never decays; shorten "
@@ -103,10 +112,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, settings: ScheduleSettings
         kwargs = settings.scheduler_kwargs(total_epochs * steps if per_step else total_epochs)
         scheduler = settings.scheduler_class()(optimizer, **kwargs)
         return scheduler if per_step else EpochInterval(scheduler, steps)
-    if settings.warmup_steps:
-        if settings.warmup_epochs:
-            raise ValueError("schedule: set warmup_epochs or warmup_steps, not both")
-        settings = settings.model_copy(update={"warmup_epochs": settings.warmup_steps / steps, "warmup_steps": 0})
+    settings = _warmup_in_epochs(settings, steps)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(settings, step / steps, total_epochs)
     )
