@@ -17,13 +17,22 @@ from kdistill.cli import main
 from kdistill.cli_errors import report
 from kdistill.config import ConfigError, dump_config, load_config
 from kdistill.engine.metrics_log import append_record
-from kdistill.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_STORAGE, BadInput, StorageFailure
+from kdistill.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_STORAGE, BadInput, StorageFailure, first_line
 from kdistill.methods import HardLabel, SoftTarget
 from kdistill.models import build_model
 from kdistill.run.directory import create_run_dir, remove_debris
 from kdistill.run.resume import load_resumed_config
 from kdistill.run.threads import choose_threads
 from kdistill.strategies.stages import fit_or_load, read_metrics
+
+
+def test_first_line_quotes_one_bounded_line_of_any_error() -> None:
+    assert first_line(ValueError("bad shape\n  at line 3")) == "bad shape"
+    assert first_line(KeyError()) == "(no message)"
+    assert first_line(KeyError(), with_type=True) == "KeyError"
+    assert first_line(TypeError("  takes 2 arguments  "), with_type=True) == "TypeError: takes 2 arguments"
+    long = first_line(RuntimeError("x" * 1000))
+    assert len(long) == 300 and long.endswith("...")
 
 
 @pytest.mark.parametrize(("error", "code", "expected"), [

@@ -16,10 +16,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from kdistill.cli_errors import first_line, guarded, say, sigterm_as_interrupt
+from kdistill.cli_errors import guarded, say, sigterm_as_interrupt
 from kdistill.cli_run import command_run
 from kdistill.cli_run import launch_processes as launch_processes
-from kdistill.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput
+from kdistill.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput, first_line
 
 EXIT_CONFIG = EXIT_BAD_INPUT  # the former name
 

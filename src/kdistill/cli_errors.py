@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 
-from kdistill.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_STORAGE, BadInput, StorageFailure
+from kdistill.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_STORAGE, BadInput, StorageFailure, first_line
 
 # what the file system says when it refuses a write (or a read of a file it will not open to us)
 STORAGE_ERRNOS = {"ENOSPC": "no space left on device", "EROFS": "read-only file system",
@@ -58,12 +58,6 @@ def _storage_errno(error: OSError) -> str | None:
 
     name = errno.errorcode.get(error.errno or 0)
     return name if name in STORAGE_ERRNOS else None
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    line = text[0] if text else ""
-    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def report(error: BaseException) -> int:

@@ -14,6 +14,18 @@ EXIT_STORAGE = 3  # the file system refused: cannot create, read-only, disk full
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: a resumable checkpoint was kept
 
 
+def first_line(error: BaseException, *, with_type: bool = False) -> str:
+    """An exception's first message line, cut to 300 characters, for one-line reports that quote a
+    user's code (a data function, a model factory, a forward pass) without its traceback.
+    `with_type` prefixes the exception's class, for messages that do not already name it."""
+    lines = str(error).strip().splitlines()
+    line = lines[0] if lines else ""
+    line = line if len(line) <= 300 else line[:297] + "..."
+    if with_type:
+        return f"{type(error).__name__}: {line}" if line else type(error).__name__
+    return line or "(no message)"
+
+
 class BadInput(ValueError):
     """Input that cannot be used as given (exit 2). `problems` are one-line `what: fix` messages."""
 

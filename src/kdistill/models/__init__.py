@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from kdistill.errors import BadInput
+from kdistill.errors import BadInput, first_line
 from kdistill.models.cnn import SmallCNN, cnn
 from kdistill.models.loading import load_weights, read_weights
 from kdistill.models.mlp import MLP, mlp
@@ -80,11 +80,6 @@ def build_model(name: str, num_classes: int, input_shape: Sequence[int],
         raise ModelFactoryError(f"model factory '{name}' returned {type(model).__name__}, not a torch.nn.Module; "
                                 "return the model itself")
     return model
-
-
-def first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else "(no message)"
 
 
 __all__ = [

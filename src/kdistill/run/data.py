@@ -20,8 +20,8 @@ from typing import Any
 from kdistill.config import ConfigError, ExperimentConfig
 from kdistill.data import DATASETS, DataBundle, InMemoryDataset, limit_samples, split_validation
 from kdistill.data.label_noise import LABEL_NOISE_FILE, apply_label_noise
-from kdistill.errors import BadInput
-from kdistill.run.preflight import first_line, label_problems
+from kdistill.errors import BadInput, first_line
+from kdistill.run.preflight import label_problems
 
 DEBUG_HINT = " (run with --debug to see where it was raised)"
 
@@ -57,7 +57,7 @@ def load_data(config: ExperimentConfig) -> tuple[DataBundle, Any, Any]:
     except Exception as error:
         if ":" not in config.data.name:
             raise  # a built-in loader's own failure is not the user's input
-        raise ConfigError([f"data.name: data function '{config.data.name}' raised {first_line(error)}"
+        raise ConfigError([f"data.name: data function '{config.data.name}' raised {first_line(error, with_type=True)}"
                            f"{DEBUG_HINT}"]) from error
     if not isinstance(bundle, DataBundle):
         raise ConfigError([f"data.name: '{config.data.name}' returned {type(bundle).__name__}, not a DataBundle; "

@@ -28,6 +28,7 @@ from kdistill.config import ConfigError, ExperimentConfig
 from kdistill.data import DataBundle, InMemoryDataset
 from kdistill.data.transforms import Normalize, to_float
 from kdistill.engine.batch import call_model, logits_of, split_batch
+from kdistill.errors import first_line
 from kdistill.methods import Method
 from kdistill.taps import Tap, TapError, resolve_module
 
@@ -52,11 +53,6 @@ def first_samples(data: Any, count: int, start: int = 0) -> Any:
     return default_collate([data[i] for i in indices])
 
 
-def first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
 class Probe:
     """One batch of the training set, ready for the models (floats, not yet normalised)."""
 
@@ -64,7 +60,8 @@ class Probe:
         try:
             batch = first_samples(train, min(batch_size, PROBE_BATCH))
         except Exception as error:  # a user's data set: name it rather than crash later in the loader
-            raise ConfigError([f"data: cannot make a batch of the first training samples ({first_line(error)}); "
+            raise ConfigError(["data: cannot make a batch of the first training samples "
+                               f"({first_line(error, with_type=True)}); "
                                "each sample must be a dict with 'input' and 'label', or an (input, label) tuple"]
                               ) from error
         inputs, labels, indices = split_batch(batch)
@@ -101,7 +98,8 @@ def output_problems(model: Model, probe: Probe, dataset: str) -> list[str]:
     try:
         logits = logits_of(call_model(model.model, probe.normalized(model.norm)))
     except Exception as error:  # the model's own code: one line naming it and the input it was given
-        return [f"{model.where}: the forward pass on a batch of shape {probe.shape()} failed ({first_line(error)}); "
+        return [f"{model.where}: the forward pass on a batch of shape {probe.shape()} failed "
+                f"({first_line(error, with_type=True)}); "
                 "does the model take this data's inputs?"]
     finally:
         model.model.train(was_training)
@@ -176,7 +174,8 @@ def pairing_problems(methods: Sequence[Method], options: Sequence[dict[str, Any]
                     method(ctx)
                 except Exception as error:  # shapes a method cannot use: its own message names both
                     problems.append(f"methods[{index}] ({method.name}, {student.where} <- "
-                                    f"{', '.join(t.where for t in teachers) or 'no teacher'}): {first_line(error)}")
+                                    f"{', '.join(t.where for t in teachers) or 'no teacher'}): "
+                                    f"{first_line(error, with_type=True)}")
     finally:
         for model, mode in zip(models, modes, strict=True):
             model.train(mode)
