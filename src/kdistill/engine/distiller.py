@@ -386,15 +386,15 @@ class Distiller:
     def detach_taps(self) -> None:
         self.loss.detach()
 
-    # evaluation -----------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, data: Dataset | DataLoader, which: str | int = "student") -> dict[str, float]:
-        """Accuracy (top-1, and top-5 with more than 5 classes) and cross-entropy of the student (its
-        EMA when on, which fit() leaves in the student) or of teacher `which` on `data`."""
-        participant = self.student if which == "student" else self.teachers[int(which)]
-        model = self.hooks.evaluated_model(participant.model) if which == "student" else participant.model
+        """Accuracy (top-1; top-5 past 5 classes) and cross-entropy of the student (EMA if on) or teacher `which`."""
+        student = which == "student"
+        participant = self.student if student else self.teachers[int(which)]
+        label = "the student" if student else f"teacher {which}"
+        model = self.hooks.evaluated_model(participant.model) if student else participant.model
         return evaluate_model(model, self.make_loader(data, train=False), self.device, participant.normalize,
-                              self._autocast)
+                              self._autocast, self.progress and self.world.is_main, f"evaluating {label}")
 
 
 __all__ = ["Distiller", "Participant", "TrainingInterrupted", "evaluate_model", "resolve_device"]

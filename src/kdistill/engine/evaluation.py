@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from kdistill.data.transforms import Normalize, to_float
 from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
+from kdistill.engine.progress import length_of, progress_task
 
 
 @torch.no_grad()
@@ -24,25 +25,30 @@ def evaluate_model(
     device: torch.device,
     normalize: Normalize | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    progress: bool = False,
+    description: str = "evaluating",
 ) -> dict[str, float]:
+    """`progress` shows a bar over the batches (on the bar already live inside a training run)."""
     was_training = model.training
     model.eval()
     model.to(device)
     normalize = (normalize or Normalize(None, None)).to(device)
     correct, correct_top5, total, loss = 0.0, 0.0, 0, 0.0
     top5 = False
-    for batch in loader:
-        inputs, labels, _ = split_batch(to_device(batch, device))
-        if torch.is_tensor(inputs):
-            inputs = normalize(to_float(inputs))
-        with autocast():
-            logits = logits_of(call_model(model, inputs)).float()
-        correct += float((logits.argmax(1) == labels).sum())
-        if logits.shape[1] > 5:
-            top5 = True
-            correct_top5 += float((logits.topk(5, dim=1).indices == labels[:, None]).any(1).sum())
-        loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-        total += labels.shape[0]
+    with progress_task(progress, description, length_of(loader)) as advance:
+        for batch in loader:
+            inputs, labels, _ = split_batch(to_device(batch, device))
+            if torch.is_tensor(inputs):
+                inputs = normalize(to_float(inputs))
+            with autocast():
+                logits = logits_of(call_model(model, inputs)).float()
+            correct += float((logits.argmax(1) == labels).sum())
+            if logits.shape[1] > 5:
+                top5 = True
+                correct_top5 += float((logits.topk(5, dim=1).indices == labels[:, None]).any(1).sum())
+            loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            total += labels.shape[0]
+            advance()
     model.train(was_training)
     metrics = {"acc": correct / max(total, 1), "loss": loss / max(total, 1)}
     if top5:

@@ -1,15 +1,56 @@
-"""Progress bars for long work (epochs, cache building), or nothing when they are off."""
+"""Progress bars for long work (epochs, cache building, evaluation), or nothing when they are off.
+
+A bar opened while another is on screen (the validation inside an epoch) adds its task to the bar
+already live: one display, and rich 13 (which the requirements allow) refuses a second live one.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+_LIVE: list[Any] = []  # the bar on screen, if any
 
 
-def progress_bar(enabled: bool) -> contextlib.AbstractContextManager:
-    """A rich Progress (transient: it leaves the terminal clean) or a null context yielding None."""
+@contextlib.contextmanager
+def progress_bar(enabled: bool) -> Iterator[Any]:
+    """A rich Progress (transient: it leaves the terminal clean), the one already live, or None when off."""
     if not enabled:
-        return contextlib.nullcontext(None)
+        yield None
+        return
+    if _LIVE:
+        yield _LIVE[-1]
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  transient=True) as bar:
+        _LIVE.append(bar)
+        try:
+            yield bar
+        finally:
+            _LIVE.pop()
+
+
+@contextlib.contextmanager
+def progress_task(enabled: bool, description: str, total: int | None) -> Iterator[Any]:
+    """A task on the live (or a new) bar; yields its `advance()` (a no-op when bars are off). The task
+    leaves the bar when the work ends, also on an error."""
+    with progress_bar(enabled) as bar:
+        if bar is None:
+            yield lambda: None
+            return
+        task = bar.add_task(description, total=total)
+        try:
+            yield lambda: bar.advance(task)
+        finally:
+            bar.remove_task(task)
+
+
+def length_of(iterable: Any) -> int | None:
+    """The number of items, or None for an iterable that cannot say (a loader over a stream)."""
+    try:
+        return len(iterable)
+    except TypeError:
+        return None

@@ -149,4 +149,4 @@ class StrategyContext:
 
     def profile(self, role: str, model: nn.Module, accuracy: float | None = None) -> ModelResult:
         """One row of the results table: test accuracy (measured unless given), size, CPU latency."""
-        return profile_row(role, model, self.bundle, self.student_norm, self.config, accuracy)
+        return profile_row(role, model, self.bundle, self.student_norm, self.config, accuracy, self.progress)

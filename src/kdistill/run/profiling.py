@@ -33,9 +33,9 @@ def sample_batch(data: Any, batch_size: int, norm: Normalize) -> Any:
 
 
 def profile_row(role: str, model: nn.Module, bundle: DataBundle, norm: Normalize, config: ExperimentConfig,
-                accuracy: float | None = None) -> ModelResult:
+                accuracy: float | None = None, progress: bool = False) -> ModelResult:
     if accuracy is None:
-        evaluator = Distiller(None, model, progress=False, device=config.training.device,
+        evaluator = Distiller(None, model, progress=progress, device=config.training.device,
                               eval_batch_size=config.data.eval_batch_size, student_normalization=norm)
         accuracy = evaluator.evaluate(bundle.test)["acc"]
     sample = sample_batch(bundle.test, 64, norm.cpu())

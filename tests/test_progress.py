@@ -1,0 +1,71 @@
+"""Progress bars: evaluation shows one, and work inside a training run's live bar adds its task to
+that bar (one display; rich 13, which the requirements allow, refuses a second live display)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from rich.progress import Progress
+
+from kdistill import Distiller
+from kdistill.engine.progress import length_of, progress_bar, progress_task
+from kdistill.methods import HardLabel
+from kdistill.models import build_model
+
+
+@pytest.fixture
+def tasks(monkeypatch) -> list[str]:
+    """Descriptions of every task added to any rich bar."""
+    added: list[str] = []
+    add_task = Progress.add_task
+
+    def spy(self, description, *args, **kwargs):
+        added.append(description)
+        return add_task(self, description, *args, **kwargs)
+
+    monkeypatch.setattr(Progress, "add_task", spy)
+    return added
+
+
+def make(digits, progress: bool) -> Distiller:
+    bundle, _, _ = digits
+    torch.manual_seed(0)
+    student = build_model("mlp", 10, (1, 8, 8), {"hidden": [32]})
+    return Distiller(None, student, [HardLabel()], batch_size=64, progress=progress, seed=0,
+                     student_normalization=(bundle.mean, bundle.std))
+
+
+def test_validation_inside_a_run_uses_the_live_bar_and_scores_as_without_bars(digits, tasks):
+    _, train, val = digits
+    shown = make(digits, progress=True)
+    history = shown.fit(train, val, epochs=2)
+    assert tasks == ["train epoch 1/2", "evaluating the student", "train epoch 2/2", "evaluating the student"]
+    quiet = make(digits, progress=False)
+    assert [r["val/acc"] for r in quiet.fit(train, val, epochs=2)] == [r["val/acc"] for r in history]
+    assert len(tasks) == 4  # bars off: no task at all
+
+
+def test_evaluation_alone_opens_its_own_bar_and_clears_it(digits, tasks):
+    _, _, val = digits
+    distiller = make(digits, progress=True)
+    metrics = distiller.evaluate(val)
+    assert tasks == ["evaluating the student"]
+    assert metrics == make(digits, progress=False).evaluate(val)
+    with progress_bar(True) as bar:  # nothing left over from the evaluation: a fresh bar opens
+        assert bar is not None and not bar.tasks
+
+
+def test_nested_tasks_share_the_outer_bar_and_leave_it_on_error():
+    with progress_bar(True) as outer:
+        with pytest.raises(RuntimeError), progress_task(True, "inner", 3) as advance:
+            advance()
+            assert [(t.description, t.completed) for t in outer.tasks] == [("inner", 1)]
+            raise RuntimeError("stop")
+        assert not outer.tasks
+    with progress_task(False, "off", 3) as advance:
+        advance()  # a no-op
+
+
+def test_length_of_a_stream_is_unknown():
+    assert length_of([1, 2, 3]) == 3
+    assert length_of(iter([1, 2])) is None
