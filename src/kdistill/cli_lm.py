@@ -18,7 +18,6 @@ first, rank 0 alone writes files and prints.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -130,12 +129,11 @@ def _config(args: argparse.Namespace, world: Any) -> tuple[Any, Path, Path | Non
 
 
 def _launch(args: argparse.Namespace, run_dir: Path) -> int:
-    """This command again under torchrun (`kdistill.launch`: the first failed worker's exit code),
-    with N processes and the run directory fixed."""
-    import subprocess
+    """This command again under torchrun (`kdistill.launch.relaunch`), with N processes and the run
+    directory fixed."""
+    from kdistill.launch import relaunch
 
-    command = [sys.executable, "-m", "kdistill.launch", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "kdistill.cli", "lm"]
+    command = ["lm"]
     if args.resume:
         command += ["--resume", args.resume]
     else:
@@ -143,4 +141,4 @@ def _launch(args: argparse.Namespace, run_dir: Path) -> int:
     command += [f"--set={o}" for o in args.overrides]
     command += ["--threads", str(args.threads)] if args.threads else []
     command += ["--no-progress"] if args.no_progress else []
-    return subprocess.call(command)
+    return relaunch(args.nproc, command)

@@ -9,7 +9,6 @@ and says how to continue.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -39,12 +38,11 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def launch_processes(args: argparse.Namespace, run_dir: Path, threads: int) -> int:
-    """Re-run this command under torchrun (through `kdistill.launch`: exit codes kept, no agent traceback)
-    with N processes, the run directory fixed up front."""
-    import subprocess
+    """Re-run this command under torchrun (`kdistill.launch.relaunch`) with N processes, the run
+    directory fixed up front."""
+    from kdistill.launch import relaunch
 
-    command = [sys.executable, "-m", "kdistill.launch", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "kdistill.cli", "run", "--threads", str(threads)]
+    command = ["run", "--threads", str(threads)]
     if args.resume:
         command += ["--resume", args.resume] + [f"--set={o}" for o in args.overrides]
         command += ["--device", args.device] if args.device else []
@@ -55,7 +53,7 @@ def launch_processes(args: argparse.Namespace, run_dir: Path, threads: int) -> i
         command += ["--output-dir", str(run_dir)]
     if args.no_progress:
         command.append("--no-progress")
-    return subprocess.call(command)
+    return relaunch(args.nproc, command)
 
 
 def command_run(args: argparse.Namespace, console: Console) -> int:
