@@ -15,7 +15,8 @@ from kdistill.models import build_model
 
 @pytest.fixture
 def tasks(monkeypatch) -> list[str]:
-    """Descriptions of every task added to any rich bar."""
+    """Descriptions of every task added to any rich bar (the output taken for a terminal)."""
+    monkeypatch.setenv("FORCE_COLOR", "1")
     added: list[str] = []
     add_task = Progress.add_task
 
@@ -55,7 +56,18 @@ def test_evaluation_alone_opens_its_own_bar_and_clears_it(digits, tasks):
         assert bar is not None and not bar.tasks
 
 
-def test_nested_tasks_share_the_outer_bar_and_leave_it_on_error():
+def test_no_bar_and_no_stray_line_when_the_output_is_not_a_terminal(digits, capsys, monkeypatch):
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    _, _, val = digits
+    make(digits, progress=True).evaluate(val)
+    with progress_bar(True) as bar:
+        assert bar is None
+    assert capsys.readouterr().out == ""
+
+
+def test_nested_tasks_share_the_outer_bar_and_leave_it_on_error(monkeypatch):
+    monkeypatch.setenv("FORCE_COLOR", "1")
     with progress_bar(True) as outer:
         with pytest.raises(RuntimeError), progress_task(True, "inner", 3) as advance:
             advance()

@@ -15,17 +15,23 @@ _LIVE: list[Any] = []  # the bar on screen, if any
 
 @contextlib.contextmanager
 def progress_bar(enabled: bool) -> Iterator[Any]:
-    """A rich Progress (transient: it leaves the terminal clean), the one already live, or None when off."""
+    """A rich Progress (transient: it leaves the terminal clean), the one already live, or None when off
+    or when the output is not a terminal (FORCE_COLOR=1 forces one)."""
     if not enabled:
         yield None
         return
     if _LIVE:
         yield _LIVE[-1]
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    console = Console()
+    if not (console.is_terminal or console.is_jupyter):  # a log file: a bar would only leave blank lines
+        yield None
+        return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True) as bar:
+                  console=console, transient=True) as bar:
         _LIVE.append(bar)
         try:
             yield bar
