@@ -137,14 +137,15 @@ def table() -> str:
     for record in load(BENCHMARK):
         by_variant.setdefault(record["variant"], []).append(record)
     rows, notes = [], []
-    scratch = [r["metrics"]["perplexity"] for r in by_variant.get("scratch", [])]
-    for variant, runs in by_variant.items():
+    for variant, runs in list(by_variant.items()):
         digest = max(runs, key=lambda r: r["date"])["config_digest"]
         if any(r["config_digest"] != digest for r in runs):
             older = [f"{r['metrics']['perplexity']:.2f}" for r in runs if r["config_digest"] != digest]
             notes.append(f"{variant}: {len(older)} run(s) under an older config not shown "
                          f"(perplexity {', '.join(older)})")
-        runs = [r for r in runs if r["config_digest"] == digest]
+        by_variant[variant] = [r for r in runs if r["config_digest"] == digest]
+    scratch = [r["metrics"]["perplexity"] for r in by_variant.get("scratch", [])]  # its latest config only
+    for variant, runs in by_variant.items():
         values = [r["metrics"]["perplexity"] for r in runs]
         cell = f"{values[0]:.2f}" if len(values) == 1 else \
             f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}"

@@ -131,6 +131,19 @@ def test_perplexity_against_hand_computed_values():
     assert uniform["perplexity"] == pytest.approx(3.0, rel=1e-6)
 
 
+def test_tokens_per_second_count_real_tokens_over_the_measured_time(monkeypatch):
+    from kdistill.lm import metrics, training_tokens_per_second
+
+    ids = torch.tensor([[2, 0, 1, 1], [1, 2, 0, 0]])
+    blocks = TokenBlocks.from_sequences(ids, torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]))  # 6 real tokens
+    ticks = iter([0.0, 0.5, 10.0, 10.5])  # a clock read around each forward: 0.5 s per batch
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: next(ticks))
+    scored = perplexity(FixedLM(torch.full((3, 4), 1 / 3)), blocks, batch_size=1)
+    assert scored["tokens_per_s"] == pytest.approx(6 / 1.0)  # padding is not read, the gap between batches not timed
+    history = [{"epoch_time_s": 0.5}, {"epoch_time_s": 1.5}]  # two epochs over the 6 tokens
+    assert training_tokens_per_second(history, blocks) == pytest.approx(12 / 2.0)
+
+
 def test_blocks_pack_the_stream_and_mask_the_padding(tmp_path):
     blocks = TokenBlocks.from_stream([5, 6, 7, 0, 8, 9, 0], block_size=3, pad_id=1)
     assert blocks.input_ids.tolist() == [[5, 6, 7], [0, 8, 9], [0, 1, 1]]

@@ -93,6 +93,33 @@ training:
     assert loaded.config.id2label == {0: "neg", 1: "pos"}
 
 
+def test_cut_texts_are_counted_in_the_report_and_labels_named_in_the_exported_config(assets, tmp_path):
+    config_file = tmp_path / "cut.yaml"
+    config_file.write_text(f"""
+name: cut-text
+{data_and_teacher_yaml(assets, 1, max_length=6)}
+student:
+  name: hf-student
+  options: {{base: {assets / 'teacher'}, layers: 1, hidden: 8, heads: 2}}
+methods: [{{name: soft_target, weight: 0.7, temperature: 2}}, {{name: hard_label, weight: 0.3}}]
+training:
+  epochs: 1
+  callbacks: [{{name: "kdistill.text.export:SavePretrained", tokenizer: {assets / 'tokenizer'}}}]
+""")
+    # [CLS] + [SEP] leave 4 words: the texts of more than 4 words, counted here without kdistill
+    cut = {split: sum(len(text.split()) > 4 for _, text in rows)
+           for split, rows in (("train", sentences(120)), ("test", sentences(40, seed=1)))}
+    assert cut["train"] > 0 and cut["test"] > 0
+    run_experiment(load_config(config_file), tmp_path / "run", progress=False)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert (f"data: {cut['train']} train, {cut['test']} test texts are longer than max_length = 6 tokens and were "
+            "cut; raise data.options.max_length to keep them whole") in report
+    from transformers import AutoConfig
+
+    exported = AutoConfig.from_pretrained(str(tmp_path / "run" / "student-distilled" / "pretrained"))
+    assert exported.id2label == {0: "0", 1: "1"}  # the training file's labels (labels.json), not LABEL_0
+
+
 def test_teacher_cache_on_token_batches_equals_the_live_teacher(assets, tmp_path):
     bundle = load_text_files_bundle("train.txt", "test.txt", str(assets / "tokenizer"), assets, max_length=16)
     teacher = hf_classifier(2, str(assets / "teacher"))

@@ -4,6 +4,8 @@ trimmed tokenizer pair that transformers loads alone and that predicts the same.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -216,6 +218,8 @@ training:
         assert weights[word].shape == (20, 8), stage
     saved = tmp_path / "run" / "student-distilled" / "pretrained"
     loaded = AutoModelForSequenceClassification.from_pretrained(str(saved)).eval()
+    names = json.loads((tmp_path / "run" / "labels.json").read_text())  # the training files' label names
+    assert loaded.config.id2label == dict(enumerate(names)) and names == ["0", "1"]  # not LABEL_0, LABEL_1
     small, original = AutoTokenizer.from_pretrained(str(saved)), load_tokenizer(assets / "tokenizer")
     assert loaded.config.vocab_size == max(small.get_vocab().values()) + 1 == 20
     keep = corpus_token_ids([load_text_files_bundle("train.txt", "test.txt", str(assets / "tokenizer"), assets,

@@ -79,13 +79,13 @@ def text_assets(root: Path, train: int = 120, test: int = 40, layers: int = 4, h
     return assets
 
 
-def data_and_teacher_yaml(assets: Path, teacher_epochs: int) -> str:
+def data_and_teacher_yaml(assets: Path, teacher_epochs: int, max_length: int = 16) -> str:
     """The `data:` and `teacher:` sections of an experiment on `text_assets` (batch 16, no validation)."""
     return f"""
 data:
   name: text-files
   root: {assets}
-  options: {{train: train.txt, test: test.txt, tokenizer: {assets / 'tokenizer'}, max_length: 16}}
+  options: {{train: train.txt, test: test.txt, tokenizer: {assets / 'tokenizer'}, max_length: {max_length}}}
   batch_size: 16
   val_fraction: 0.0
 teacher:

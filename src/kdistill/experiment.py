@@ -29,6 +29,7 @@ from kdistill.run.context import StrategyContext
 from kdistill.run.data import load_data, write_label_noise
 from kdistill.run.diagnostics import ProfiledModels, diagnostics_or_warning, write_diagnostics
 from kdistill.run.directory import new_run_dir
+from kdistill.run.normalization import record_notes
 from kdistill.run.profiling import profile_row
 from kdistill.run.teachers import Teachers, prepare_teachers, teacher_cache_settings
 from kdistill.strategies.registry import resolve_strategy
@@ -48,6 +49,16 @@ def teacher_rows(ctx: StrategyContext) -> list[ModelResult]:
     return rows
 
 
+def truncation_notes(bundle: object) -> list[str]:
+    """Text cut to `max_length` changes what a model reads: said in the report, per split."""
+    cut = {split: count for split, count in (getattr(bundle, "truncated", None) or {}).items() if count}
+    if not cut:
+        return []
+    counts = ", ".join(f"{count:,} {split}" for split, count in cut.items())
+    return [f"data: {counts} texts are longer than max_length = {bundle.max_length} tokens and were cut; "
+            "raise data.options.max_length to keep them whole"]
+
+
 def run_experiment(config: ExperimentConfig, run_dir: Path, resume: bool = False,
                    progress: bool = True) -> ExperimentResult:
     run_dir = Path(run_dir)
@@ -62,6 +73,7 @@ def run_experiment(config: ExperimentConfig, run_dir: Path, resume: bool = False
         classes = getattr(bundle.train, "classes", None)
         if classes:  # class id -> name, as the training data named them (text label names included)
             atomic_write_text(run_dir / "labels.json", json.dumps(list(classes)))
+        record_notes(run_dir, truncation_notes(bundle), log=False)  # the tokenizer already logged them
     methods = build_methods(config)
     try:
         teachers = prepare_teachers(config, bundle, train, val, run_dir, resume, progress)

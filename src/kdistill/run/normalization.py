@@ -163,11 +163,12 @@ def check_recorded_accuracy(spec: TeacherSpec, where: str, model: nn.Module, nor
             "set or preprocessing also explains it)")
 
 
-def record_notes(run_dir: Path, notes: list[str]) -> None:
-    """Warnings about the run's inputs: logged, and kept in `notes.json` (the report lists them)."""
+def record_notes(run_dir: Path, notes: list[str], log: bool = True) -> None:
+    """Warnings about the run's inputs: logged (unless said already), and kept in `notes.json` (the
+    report lists them)."""
     if not notes:
         return
-    for note in notes:
+    for note in notes if log else ():
         LOG.warning("kdistill: %s", note)
     path = Path(run_dir) / "notes.json"
     kept = json.loads(path.read_text()) if path.is_file() else []

@@ -71,7 +71,7 @@ def load_text_files_bundle(train: str, test: str, tokenizer: str, root: str | Pa
 def load_sst2_bundle(root: str | Path, tokenizer: str = "minilm", max_length: int = 64,
                      use_dev: bool = False, padding: str = "longest") -> TextBundle:
     """SST-2 sentences (`stsa.binary.{train,dev,test}`); the dev file is the validation split only
-    with `use_dev: true` (else the run carves one from training, as the benchmark does)."""
+    with `use_dev: true` (as benchmarks/sst2.py uses it); else the run carves one from training."""
     return load_text_files_bundle("stsa.binary.train", "stsa.binary.test", tokenizer, root,
                                   "stsa.binary.dev" if use_dev else None, max_length, "label-text", padding=padding,
                                   name="sst2")

@@ -158,7 +158,8 @@ def take_layers(model: nn.Module, keep: Sequence[int]) -> nn.Module:
 def hf_from_teacher(num_classes: int, path: str, every: int = 2, layers: list[int] | None = None,
                     teacher_checkpoint: str | None = None, attention: str = "eager",
                     attention_dropout: float | None = 0.0) -> nn.Module:
-    """Every `every`-th block of the teacher (the last one included), or the blocks `layers`
+    """Every `every`-th block of the teacher (0-based blocks every-1, 2 every-1, ...: of 6 with every 2,
+    blocks 1, 3, 5; the last is kept only when `every` divides the depth), or the blocks `layers`
     (attention dropout 0 unless given, as for `hf_student`)."""
     teacher = hf_classifier(num_classes, path, attention)
     if teacher_checkpoint is not None:
