@@ -39,13 +39,10 @@ def source_key(root: Path, train_split: str, test_split: str, image_size: int | 
 
 
 def _decode(root: Path, size: tuple[int, int] | None) -> tuple[Decoded, str | None]:
-    from rich.progress import Progress, SpinnerColumn, TextColumn
+    from kdistill.engine.progress import progress_task
 
-    progress = Progress(SpinnerColumn(), TextColumn("decoding {task.completed} images from " + root.name),
-                        transient=True)
-    with progress:
-        task = progress.add_task("decode", total=None)
-        return decode_all(root, size, lambda: progress.advance(task))
+    with progress_task(True, f"decoding the images of {root.name}", None) as advance:
+        return decode_all(root, size, advance)
 
 
 def _arrays(root: Path, decoded: Decoded, stray: str | None, splits: tuple[str, str]
