@@ -120,6 +120,24 @@ training:
     assert exported.id2label == {0: "0", 1: "1"}  # the training file's labels (labels.json), not LABEL_0
 
 
+def test_label_names_come_from_this_run_only_and_must_fit_the_model(tmp_path):
+    from kdistill.text.export import run_label_names
+
+    root = tmp_path / "run"
+    generation = root / "born-again" / "generation-1"
+    generation.mkdir(parents=True)
+    (root / "config.yaml").write_text("name: x\n")
+    (root / "labels.json").write_text(json.dumps(["neg", "pos"]))
+    assert run_label_names(generation, num_labels=2) == ["neg", "pos"]
+    assert run_label_names(generation, num_labels=3) is None  # not this model's classes
+    (tmp_path / "labels.json").write_text(json.dumps(["a", "b"]))  # above the run's root: another run's
+    (root / "labels.json").unlink()
+    assert run_label_names(generation, num_labels=2) is None
+    deep = tmp_path / "a" / "b" / "c" / "stage"  # no run root at all: three folders up at most
+    deep.mkdir(parents=True)
+    assert run_label_names(deep) is None
+
+
 def test_teacher_cache_on_token_batches_equals_the_live_teacher(assets, tmp_path):
     bundle = load_text_files_bundle("train.txt", "test.txt", str(assets / "tokenizer"), assets, max_length=16)
     teacher = hf_classifier(2, str(assets / "teacher"))

@@ -72,7 +72,7 @@ def report(error: BaseException) -> int:
         say(str(error))
         return EXIT_BAD_INPUT
     if isinstance(error, StorageFailure):
-        say(first_line(error) or "the file system refused a write")
+        say(first_line(error) if str(error).strip() else "the file system refused a write")
         return EXIT_STORAGE
     if isinstance(error, OSError) and _storage_errno(error):
         what = error.filename or "a file"

@@ -47,7 +47,8 @@ def rank_batches(loader: Any, rank: int, world_size: int) -> Any:
         # its own generator: an iterator would otherwise draw from the global RNG, and rank 0's RNG
         # (from which the methods' parts are built and broadcast) would differ from one process's
         return DataLoader(loader.dataset, batch_sampler=batches, collate_fn=loader.collate_fn,
-                          num_workers=loader.num_workers, pin_memory=loader.pin_memory, generator=torch.Generator())
+                          num_workers=loader.num_workers, pin_memory=loader.pin_memory, generator=torch.Generator(),
+                          worker_init_fn=loader.worker_init_fn)
     return [batch for b, batch in enumerate(loader) if b % world_size == rank]
 
 

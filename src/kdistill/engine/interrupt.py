@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,21 +21,28 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SAME_STOP_SECONDS = 2.0  # signals this close to the first are one stop told twice, not a second stop
 
 
 @contextlib.contextmanager
 def stop_requests_on_signals(requested: Callable[[], bool], request: Callable[[], None]) -> Iterator[None]:
     """The first SIGINT or SIGTERM calls `request` (the loop finishes its step, checkpoints, raises
-    TrainingInterrupted); a second one, with the request still pending, stops at once. Signals
-    reach the main thread only, so elsewhere this does nothing."""
+    TrainingInterrupted); a second one, with the request still pending, stops at once, unless it
+    comes within SAME_STOP_SECONDS of the first: SLURM's scancel and systemd signal every process of
+    a job and torchrun's agent passes the stop on too, so a worker gets one stop twice within
+    milliseconds, and stopping at once there would lose the checkpoint (and leave the other ranks
+    waiting in a collective). Signals reach the main thread only, so elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    first: list[float] = []
 
     def handler(signum, frame):
-        if requested():
+        if not requested():
+            first[:] = [time.monotonic()]
+            request()
+        elif not first or time.monotonic() - first[0] > SAME_STOP_SECONDS:  # asked in code, or by a signal before
             raise KeyboardInterrupt
-        request()
 
     previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
     try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -9,6 +12,16 @@ from kdistill.data.base import InMemoryDataset, batch_collate
 from kdistill.engine.distributed import World
 from kdistill.engine.sampler import EpochBatchSampler
 from kdistill.engine.user_loader import shard_user_loader
+
+
+def own_process_group(worker_id: int) -> None:
+    """A DataLoader worker in a process group of its own. Stops are sent to the training process's
+    group (torchrun's agent, `timeout`, schedulers); torch's workers die on a SIGTERM their parent did
+    not send, and the training process would then fail mid-step instead of stopping after it and
+    keeping a checkpoint. Out of the group, the workers are ended by their parent as usual."""
+    if hasattr(os, "setpgid"):
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
 
 
 def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eval_batch_size: int, seed: int,
@@ -33,6 +46,7 @@ def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eva
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=num_workers > 0,
+        worker_init_fn=own_process_group if num_workers > 0 else None,
         # its own generator: creating an iterator must not draw from the global RNG, or a run resumed
         # mid-epoch would shift every later dropout mask by one draw
         generator=torch.Generator().manual_seed(seed),

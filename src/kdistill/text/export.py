@@ -33,17 +33,28 @@ class SavePretrained(Callback):
     def on_fit_end(self, distiller: Any) -> None:
         if distiller.run_dir is None or not distiller.world.is_main:
             return
-        stage = Path(distiller.run_dir)
-        names = self.label_names if self.label_names is not None else run_label_names(stage)
-        self.saved = save_pretrained(distiller.student.model, stage / self.directory, self.tokenizer, names)
+        stage, model = Path(distiller.run_dir), distiller.student.model
+        names = self.label_names
+        if names is None:
+            names = run_label_names(stage, getattr(getattr(model, "config", None), "num_labels", None))
+        self.saved = save_pretrained(model, stage / self.directory, self.tokenizer, names)
 
 
-def run_label_names(stage_dir: Path) -> list[str] | None:
-    """The class names in the `labels.json` of the run a stage directory belongs to (its own folder or
-    one above it, up to the run's root, the folder with `config.yaml`); None when there is none."""
-    for folder in (stage_dir, *stage_dir.parents):
-        if (folder / "labels.json").is_file():
-            return [str(name) for name in json.loads((folder / "labels.json").read_text())]
+def run_label_names(stage_dir: Path, num_labels: int | None = None) -> list[str] | None:
+    """The class names in the `labels.json` of the run a stage directory belongs to: the nearest one
+    in the stage's folder or the two above it (born-again generations sit two below the run's root),
+    no higher than the run's root (the folder with `config.yaml`). None when there is none, or when it
+    is not a list of `num_labels` names (a file of another run must not rename this model's classes)."""
+    for folder in (stage_dir, *stage_dir.parents[:2]):
+        path = folder / "labels.json"
+        if path.is_file():
+            try:
+                names = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return None
+            if not isinstance(names, list) or (num_labels is not None and len(names) != num_labels):
+                return None
+            return [str(name) for name in names]
         if (folder / "config.yaml").is_file():
             return None
     return None
