@@ -114,3 +114,13 @@ def test_the_first_stop_is_passed_on_once_and_a_second_kills_the_tree(monkeypatc
     twice = Launcher(stops=2)
     assert wait_passing_stops(twice) == 130 and twice.signals == [signal.SIGTERM] and killed == [4321]
     assert "stopped at once" in capsys.readouterr().err
+
+
+def test_a_hang_up_while_waiting_is_a_stop_to_pass_on():
+    """torchrun's agent sits in a session of its own, so a closed terminal reaches only the command."""
+    import kdistill.launch
+
+    before = signal.getsignal(signal.SIGHUP)
+    with pytest.raises(KeyboardInterrupt), kdistill.launch._hangup_as_interrupt():
+        os.kill(os.getpid(), signal.SIGHUP)
+    assert signal.getsignal(signal.SIGHUP) == before
