@@ -29,13 +29,13 @@ in benchmarks/runs/sst2/):
                            drawn once with seed 0 so every run shares one teacher cache), a pure
                            soft-target loss at temperature k (no labels), the teacher's logits
                            cached once
-  k of 6 teacher blocks[, FFN F][, N tokens[, nearest]]: labels | logits | + hidden | transfer T=t[, E epochs]
+  k of 6 teacher blocks[, FFN F][, N tokens[, nearest]]: labels | logits | + hidden | transfer T=t[, E epochs][, lr X]
                            DistilBERT's initialisation: the fine-tuned teacher's every (6/k)-th
                            block (2 of 6: blocks 2 and 5) with its embeddings, pooler and head,
                            fine-tuned on the labels alone, with `distilled: logits`, with
                            `distilled: + hidden` (each block against the teacher block it was copied
                            from), or on the transfer set as `distilled: transfer T=t` (", E epochs": E epochs
-                           instead of --transfer-epochs); with N tokens
+                           instead of --transfer-epochs; ", lr X": AdamW at X, else 5e-5); with N tokens
                            the vocabulary trimmed to the N most frequent tokens of the training
                            sentences (kdistill.text.vocabulary; the rest read as [UNK], or with
                            "nearest" as their nearest kept token in the teacher's embedding); with
@@ -92,9 +92,10 @@ STUDENT_LAYERS, TEACHER_LAYERS = 4, 6
 # fine-tuned teacher's every (6/k)-th block (the last one kept), its embeddings, pooler and head, fine-tuned at the
 # teacher's learning rate; with FFN F, each block's feed-forward cut to its F largest-magnitude neurons (of 1,536);
 # with N tokens, the vocabulary trimmed to the N most frequent tokens of the training sentences; ", E epochs" at
-# the end trains for E epochs instead of the command line's
+# the end trains for E epochs instead of the command line's, and ", lr X" after it with AdamW at X (else 5e-5)
 CUT = re.compile(r"([1236]) of 6 teacher blocks(?:, FFN (\d+))?(?:, (\d+) tokens(, nearest)?)?: "
-                 r"(labels|logits|\+ hidden|transfer T=\d+)(?:, (\d+) epochs)?$")
+                 r"(labels|logits|\+ hidden|transfer T=\d+)(?:, (\d+) epochs)?(?:, lr ([0-9.e-]+))?$")
+CUT_LR = 5e-5  # DistilBERT's fine-tuning rate, the cut students' default
 
 
 class Cut(NamedTuple):
@@ -104,6 +105,7 @@ class Cut(NamedTuple):
     nearest: bool  # a dropped token reads as its nearest kept token (else as [UNK])
     kind: str  # labels | logits | + hidden | transfer T=k
     epochs: int | None  # the run's epochs when the name sets them (else --student-epochs / --transfer-epochs)
+    lr: float  # AdamW's peak learning rate
 
 
 def cut_of(variant: str) -> Cut | None:
@@ -113,7 +115,8 @@ def cut_of(variant: str) -> Cut | None:
         return None
     step = 6 // int(match[1])
     return Cut(list(range(step - 1, 6, step)), int(match[2]) if match[2] else None,
-               int(match[3]) if match[3] else None, bool(match[4]), match[5], int(match[6]) if match[6] else None)
+               int(match[3]) if match[3] else None, bool(match[4]), match[5], int(match[6]) if match[6] else None,
+               float(match[7]) if match[7] else CUT_LR)
 
 
 def epochs_of(variant: str, args: argparse.Namespace) -> int:
@@ -263,7 +266,7 @@ def student_config(variant: str, epochs: int, copies: int) -> dict:
             model += f"; vocabulary: the {cut.tokens} most frequent tokens of the training sentences"
             if cut.nearest:
                 model += ", a dropped token read as its nearest kept token (teacher embedding, cosine)"
-        config = {**recipe(epochs, 5e-5, 100), "model": model,
+        config = {**recipe(epochs, cut.lr, 100), "model": model,
                   "methods": [repr(m) for m in student_methods(variant)]}
         if cut.kind.startswith("transfer"):
             config["data"] = {"transfer_copies": copies, "augment_seed": AUGMENT_SEED, "rules": repr(AugmentRules())}
