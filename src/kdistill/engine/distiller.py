@@ -314,7 +314,7 @@ class Distiller:
         self._stop_requested = False
         self.hooks.start(self, val, self.global_step(start_epoch, start_step) if resume else None)
         with stop_requests_on_signals(lambda: self._stop_requested, self.request_stop), \
-                progress_bar(self.progress) as progress:
+                progress_bar(self.progress and self.world.is_main) as progress:
             try:
                 for epoch in range(start_epoch, epochs):
                     if self.hooks.stopped:  # early stopping
