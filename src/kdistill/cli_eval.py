@@ -107,7 +107,7 @@ def score(model: nn.Module, data: Any, norm: Any, bundle: Any, device: str = "au
     from kdistill.evaluate import count_parameters, cpu_latency_ms, size_on_disk_bytes
     from kdistill.run.profiling import sample_batch
 
-    evaluator = Distiller(None, model, progress=False, device=device, eval_batch_size=batch_size,
+    evaluator = Distiller(None, model, progress=True, device=device, eval_batch_size=batch_size,  # a terminal only
                           student_normalization=norm)
     metrics = dict(evaluator.evaluate(data))
     metrics["parameters"] = count_parameters(model)
