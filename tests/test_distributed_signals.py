@@ -41,7 +41,10 @@ def test_a_stop_stops_every_worker_resumably(tmp_path, stop, everyone, workers, 
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     log = tmp_path / "output.txt"
     with log.open("w") as sink:  # a file, not a pipe: a pipe would wait for any worker left behind
-        launcher = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=sink, stderr=subprocess.STDOUT)
+        # as from a terminal: a shell without job control starts background jobs with SIGINT ignored
+        # (CI under nohup ... &), and the command would inherit that
+        launcher = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=sink, stderr=subprocess.STDOUT,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first_epoch = tmp_path / "run" / "student-distilled" / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 240
     while not first_epoch.exists() and launcher.poll() is None and time.monotonic() < deadline:
