@@ -456,7 +456,8 @@ def summary(teacher: dict, students: list[dict]) -> dict:
         if not labels_only and within_size and record["metrics"].get("dev_acc") is not None:
             by_variant.setdefault(record["variant"], []).append(record)
     if not by_variant:
-        return {}
+        return {"best (by dev)": None, "why": f"no distilled student of at most {SIZE_GOAL:.0%} of the teacher's "
+                                              "parameters has a dev accuracy on record"}
     # ranked on the seeds every candidate has (a 1-seed run is not compared with a 3-seed mean), ties to more seeds
     common = set.intersection(*({r["seed"] for r in runs} for runs in by_variant.values())) or None
     def rank(variant: str) -> tuple[float, int]:
