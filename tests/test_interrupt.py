@@ -28,9 +28,12 @@ def test_one_stop_told_twice_at_once_is_one_stop_and_a_later_one_forces(monkeypa
     monkeypatch.setattr(interrupt.time, "monotonic", lambda: now[0])
     stop = Stop()
     with interrupt.stop_requests_on_signals(stop.requested, stop.request):
-        os.kill(os.getpid(), signal.SIGTERM)
-        now[0] += 0.01
-        os.kill(os.getpid(), signal.SIGTERM)  # torchrun's agent passing on the stop scancel sent
+        try:  # a KeyboardInterrupt escaping a test would end the whole pytest session
+            os.kill(os.getpid(), signal.SIGTERM)
+            now[0] += 0.01
+            os.kill(os.getpid(), signal.SIGTERM)  # torchrun's agent passing on the stop scancel sent
+        except KeyboardInterrupt:
+            pytest.fail("one stop told twice at once stopped at once")
         assert stop.requests == 1
         now[0] += interrupt.SAME_STOP_SECONDS + 0.5
         with pytest.raises(KeyboardInterrupt):
