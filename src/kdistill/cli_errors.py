@@ -23,11 +23,10 @@ FULL = ("ENOSPC", "EDQUOT", "EFBIG")
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so it ends with exit 130, the "continue
-    with" line and the same clean-up (Python's default is to die at once: exit 143, nothing said).
-    Batch schedulers, `timeout` and container runtimes stop jobs with SIGTERM. Inside a training
-    loop the engine turns both into a stop after the current step (`kdistill.engine.interrupt`)."""
+def signals_as_interrupt(*names: str) -> Iterator[None]:
+    """The named signals raise KeyboardInterrupt, as Ctrl-C does (main thread only; signals this
+    platform lacks are skipped); the previous handlers come back afterwards."""
+    numbers = [getattr(signal, name) for name in names if hasattr(signal, name)]
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -35,11 +34,20 @@ def sigterm_as_interrupt() -> Iterator[None]:
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {number: signal.signal(number, handler) for number in numbers}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def sigterm_as_interrupt() -> contextlib.AbstractContextManager:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so it ends with exit 130, the "continue
+    with" line and the same clean-up (Python's default is to die at once: exit 143, nothing said).
+    Batch schedulers, `timeout` and container runtimes stop jobs with SIGTERM. Inside a training
+    loop the engine turns both into a stop after the current step (`kdistill.engine.interrupt`)."""
+    return signals_as_interrupt("SIGTERM")
 
 
 def debug_wanted(flag: bool) -> bool:

@@ -16,8 +16,6 @@ import logging
 import os
 import signal
 import sys
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 from kdistill.errors import EXIT_FAILURE, EXIT_INTERRUPTED
@@ -110,20 +108,10 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-@contextlib.contextmanager
-def _hangup_as_interrupt() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
-        yield
-        return
+def _hangup_as_interrupt() -> contextlib.AbstractContextManager:
+    from kdistill.cli_errors import signals_as_interrupt
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGHUP, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGHUP, previous)
+    return signals_as_interrupt("SIGHUP")
 
 
 def _stop_once() -> None:
