@@ -18,7 +18,7 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >"$OUT/
 export PYTHONUNBUFFERED=1
 nvidia-smi -L
 python3 -c "import torch, kdistill; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
-timeout 180 python3 -m pytest -q -p no:cacheprovider -rfEs tests/test_cuda.py 2>&1 | tee "$OUT/cuda.log"
-timeout "${SUITE_SECONDS:-300}" python3 -m pytest -v -p no:cacheprovider -n 8 --timeout 240 -rfE \
+timeout 180 python3 -m pytest -q -m '' -p no:cacheprovider -rfEs tests/test_cuda.py 2>&1 | tee "$OUT/cuda.log"
+timeout "${SUITE_SECONDS:-300}" python3 -m pytest -v -m '' -p no:cacheprovider -n 8 --timeout 240 -rfE \
   --continue-on-collection-errors --junitxml="$OUT/suite.xml" tests --ignore tests/test_cuda.py >"$OUT/suite.log" 2>&1
 tail -n 60 "$OUT/suite.log"

@@ -59,6 +59,7 @@ def test_bad_input(case: Case, outcomes):
 FRESH_PROCESS_CASES = 3
 
 
+@pytest.mark.slow
 def test_entry_point_in_a_fresh_process(tmp_path):
     """A few cases as a user starts them, `python -m kdistill.cli ...`: the same outcome as forked."""
     for case in [c for c in CASES if c.needs_shared is None][:FRESH_PROCESS_CASES]:

@@ -49,6 +49,7 @@ def test_off_for_a_user_experiment_on_for_the_demo(experiment):
     assert load_config(experiment, ["baseline=true"]).baseline is True
 
 
+@pytest.mark.slow
 def test_a_second_run_reuses_the_baseline_and_other_epochs_do_not(tmp_path, experiment, fitted, capsys):
     # first run: `kdistill run --baseline` trains the scratch student and keeps it beside the run directory
     code = cli.main(["run", str(experiment), "--baseline", "--no-progress", "--output-dir", str(tmp_path / "a")])

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from kdistill.config import load_config
@@ -18,6 +19,7 @@ from kdistill.experiment import run_experiment
 FAST = ["--set", "teacher.training.epochs=6", "--set", "training.epochs=8"]
 
 
+@pytest.mark.slow
 def test_demo_reaches_sane_accuracy_and_writes_run_directory(tmp_path):
     config = load_config(None, [f"output_dir={tmp_path / 'demo'}"])
     result = run_experiment(config, tmp_path / "demo", progress=False)
@@ -46,6 +48,7 @@ def cli(*args: str, cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_resumable_run_equal_to_uninterrupted(tmp_path):
     # the reference keeps its scratch baseline apart: the interrupted run must train its own, not reuse it
     reference = cli(*FAST, "--set", "baselines_dir=ref-baselines", "--output-dir", "ref", cwd=tmp_path)
@@ -84,6 +87,7 @@ def _wait_for_epochs(metrics: Path, epochs: int, seconds: float = 240) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_sigterm_mid_training_stops_like_ctrl_c(tmp_path):
     """Schedulers and `timeout` stop jobs with SIGTERM: the run must end as after Ctrl-C (exit 130,
     a checkpoint, the resume line), not die with exit 143, and the resumed run must finish."""

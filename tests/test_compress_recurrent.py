@@ -65,6 +65,7 @@ def predictions(model: nn.Module, data) -> torch.Tensor:
         return torch.cat([model(**inputs).argmax(1) for inputs, _ in normalized_batches(data, NONE)])
 
 
+@pytest.mark.slow
 def test_lstm_layers_become_dynamic_int8_and_stay_within_tolerance_on_sst2(sst2):
     bundle, _, _, model = sst2
     int8 = quantize_dynamic_torch(model)

@@ -114,6 +114,7 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_bad_config_exits_2_without_traceback(tmp_path):
     raw = demo_raw()
     raw["methods"][0]["temperature"] = 0

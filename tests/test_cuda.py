@@ -84,6 +84,7 @@ def test_a_teacher_trained_here_runs_on_the_runs_device_unless_it_names_its_own(
     assert (own.training.device, own.teacher.training.device) == ("cpu", "cpu")
 
 
+@pytest.mark.slow
 def test_deterministic_runs_set_the_process_flags_only_for_the_run(monkeypatch, tmp_path):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)

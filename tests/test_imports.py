@@ -9,6 +9,7 @@ import pkgutil
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 import kdistill
@@ -35,6 +36,7 @@ print(json.dumps(failures))
 """
 
 
+@pytest.mark.slow
 def test_every_module_imports_in_isolation():
     """Each module imported first, in an interpreter holding no kdistill module (a fresh one for the first)."""
     modules = ["kdistill", *package_modules()]

@@ -22,6 +22,7 @@ def test_readme_has_exactly_two_setup_commands():
 def test_ci_runs_the_readme_test_command():
     ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
     assert readme_commands()[1] in ci
+    assert "pytest -q -m slow" in ci  # the README's command leaves the slow tests out; CI runs them too
 
 
 def test_readme_python_example_runs():

@@ -49,6 +49,7 @@ def checkpoint_size(state: dict, epochs: int) -> int:
     return len(buffer.getvalue())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(resource, "RLIMIT_FSIZE"), reason="needs RLIMIT_FSIZE")
 def test_full_disk_mid_run_keeps_last_checkpoint_and_resume_equals_uninterrupted(tmp_path):
     reference = kdistill(["run", *RUN, "--output-dir", "ref"], tmp_path)

@@ -46,6 +46,7 @@ def cli(tmp_path, *argv: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_own_teacher_from_a_checkpoint_is_evaluated_and_distilled(tmp_path, digits):
     bundle, train, _ = digits
     (tmp_path / "mymodels.py").write_text(MODULE)
