@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 from pathlib import Path
@@ -418,7 +419,8 @@ def interleaved_latency(teacher: torch.nn.Module, bundle, variants: list[str], p
     """Batch-1 latency (ms, 1 thread, fused attention) of the teacher and of the recorded seed-0
     student of each variant, timed in turns (teacher, students, teacher, ...) so that a shared
     machine's load falls on all alike: the median over rounds of each round's median, and each
-    student's speed-up over the teacher. Printed, not recorded (the records keep each run's own)."""
+    student's speed-up over the teacher. Each student's figures are appended to the `sst2_latency`
+    records (the training records keep each run's own latency, taken under whatever load it met)."""
     runs, _ = latest_runs(load(BENCHMARK))
     models = {"teacher": teacher}
     for variant in variants:
@@ -431,14 +433,37 @@ def interleaved_latency(teacher: torch.nn.Module, bundle, variants: list[str], p
         student.load_state_dict(torch.load(folder / "student.pt", weights_only=True))
         models[variant] = student
     times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            set_attention(model, "sdpa")
-            times[name].append(torch_latency(model, probes[0], repeats=30, warmup=5, threads=1).median_ms)
-            set_attention(model, "eager")
+    with Timer() as timer:
+        for _ in range(rounds):
+            for name, model in models.items():
+                set_attention(model, "sdpa")
+                times[name].append(torch_latency(model, probes[0], repeats=30, warmup=5, threads=1).median_ms)
+                set_attention(model, "eager")
     medians = {name: statistics.median(values) for name, values in times.items()}
-    return {name: {"ms_b1": round(ms, 2), "speedup_b1": round(medians["teacher"] / ms, 2)}
-            for name, ms in medians.items()}
+    result = {name: {"ms_b1": round(ms, 2), "speedup_b1": round(medians["teacher"] / ms, 2)}
+              for name, ms in medians.items()}
+    how = {"rounds": rounds, "calls_per_round": 30, "threads": 1, "attention": "sdpa", "timed_with": list(models)}
+    for name in models:
+        if name != "teacher":
+            LATENCY.append(name, SEED, how, {**result[name], "teacher_ms_b1": result["teacher"]["ms_b1"]},
+                           timer.seconds, load_average_1min=round(os.getloadavg()[0], 2))
+    return result
+
+
+LATENCY = Records(f"{BENCHMARK}_latency")  # the speed-ups timed in turns with the teacher (--stages latency)
+
+
+def speedup_in_turns(variant: str) -> dict:
+    """The median speed-up of `variant` over its timings in turns with the teacher, or a pointer to the
+    stage that measures it: the summary's speed-up goal is judged on this, not on the training records'."""
+    measured = [r for r in load(LATENCY.benchmark) if r["variant"] == variant]
+    if not measured:
+        return {"speedup_b1": None, "speedup_b1_how": "not timed in turns yet: run --stages latency --variants ..."}
+    speedups = [r["metrics"]["speedup_b1"] for r in measured]
+    loads = [r.get("load_average_1min") for r in measured]
+    return {"speedup_b1": round(statistics.median(speedups), 2), "speedup_b1_each": speedups,
+            "speedup_b1_how": f"median of {len(measured)} timings in turns with the teacher (--stages latency; "
+                              f"1 thread; machine load {min(loads)}-{max(loads)})"}
 
 
 SIZE_GOAL = 0.25  # DistilBERT's figures as the issue sets them: at most a quarter of the teacher's size
@@ -480,9 +505,10 @@ def summary(teacher: dict, students: list[dict]) -> dict:
             "dev_accuracy_kept_pct": round(100 * mean(r["metrics"]["dev_acc"] for r in runs) / t["dev_acc"], 2)
             if t.get("dev_acc") else None,
             "size_ratio_pct": round(100 * runs[0]["params"] / teacher["params"], 1),
-            "speedup_b1": round(t["latency_b1_ms"] / mean(r["metrics"]["latency_b1_ms"] for r in runs), 2),
-            "speedup_b1_p10": round(t["latency_b1_p10_ms"] / mean(r["metrics"]["latency_b1_p10_ms"] for r in runs), 2),
-            "speedup_b32": round(t["latency_b32_ms"] / mean(r["metrics"]["latency_b32_ms"] for r in runs), 2),
+            **speedup_in_turns(best),
+            # each run's own latency, timed when it finished, under whatever load the machine had then
+            "speedup_b1_records": round(t["latency_b1_ms"] / mean(r["metrics"]["latency_b1_ms"] for r in runs), 2),
+            "speedup_b32_records": round(t["latency_b32_ms"] / mean(r["metrics"]["latency_b32_ms"] for r in runs), 2),
             "goals": "accuracy kept >= 97 %, size <= 25 %, speed-up at batch 1 >= 3x"}
 
 
