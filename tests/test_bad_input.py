@@ -47,7 +47,13 @@ def outcomes(request, tmp_path_factory) -> dict[str, Outcome | str]:
             server.close()
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def launches_workers(case: Case) -> bool:
+    """A case that starts `--nproc 2` workers (half a minute): slow, run with the other multi-process tests."""
+    return "--nproc" in case.argv and case.argv[case.argv.index("--nproc") + 1] not in ("0", "1")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if launches_workers(c) else [])
+                                  for c in CASES])
 def test_bad_input(case: Case, outcomes):
     if case.id not in outcomes:
         pytest.skip(f"needs {case.needs_shared} in the shared data folder")
