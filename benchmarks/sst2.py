@@ -84,6 +84,7 @@ from kdistill.text.tokenize import TextDataset, load_tokenizer, text_dataset
 from kdistill.text.vocabulary import corpus_token_ids, trim_vocabulary, trimmed_embedding
 
 BENCHMARK = "sst2"
+LATENCY = Records(f"{BENCHMARK}_latency")  # the speed-ups timed in turns with the teacher (--stages latency)
 SEED = 0  # the teacher's
 AUGMENT_SEED = 0  # one transfer set for every student seed: one teacher cache
 MAX_LENGTH = 64
@@ -449,8 +450,6 @@ def interleaved_latency(teacher: torch.nn.Module, bundle, variants: list[str], p
                            timer.seconds, load_average_1min=round(os.getloadavg()[0], 2))
     return result
 
-
-LATENCY = Records(f"{BENCHMARK}_latency")  # the speed-ups timed in turns with the teacher (--stages latency)
 
 
 def speedup_in_turns(variant: str) -> dict:
