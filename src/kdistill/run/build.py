@@ -25,9 +25,14 @@ DEBUG_HINT = " (run with --debug to see where it was raised)"
 
 
 def build_participant(spec: ModelSpec, bundle: DataBundle, where: str, seed: int | None,
-                      num_classes: int | None = None) -> nn.Module:
+                      num_classes: int | None = None, run_teacher: Path | None = None) -> nn.Module:
     """Build (and load) a model; seeded from `seed` unless None (the caller seeded already). What the
-    user's factory or checkpoint gets wrong is a `ConfigError` naming the field."""
+    user's factory or checkpoint gets wrong is a `ConfigError` naming the field. `run_teacher`: the
+    weights a student's `teacher_checkpoint: run` stands for (None: cut from the pretrained folder,
+    for a throw-away or a model whose trained weights are loaded next; kdistill.text.run_teacher)."""
+    from kdistill.text.run_teacher import with_run_teacher
+
+    spec = with_run_teacher(spec, run_teacher)
     if seed is not None:
         torch.manual_seed(seed)
     classes = num_classes or bundle.num_classes

@@ -72,14 +72,22 @@ class StrategyContext:
         """The config's student (or `spec`), seeded from the run's student seed (None: not re-seeded).
         The config's student gets `student.embedding_init` unless `teacher_init` is False (the scratch baseline)."""
         seed = self.student_seed if seed is _STUDENT_SEED else seed
-        model = build_participant(spec or self.config.student, self.bundle, where, seed)
+        model = build_participant(spec or self.config.student, self.bundle, where, seed,
+                                  run_teacher=self._run_teacher())
         return self._teacher_init(model) if spec is None and teacher_init else model
 
     def model_factory(self, spec: ModelSpec | None = None, where: str = "student") -> Callable[[], nn.Module]:
         """A factory of unseeded models (for strategies that seed each model themselves: chains, cohorts)."""
         if spec is None:
-            return lambda: self._teacher_init(build_participant(self.config.student, self.bundle, where, None))
-        return lambda: build_participant(spec, self.bundle, where, None)
+            return lambda: self._teacher_init(build_participant(self.config.student, self.bundle, where, None,
+                                                                run_teacher=self._run_teacher()))
+        return lambda: build_participant(spec, self.bundle, where, None, run_teacher=self._run_teacher())
+
+    def _run_teacher(self) -> Path | None:
+        """The weights file of the run's teacher, for a student cut from it (`teacher_checkpoint: run`)."""
+        from kdistill.text.run_teacher import run_teacher_weights
+
+        return run_teacher_weights(self.config, self.run_dir)
 
     def _teacher_init(self, model: nn.Module) -> nn.Module:
         """`student.embedding_init: teacher`: the teacher's embeddings projected to the student's width."""

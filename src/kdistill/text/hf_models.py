@@ -7,7 +7,8 @@
   embeddings), with its own depth, width, heads and feed-forward size: random weights.
 - `hf_from_teacher`: a student made of every k-th layer of a teacher (or the layers named), with
   the teacher's embeddings, pooler and head, as DistilBERT was initialised; the widths match by
-  construction. `teacher_checkpoint` loads a kdistill-trained teacher's weights first.
+  construction. `teacher_checkpoint` loads a kdistill-trained teacher's weights first (in a run's
+  config, `run`: the run's own teacher); `feed_forward` narrows each kept block's feed-forward.
 
 Models are built with `attention: eager` by default: the attention-distribution methods read the
 attention probabilities through taps, and the fused kernels (sdpa, flash) never form them. Give
@@ -28,6 +29,7 @@ from torch import nn
 
 from kdistill.errors import BadInput
 from kdistill.text.local_models import model_dir
+from kdistill.text.run_teacher import RUN_TEACHER
 
 ATTENTION = ("eager", "sdpa")
 
@@ -157,10 +159,15 @@ def take_layers(model: nn.Module, keep: Sequence[int]) -> nn.Module:
 
 def hf_from_teacher(num_classes: int, path: str, every: int = 2, layers: list[int] | None = None,
                     teacher_checkpoint: str | None = None, attention: str = "eager",
-                    attention_dropout: float | None = 0.0) -> nn.Module:
+                    attention_dropout: float | None = 0.0, feed_forward: int | None = None) -> nn.Module:
     """Every `every`-th block of the teacher (0-based blocks every-1, 2 every-1, ...: of 6 with every 2,
     blocks 1, 3, 5; the last is kept only when `every` divides the depth), or the blocks `layers`
-    (attention dropout 0 unless given, as for `hf_student`)."""
+    (attention dropout 0 unless given, as for `hf_student`); with `feed_forward: F`, each kept
+    block narrowed to its F largest feed-forward neurons (`kdistill.text.feed_forward`).
+    `teacher_checkpoint: run` (in a run's config only) cuts the run's own teacher once it is trained."""
+    if teacher_checkpoint == RUN_TEACHER:
+        raise BadInput("teacher_checkpoint: run names the run's own teacher, which only a kdistill run resolves; "
+                       "outside a run give the teacher's weights file")
     teacher = hf_classifier(num_classes, path, attention)
     if teacher_checkpoint is not None:
         from kdistill.models import load_weights
@@ -173,7 +180,12 @@ def hf_from_teacher(num_classes: int, path: str, every: int = 2, layers: list[in
         layers = list(range(every - 1, depth, every))
     if attention_dropout is not None:  # the teacher built here is only a source of weights
         set_attention_dropout(teacher.config, attention_dropout)
-    return take_layers(teacher, list(layers))
+    student = take_layers(teacher, list(layers))
+    if feed_forward is not None:
+        from kdistill.text.feed_forward import prune_feed_forward
+
+        prune_feed_forward(student, feed_forward)
+    return student
 
 
 def set_attention(model: nn.Module, attention: str) -> nn.Module:
