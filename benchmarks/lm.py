@@ -15,6 +15,7 @@ epochs:
 Metrics: held-out perplexity (token-weighted), training tokens per second, evaluation tokens per
 second. Each finished run is a record in benchmarks/results/lm.jsonl; recorded runs are skipped.
 
+    python benchmarks/lm.py --threads 2     # everything from nothing: 22 minutes on the idle 2-core machine
     OMP_NUM_THREADS=1 python benchmarks/lm.py [--seeds 0 1 2] [--student-epochs 3] [--teacher-epochs 8]
     python benchmarks/lm.py --table
 """
