@@ -128,5 +128,33 @@ def test_run_is_refused_where_the_run_cannot_give_it(tmp_path):
     config_file.write_text(f"name: bad\n{teacher_elsewhere}{student_yaml(assets, lr=1e-3)}")
     with pytest.raises(ConfigError, match="teacher_checkpoint: run cuts the run's teacher, which must be "
                                           "hf-classifier from the student's folder"):
-        run_experiment(load_config(config_file), tmp_path / "run", progress=False)
-    assert not (tmp_path / "run" / "teacher" / "student.pt").exists()  # refused before the teacher trained
+        load_config(config_file)  # with the config's other checks, before any data or model is loaded
+    assistant = f"""strategy:
+  name: teacher_assistant
+  assistants: [{{name: hf-from-teacher, options: {{path: {assets / 'teacher'}, teacher_checkpoint: run}}}}]
+"""
+    config_file.write_text(f"name: bad\n{data_and_teacher_yaml(assets, 1)}{student_yaml(assets)}{assistant}")
+    with pytest.raises(ConfigError, match=r"strategy.assistants\[0\].options.teacher_checkpoint: run is for the "
+                                          "student only"):
+        load_config(config_file)
+
+
+def test_the_scratch_baseline_of_a_cut_student_depends_on_the_teacher_it_was_cut_from(tmp_path):
+    from kdistill.run.baseline import baseline_digest, baseline_inputs
+    from kdistill.text.run_teacher import run_teacher_weights
+
+    assets = text_assets(tmp_path, train=32, test=16)
+    config_file = tmp_path / "cut.yaml"
+    config_file.write_text(f"name: cut\n{data_and_teacher_yaml(assets, 1)}{student_yaml(assets)}")
+    config = load_config(config_file)
+    digests = []
+    for run, weight in (("a", 1.0), ("b", 1.0), ("c", 2.0)):  # runs a and b trained the same teacher
+        teacher = run_teacher_weights(config, tmp_path / run)
+        assert teacher == tmp_path / run / "teacher" / "student.pt"
+        teacher.parent.mkdir(parents=True)
+        torch.save({"w": torch.full((3,), weight)}, teacher)
+        digests.append(baseline_digest(baseline_inputs(config, None, None, tmp_path / run)))
+    assert digests[0] == digests[1] != digests[2]
+    # a loaded teacher: `run` is its checkpoint
+    loaded = config.model_copy(update={"teacher": config.teacher.model_copy(update={"checkpoint": teacher})})
+    assert run_teacher_weights(loaded, tmp_path / "elsewhere") == teacher

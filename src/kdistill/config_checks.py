@@ -30,6 +30,7 @@ def semantic_problems(config: ExperimentConfig) -> list[str]:
     from kdistill.methods import build_method
     from kdistill.models import _WRN_NAME, MODELS
     from kdistill.strategies.registry import strategy_problems
+    from kdistill.text.run_teacher import run_teacher_problems
 
     problems = []
     try:
@@ -72,6 +73,7 @@ def semantic_problems(config: ExperimentConfig) -> list[str]:
             problems.append(f"teacher.cache: the cache holds logits only, but {tapping} read teacher layers; "
                             "add features: true to cache them too, or turn the cache off")
     problems += strategy_problems(config)  # the strategy's name, options and what it needs (teachers, ...)
+    problems += run_teacher_problems(config)  # `teacher_checkpoint: run`: a student cut from the run's teacher
     for index, spec in enumerate(config.methods):
         typed = method_type_problems(spec.name, spec.options())
         if typed:  # a wrong type would otherwise reach the method's own checks as a Python error

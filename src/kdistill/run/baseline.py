@@ -46,8 +46,10 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def baseline_inputs(config: ExperimentConfig, train: Any, val: Any) -> dict[str, Any]:
-    """What the scratch student depends on: data, student, training, seed (and where they are read from)."""
+def baseline_inputs(config: ExperimentConfig, train: Any, val: Any, run_dir: Path | None = None) -> dict[str, Any]:
+    """What the scratch student depends on: data, student, training, seed (and where they are read from);
+    for a student cut from a teacher's weights file (`teacher_checkpoint`, or `run`: this run's teacher,
+    trained by now), that file's contents too."""
     # neither reaches the scratch student (labels only, random start), so neither changes its digest
     student = config.student.model_dump(mode="json", exclude={"embedding_init"})
     for key in ("vocabulary", "vocabulary_size"):  # absent unless set: stored baselines keep their digests
@@ -57,6 +59,9 @@ def baseline_inputs(config: ExperimentConfig, train: Any, val: Any) -> dict[str,
         del student["vocabulary_fallback"]
     if config.student.checkpoint is not None:
         student["checkpoint_sha256"] = _file_digest(config.student.checkpoint)
+    cut_from = _cut_from(config, run_dir)
+    if cut_from is not None:  # absent otherwise: stored baselines keep their digests
+        student["teacher_checkpoint_sha256"] = _file_digest(cut_from)
     return {
         "data": config.data.model_dump(mode="json", exclude={"transfer_set"}),
         "student": student,
@@ -66,6 +71,16 @@ def baseline_inputs(config: ExperimentConfig, train: Any, val: Any) -> dict[str,
         "device": resolve_device(config.training.device).type,
         "processes": current_world().world_size,
     }
+
+
+def _cut_from(config: ExperimentConfig, run_dir: Path | None) -> Path | None:
+    """The teacher weights file a student cut from a teacher (`hf_from_teacher`) starts from, if any."""
+    from kdistill.text.run_teacher import run_teacher_weights, wants_run_teacher
+
+    if wants_run_teacher(config.student):
+        return run_teacher_weights(config, run_dir) if run_dir is not None else None
+    path = config.student.options.get("teacher_checkpoint")
+    return Path(path) if isinstance(path, str) and Path(path).is_file() else None
 
 
 def baseline_digest(inputs: dict[str, Any]) -> str:
@@ -105,7 +120,7 @@ def scratch_baseline(ctx: StrategyContext) -> nn.Module:
     """The scratch student of this run: trained (or resumed, or loaded) in `student-scratch/`, or copied
     from the shared baselines folder when a finished one with the same digest is there."""
     stage_dir = ctx.run_dir / BASELINE_STAGE
-    inputs = baseline_inputs(ctx.config, ctx.train, ctx.val)
+    inputs = baseline_inputs(ctx.config, ctx.train, ctx.val, ctx.run_dir)
     digest = baseline_digest(inputs)
     store = baselines_root(ctx.config, ctx.run_dir) / digest
     student = ctx.build_student(teacher_init=False)  # the labels-only comparison: no teacher embeddings

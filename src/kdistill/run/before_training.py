@@ -28,7 +28,6 @@ from kdistill.run.normalization import (
     scoring_set,
 )
 from kdistill.run.preflight import Model, preflight
-from kdistill.text.run_teacher import check_run_teacher
 from kdistill.text.student_init import check_embedding_init
 
 
@@ -46,7 +45,6 @@ def check_before_training(config: ExperimentConfig, bundle: DataBundle, train: A
     data, split = scoring_set(val, train)
     for where, spec, model in zip(wheres, teachers.specs, teachers.models, strict=True):
         check_default_normalization(spec, where, model, bundle, data, split)
-    check_run_teacher(config)  # a student cut from the run's teacher: one teacher, of the student's folder
     with torch.random.fork_rng(devices=[]):  # the throw-away student must not move the run's RNG
         student = Model("student", build_participant(config.student, bundle, "student",
                                                       derive_seed(config.seed, STAGE_SEEDS["student"])),

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kdistill.config_error import ConfigError
+from kdistill.errors import BadInput
 from kdistill.registry import normalise_name
 
 RUN_TEACHER = "run"  # the value of hf_from_teacher's teacher_checkpoint that names the run's own teacher
@@ -39,24 +39,43 @@ def with_run_teacher(spec: Any, weights: Path | None) -> Any:
     return spec.model_copy(update={"options": options})
 
 
-def check_run_teacher(config: Any) -> None:
-    """Refuse, before anything trains, a `run` the run cannot give: several teachers, or a teacher that
-    is not the Hugging Face classifier of the student's own folder (its weights would not fit)."""
+def run_teacher_problems(config: Any) -> list[str]:
+    """What makes `run` impossible in this config, checked with the rest of it before anything loads:
+    `run` on a model other than the student, several teachers, or a teacher that is not the Hugging Face
+    classifier of the student's own folder with the data's head (its weights would not fit)."""
+    problems = [f"strategy.assistants[{i}].options.teacher_checkpoint: run is for the student only; give an "
+                "assistant the teacher's weights file" for i, spec in enumerate(config.strategy.assistants)
+                if wants_run_teacher(spec)]
     if not wants_run_teacher(config.student):
-        return
+        return problems
     specs = config.teacher_specs()
     if len(specs) != 1:
-        raise ConfigError([f"{WHERE}: run cuts the run's one teacher; this run has {len(specs)} teachers: give "
-                           "the weights file of the one to cut"])
+        return [*problems, f"{WHERE}: run cuts the run's one teacher; this run has {len(specs)} teachers: give "
+                           "the weights file of the one to cut"]
     teacher = specs[0]
     student_path = config.student.options.get("path")
-    if normalise_name(teacher.name) not in TEACHER_MODELS or teacher.options.get("path") != student_path:
-        raise ConfigError([f"{WHERE}: run cuts the run's teacher, which must be hf-classifier from the student's "
-                           f"folder (student path {student_path!r}; teacher {teacher.name} with path "
-                           f"{teacher.options.get('path')!r}): make the two paths the same"])
-    if teacher.num_classes is not None:
-        raise ConfigError([f"{WHERE}: run cuts the run's teacher with its head, which must be of this data's "
-                           "classes: remove teacher.num_classes"])
+    same_folder = _same_folder(teacher.options.get("path"), student_path)
+    if normalise_name(teacher.name) not in TEACHER_MODELS or not same_folder:
+        problems.append(f"{WHERE}: run cuts the run's teacher, which must be hf-classifier from the student's "
+                        f"folder (student path {student_path!r}; teacher {teacher.name} with path "
+                        f"{teacher.options.get('path')!r}): make the two paths the same")
+    elif teacher.num_classes is not None:
+        problems.append(f"{WHERE}: run cuts the run's teacher with its head, which must be of this data's "
+                        "classes: remove teacher.num_classes")
+    return problems
+
+
+def _same_folder(a: Any, b: Any) -> bool:
+    """Two `path` options naming one model folder (`minilm` and its installed folder are the same)."""
+    if a == b:
+        return True
+    try:
+        from kdistill.text.local_models import model_dir
+
+        return model_dir(str(a)).resolve() == model_dir(str(b)).resolve()
+    except (BadInput, OSError, TypeError):  # an unreadable path is named by the model's own check
+        return False
+
 
 def run_teacher_weights(config: Any, run_dir: Path) -> Path | None:
     """The file `run` stands for in this run: the loaded teacher's checkpoint, or the trained teacher's
@@ -71,4 +90,4 @@ def run_teacher_weights(config: Any, run_dir: Path) -> Path | None:
     return run_dir / "teacher" / FINAL_WEIGHTS
 
 
-__all__ = ["RUN_TEACHER", "check_run_teacher", "run_teacher_weights", "wants_run_teacher", "with_run_teacher"]
+__all__ = ["RUN_TEACHER", "run_teacher_problems", "run_teacher_weights", "wants_run_teacher", "with_run_teacher"]
