@@ -51,7 +51,8 @@ With no --variants it runs the issue's set: the teacher, `scratch`, `distilled: 
 `+ hidden` and the best student found on dev (BEST below), then times them in turns with the teacher
 (`latency`) and prints the DistilBERT figures (`summary`). The other variants above were the search.
 
-    python benchmarks/sst2.py --threads 2              # the issue's set, one seed, from nothing
+    python benchmarks/sst2.py --threads 2 [--jobs 2]   # the issue's set, one seed, from nothing; with
+                                                       # --jobs 2 the students run as 2 one-thread processes
     OMP_NUM_THREADS=1 python benchmarks/sst2.py [--seeds 0 1 2] [--variants ...] [--copies 6]
     OMP_NUM_THREADS=1 python benchmarks/sst2.py --stages cache   # build the transfer set's teacher cache only
     OMP_NUM_THREADS=1 python benchmarks/sst2.py --stages summary # dev / test table and the best student, all records
@@ -71,6 +72,7 @@ from typing import NamedTuple
 
 import torch
 from _common import keep_freed_memory, shared_data
+from _lanes import run_lanes, split_into_lanes
 from _records import WORK, Records, Timer, config_digest, load, train_seconds
 from table import latest_runs, render
 
@@ -557,6 +559,22 @@ VARIANTS = ["scratch", "distilled: logits", "distilled: + attention", "distilled
 EXPLORED = ["scratch + emb init", "distilled: logits + emb init", "distilled: transfer T=2 + emb init"]
 
 
+def run_cost(variant: str, args: argparse.Namespace) -> float:
+    """A run's rough relative cost, to balance lanes: epochs x sentences, x 2 with the teacher live,
+    x 3 for a student of MiniLM's width."""
+    sentences = args.copies + 1 if "transfer" in variant else 1
+    labels_only = variant.startswith("scratch") or variant.endswith(": labels")
+    live = 1 if labels_only or reads_cached_logits(variant) else 2
+    return epochs_of(variant, args) * sentences * live * (3 if cut_of(variant) else 1)
+
+
+def common_arguments(args: argparse.Namespace) -> list[str]:
+    """The options every lane's process shares with this one."""
+    common = ["--teacher-epochs", str(args.teacher_epochs), "--student-epochs", str(args.student_epochs),
+              "--transfer-epochs", str(args.transfer_epochs), "--copies", str(args.copies)]
+    return common + (["--limit", str(args.limit)] if args.limit else [])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher-epochs", type=int, default=2)
@@ -569,6 +587,8 @@ def main() -> None:
                         help=f"default: {VARIANTS}; also searched: {EXPLORED} and the cut variants (docstring)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[SEED])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="student runs in this many one-thread processes at once (after the teacher and cache)")
     parser.add_argument("--limit", type=int, default=None, help="smoke test: this many train and test sentences")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -589,7 +609,13 @@ def main() -> None:
         print(f"transfer set: {len(transfer)} sentences ({args.copies} copies asked per training sentence)",
               flush=True)
         build_transfer_cache(transfer, teacher)
-    if "students" in args.stages:
+    if "students" in args.stages and args.jobs > 1:  # the runs in one-thread processes at once (benchmarks/_lanes.py)
+        runs = [(v, seed) for seed in args.seeds for v in args.variants]
+        run_lanes(__file__, split_into_lanes(runs, args.jobs, lambda v: run_cost(v, args)), common_arguments(args))
+        wanted = {(v, seed) for v, seed in runs}
+        students = [r for r in recorded_students(bundle, teacher) if (r["variant"], r["seed"]) in wanted]
+        print(json.dumps(summary(teacher_record, students), indent=2))
+    elif "students" in args.stages:
         students = [run_student(records, bundle, v, teacher, epochs_of(v, args), probes, seed, args.copies, transfer)
                     for seed in args.seeds for v in args.variants]
         print(json.dumps(summary(teacher_record, students), indent=2))
