@@ -40,7 +40,7 @@ in benchmarks/runs/sst2/):
                            sentences (kdistill.text.vocabulary; the rest read as [UNK], or with
                            "nearest" as their nearest kept token in the teacher's embedding); with
                            FFN F each block's feed-forward pruned to its F largest neurons of 1,536
-                           (Torch-Pruning through kdistill.compress.prune) before training. 2 blocks,
+                           (kdistill.text.feed_forward, Torch-Pruning) before training. 2 blocks,
                            all 30,522 tokens: 15.6 M parameters, 69 % of the teacher (a probe of what the
                            teacher's own weights reach); 2 blocks, 4,600 tokens: 5.7 M, 25 %
 For each: parameters, CPU latency at batch 1 and 32 (1 thread, fused attention), dev and test
@@ -85,6 +85,7 @@ from kdistill.methods import HardLabel, SoftTarget
 from kdistill.text.augment import AugmentRules, transfer_set
 from kdistill.text.datasets import load_sst2_bundle
 from kdistill.text.embedding_init import init_embeddings_from_teacher
+from kdistill.text.feed_forward import prune_feed_forward
 from kdistill.text.files import read_text_file
 from kdistill.text.hf_models import hf_classifier, hf_student, save_pretrained, set_attention, take_layers
 from kdistill.text.tokenize import TextDataset, load_tokenizer, text_dataset
@@ -288,32 +289,13 @@ def student_config(variant: str, epochs: int, copies: int) -> dict:
     return config
 
 
-def prune_feed_forward(model: torch.nn.Module, neurons: int, bundle) -> None:
-    """Keep each block's `neurons` largest feed-forward neurons (L2 magnitude; Torch-Pruning through
-    kdistill.compress.prune, every other layer left whole) and record the size in the config, so the
-    model saves and loads as a plain BERT of that intermediate size."""
-    from kdistill.compress.prune import StructuredPruning
-
-    width = model.config.intermediate_size
-    others = [name for name, module in model.named_modules()
-              if isinstance(module, torch.nn.Linear) and not name.endswith("intermediate.dense")]
-    was_training = model.training
-    # Torch-Pruning keeps int(width * (1 - ratio)) neurons: aim half a neuron above, against float rounding
-    StructuredPruning(model.eval(), samples(bundle)[0], 1 - (neurons + 0.5) / width, ignore=others).step()
-    model.train(was_training)
-    model.config.intermediate_size = neurons
-    kept = {m.out_features for n, m in model.named_modules() if n.endswith("intermediate.dense")}
-    if kept != {neurons}:
-        raise SystemExit(f"feed-forward pruning kept {kept} neurons, not {neurons}")
-
-
 def build_student(variant: str, teacher, seed: int, bundle) -> torch.nn.Module:
     torch.manual_seed(seed)
     cut = cut_of(variant)
     if cut:
         student = take_layers(teacher, cut.blocks)
         if cut.ffn:
-            prune_feed_forward(student, cut.ffn, bundle)
+            prune_feed_forward(student, cut.ffn)  # the library's (identical weights to the recorded runs')
         if cut.tokens:
             tokenizer = load_tokenizer(bundle.tokenizer_path)
             trim_vocabulary(student, corpus_token_ids([bundle.train], tokenizer, max_tokens=cut.tokens),
