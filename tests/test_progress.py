@@ -8,8 +8,9 @@ import torch
 from rich.progress import Progress
 
 from kdistill import Distiller
+from kdistill.engine.cache import CacheSettings
 from kdistill.engine.progress import length_of, progress_bar, progress_task
-from kdistill.methods import HardLabel
+from kdistill.methods import HardLabel, SoftTarget
 from kdistill.models import build_model
 
 
@@ -81,3 +82,34 @@ def test_nested_tasks_share_the_outer_bar_and_leave_it_on_error(monkeypatch):
 def test_length_of_a_stream_is_unknown():
     assert length_of([1, 2, 3]) == 3
     assert length_of(iter([1, 2])) is None
+
+
+class FailsAtCall(torch.nn.Module):
+    """Wraps a model and raises on its `n`-th forward call: an error in the middle of a loop."""
+
+    def __init__(self, model: torch.nn.Module, n: int) -> None:
+        super().__init__()
+        self.model, self.n, self.calls = model, n, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.n:
+            raise RuntimeError("failed mid-loop")
+        return self.model(x)
+
+
+def test_an_error_in_an_epoch_or_a_cache_build_leaves_no_dead_task_on_an_outer_bar(digits, tasks, tmp_path):
+    bundle, train, _ = digits
+    torch.manual_seed(0)
+    student = FailsAtCall(build_model("mlp", 10, (1, 8, 8), {"hidden": [32]}), n=4)  # call 1 builds, 2-3 train
+    failing_epoch = Distiller(None, student, [HardLabel()], batch_size=64, progress=True, seed=0)
+    teacher = FailsAtCall(build_model("mlp", 10, (1, 8, 8), {"hidden": [16]}), n=3)
+    failing_cache = Distiller(teacher, build_model("mlp", 10, (1, 8, 8), {"hidden": [16]}),
+                              [SoftTarget(temperature=4.0)], batch_size=64, progress=True, seed=0,
+                              teacher_cache=CacheSettings(tmp_path / "cache"))
+    with progress_bar(True) as outer:
+        for distiller, task in ((failing_epoch, "train epoch 1/1"), (failing_cache, "caching teacher outputs")):
+            with pytest.raises(RuntimeError, match="failed mid-loop"):
+                distiller.fit(train, epochs=1)
+            assert task in tasks  # the task was shown ...
+            assert not outer.tasks  # ... and left the bar with the error

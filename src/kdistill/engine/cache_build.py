@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from kdistill.collectives import all_reduce_sum, broadcast_object, current_world
 from kdistill.data.transforms import Augment, Normalize, to_float
 from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
+from kdistill.engine.progress import bar_task
 
 LOG = logging.getLogger("kdistill")
 
@@ -80,17 +81,14 @@ def _feature_shapes(cache: Any, teacher: nn.Module, loader: Any, normalize: Norm
 def _compute(cache: Any, teacher: nn.Module, loader: Any, normalize: Normalize, augment: Augment,
              device: torch.device, progress: Any, layer_taps: Any, views: int) -> np.ndarray:
     """Write this rank's batches of every view; returns how often each sample was written."""
-    task = progress.add_task("caching teacher outputs", total=views * len(loader)) if progress else None
     seen = np.zeros(cache.num_samples, dtype=np.int64)
-    for view in range(views):
-        for batch in loader:
-            rows, logits, features = _forward(cache, teacher, batch, view, normalize, augment, device, layer_taps)
-            cache.store(view, rows, logits, features)
-            np.add.at(seen, rows, 1)
-            if task is not None:
-                progress.advance(task)
-    if task is not None:
-        progress.remove_task(task)
+    with bar_task(progress, "caching teacher outputs", views * len(loader)) as advance:
+        for view in range(views):
+            for batch in loader:
+                rows, logits, features = _forward(cache, teacher, batch, view, normalize, augment, device, layer_taps)
+                cache.store(view, rows, logits, features)
+                np.add.at(seen, rows, 1)
+                advance()
     return seen
 
 

@@ -41,7 +41,7 @@ from kdistill.engine.loaders import make_loader
 from kdistill.engine.loss import DistillationLoss, Participant, TeacherOutputs
 from kdistill.engine.metrics_log import epoch_record
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler, warmup_overrun
-from kdistill.engine.progress import progress_bar
+from kdistill.engine.progress import bar_task, progress_bar
 from kdistill.engine.run_record import claim_run_dir, fit_identity
 from kdistill.engine.sampler import EpochBatchSampler
 from kdistill.engine.seed import derive_seed
@@ -351,31 +351,28 @@ class Distiller:
             raise RuntimeError("mid-epoch resume needs kdistill's own loader; pass a Dataset to fit()")
         self.student.model.train()
         self.loss.methods.train()
-        task = progress.add_task(f"{self.description} epoch {epoch + 1}/{epochs}", total=len(loader),
-                                 completed=start_step) if progress else None
         started = time.perf_counter()
         step = start_step
-        for group in micro_batch_groups(loader, self.accumulate_steps, self.device):  # [(batch, weight)]
-            sums, samples = {}, 0
-            for index, (batch, weight) in enumerate(group):  # one batch with weight None without accumulation
-                terms, correct, size = self.train_step(batch, epoch, epochs, epoch + step / len(loader), weight=weight,
-                                                       first=index == 0, last=index == len(group) - 1)
-                for key, value in terms.items():
-                    scaled = value * size
-                    running[key], sums[key] = running.get(key, 0) + scaled, sums.get(key, 0) + scaled
-                running["correct"] = running.get("correct", 0) + correct
-                running["samples"] = running.get("samples", 0) + torch.tensor(float(size), device=self.device)
-                step, samples = step + 1, samples + size
-                if task is not None:
-                    progress.advance(task)
-            step_terms = terms if len(group) == 1 else {k: v / samples for k, v in sums.items()}
-            info = StepInfo(epoch, self.global_step(epoch, step), step, len(loader), samples, step_terms,
-                            self.optimizer.param_groups[0]["lr"])
-            self.hooks.step_end(self, info, val, running)
-            if any_rank(self._stop_requested, self.device):  # every rank stops at the same step
-                raise TrainingInterrupted(self.save_checkpoint(epoch, step, reduce_sums(running, self.device)))
-        if task is not None:
-            progress.remove_task(task)
+        with bar_task(progress, f"{self.description} epoch {epoch + 1}/{epochs}", len(loader), start_step) as advance:
+            for group in micro_batch_groups(loader, self.accumulate_steps, self.device):  # [(batch, weight)]
+                sums, samples = {}, 0
+                for index, (batch, weight) in enumerate(group):  # one batch with weight None without accumulation
+                    terms, correct, size = self.train_step(batch, epoch, epochs, epoch + step / len(loader),
+                                                           weight=weight, first=index == 0,
+                                                           last=index == len(group) - 1)
+                    for key, value in terms.items():
+                        scaled = value * size
+                        running[key], sums[key] = running.get(key, 0) + scaled, sums.get(key, 0) + scaled
+                    running["correct"] = running.get("correct", 0) + correct
+                    running["samples"] = running.get("samples", 0) + torch.tensor(float(size), device=self.device)
+                    step, samples = step + 1, samples + size
+                    advance()
+                step_terms = terms if len(group) == 1 else {k: v / samples for k, v in sums.items()}
+                info = StepInfo(epoch, self.global_step(epoch, step), step, len(loader), samples, step_terms,
+                                self.optimizer.param_groups[0]["lr"])
+                self.hooks.step_end(self, info, val, running)
+                if any_rank(self._stop_requested, self.device):  # every rank stops at the same step
+                    raise TrainingInterrupted(self.save_checkpoint(epoch, step, reduce_sums(running, self.device)))
         record = epoch_record(self.description, epoch, self.optimizer.param_groups[0]["lr"],
                               reduce_sums(running, self.device), time.perf_counter() - started)
         self.hooks.epoch_end(self, record, val, self.global_step(epoch + 1, 0))

@@ -40,18 +40,25 @@ def progress_bar(enabled: bool) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
+def bar_task(bar: Any, description: str, total: int | None, completed: int = 0) -> Iterator[Any]:
+    """A task on `bar` (None: bars are off); yields its `advance()`. The task leaves the bar when the
+    work ends, also on an error or an interrupt, so an outer bar (a sweep's, a notebook's) is not
+    left showing a dead epoch."""
+    if bar is None:
+        yield lambda: None
+        return
+    task = bar.add_task(description, total=total, completed=completed)
+    try:
+        yield lambda: bar.advance(task)
+    finally:
+        bar.remove_task(task)
+
+
+@contextlib.contextmanager
 def progress_task(enabled: bool, description: str, total: int | None) -> Iterator[Any]:
-    """A task on the live (or a new) bar; yields its `advance()` (a no-op when bars are off). The task
-    leaves the bar when the work ends, also on an error."""
-    with progress_bar(enabled) as bar:
-        if bar is None:
-            yield lambda: None
-            return
-        task = bar.add_task(description, total=total)
-        try:
-            yield lambda: bar.advance(task)
-        finally:
-            bar.remove_task(task)
+    """A task on the live (or a new) bar; yields its `advance()` (a no-op when bars are off)."""
+    with progress_bar(enabled) as bar, bar_task(bar, description, total) as advance:
+        yield advance
 
 
 def length_of(iterable: Any) -> int | None:
