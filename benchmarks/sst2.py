@@ -137,10 +137,16 @@ def epochs_of(variant: str, args: argparse.Namespace) -> int:
     return args.transfer_epochs if "transfer" in variant else args.student_epochs
 
 
+GROUPED = {"group_by_length": False}  # --group-by-length: batches of similar lengths (about 2x faster)
+
+
 def recipe(epochs: int, lr: float, warmup: int) -> dict:
-    return {"optimizer": {"name": "adamw", "lr": lr, "weight_decay": 0.01},
-            "schedule": {"name": "cosine", "warmup_steps": warmup}, "batch_size": 32, "epochs": epochs,
-            "max_length": MAX_LENGTH}
+    config = {"optimizer": {"name": "adamw", "lr": lr, "weight_decay": 0.01},
+              "schedule": {"name": "cosine", "warmup_steps": warmup}, "batch_size": 32, "epochs": epochs,
+              "max_length": MAX_LENGTH}
+    if GROUPED["group_by_length"]:  # a key only when set: the random-batch records keep their digests
+        config["group_by_length"] = True
+    return config
 
 
 def distiller(teacher, student, methods, config: dict, name: str, cache: CacheSettings | None = None,
@@ -148,7 +154,7 @@ def distiller(teacher, student, methods, config: dict, name: str, cache: CacheSe
     return Distiller(teacher, student, methods, optimizer=OptimizerSettings(**config["optimizer"]),
                      schedule=ScheduleSettings(**config["schedule"]), batch_size=config["batch_size"],
                      eval_batch_size=64, seed=seed, teacher_cache=cache, description=name, progress=False,
-                     run_dir=run_dir(name, config, seed))
+                     run_dir=run_dir(name, config, seed), group_by_length=config.get("group_by_length", False))
 
 
 def run_name(variant: str) -> str:
@@ -554,7 +560,8 @@ def common_arguments(args: argparse.Namespace) -> list[str]:
     """The options every lane's process shares with this one."""
     common = ["--teacher-epochs", str(args.teacher_epochs), "--student-epochs", str(args.student_epochs),
               "--transfer-epochs", str(args.transfer_epochs), "--copies", str(args.copies)]
-    return common + (["--limit", str(args.limit)] if args.limit else [])
+    return (common + (["--limit", str(args.limit)] if args.limit else [])
+            + (["--group-by-length"] if args.group_by_length else []))
 
 
 def main() -> None:
@@ -572,7 +579,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1,
                         help="student runs in this many one-thread processes at once (after the teacher and cache)")
     parser.add_argument("--limit", type=int, default=None, help="smoke test: this many train and test sentences")
+    parser.add_argument("--group-by-length", action="store_true",
+                        help="training batches of similar-length sentences (less padding; a new config, own records)")
     args = parser.parse_args()
+    GROUPED["group_by_length"] = args.group_by_length
     torch.set_num_threads(args.threads)
     keep_freed_memory()
     records = Records(BENCHMARK)

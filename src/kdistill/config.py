@@ -78,6 +78,8 @@ class DataSpec(Strict):
     eval_batch_size: int = Field(512, gt=0)
     num_workers: int = Field(0, ge=0)
     drop_last: bool = False  # drop the last partial training batch each epoch
+    # text: batch training samples of similar length together (less padding; about 2x faster on SST-2)
+    group_by_length: bool = False
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     # corrupt a share of the training labels (never validation or test): kdistill.data.label_noise
     label_noise: LabelNoiseSpec | None = None

@@ -76,6 +76,7 @@ class Distiller:
         eval_batch_size: int = 512,
         num_workers: int = 0,
         drop_last: bool = False,
+        group_by_length: bool = False,
         device: str | torch.device = "auto",
         precision: str = "fp32",
         grad_clip: float | None = None,
@@ -109,7 +110,7 @@ class Distiller:
         self.optimizer_settings = optimizer or OptimizerSettings()
         self.schedule_settings = schedule or ScheduleSettings()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.num_workers, self.drop_last = num_workers, drop_last
+        self.num_workers, self.drop_last, self.group_by_length = num_workers, drop_last, group_by_length
         self.grad_clip = grad_clip
         self.seed = seed
         self.augment = augment or Augment()
@@ -179,7 +180,7 @@ class Distiller:
     def make_loader(self, data: Dataset | DataLoader, train: bool) -> DataLoader:
         return make_loader(data, train=train, batch_size=self.batch_size, eval_batch_size=self.eval_batch_size,
                            seed=self.seed, world=self.world, device=self.device, num_workers=self.num_workers,
-                           drop_last=self.drop_last)
+                           drop_last=self.drop_last, group_by_length=self.group_by_length)
 
     # one step -------------------------------------------------------------------------------------
     def prepare_inputs(self, batch: Any, epoch: int, train: bool) -> tuple[Any, Any, Any]:

@@ -12,6 +12,7 @@ from kdistill.data.base import InMemoryDataset, batch_collate
 from kdistill.engine.distributed import World
 from kdistill.engine.sampler import EpochBatchSampler
 from kdistill.engine.user_loader import shard_user_loader
+from kdistill.errors import BadInput
 
 
 def own_process_group(worker_id: int) -> None:
@@ -24,11 +25,26 @@ def own_process_group(worker_id: int) -> None:
             os.setpgid(0, 0)
 
 
+def training_lengths(data: Dataset | DataLoader) -> torch.Tensor:
+    """Each training sample's length, for `group_by_length`: a kdistill text data set has them."""
+    lengths = getattr(data, "lengths", None)
+    if isinstance(data, DataLoader) or lengths is None or len(lengths) != len(data):
+        what = "a DataLoader (kdistill cannot re-batch it)" if isinstance(data, DataLoader) else \
+            f"a {type(data).__name__} without a `lengths` tensor of one length per sample"
+        raise BadInput(f"group_by_length (data.group_by_length in a config) needs a data set with per-sample "
+                       f"lengths, as kdistill's text data sets have; got {what}. Turn group_by_length off, or "
+                       f"give the data set a `lengths` attribute.")
+    return torch.as_tensor(lengths)
+
+
 def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eval_batch_size: int, seed: int,
-                world: World, device: torch.device, num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+                world: World, device: torch.device, num_workers: int = 0, drop_last: bool = False,
+                group_by_length: bool = False) -> DataLoader:
     """A training loader (shuffled per epoch, each process its share of the global batch) or an
     evaluation loader (in order; every process evaluates the whole set). A DataLoader passes through,
-    except a training one under DDP, which is re-batched per process or refused (user_loader.py)."""
+    except a training one under DDP, which is re-batched per process or refused (user_loader.py).
+    `group_by_length` batches training samples of similar length together (the data set's `lengths`)."""
+    lengths = training_lengths(data) if train and group_by_length else None
     if isinstance(data, DataLoader):
         return shard_user_loader(data, seed=seed, world=world) if train else data
     if train:
@@ -36,7 +52,8 @@ def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eva
             raise ValueError(f"batch_size {batch_size} (global) must be divisible by the "
                              f"{world.world_size} processes")
         sampler = EpochBatchSampler(len(data), batch_size // world.world_size, shuffle=True, seed=seed,
-                                    drop_last=drop_last, rank=world.rank, world_size=world.world_size)
+                                    drop_last=drop_last, rank=world.rank, world_size=world.world_size,
+                                    lengths=lengths)
     else:
         sampler = EpochBatchSampler(len(data), eval_batch_size, shuffle=False, seed=seed)
     return DataLoader(

@@ -50,6 +50,8 @@ def fit_identity(distiller: Any, train: Any, epochs: int) -> dict[str, Any]:
         "augment": json.loads(json.dumps(augment_key(distiller.augment), default=str))
         if distiller.augment.active else None,
         "data": [type(dataset).__qualname__, len(dataset) if hasattr(dataset, "__len__") else None],
+        # absent unless set: the fit records written before it existed still match
+        **({"group_by_length": True} if getattr(distiller, "group_by_length", False) else {}),
     }
 
 

@@ -3,6 +3,13 @@
 Starting mid-epoch without fetching the skipped batches is what lets an interrupted run resume
 exactly. With several processes each rank takes a strided share of every global batch, so N
 processes with per-rank batch B see the same global batches as one process with batch N*B.
+
+Given per-sample lengths (text), the sampler groups samples of similar length into the same batch:
+each run of `group_batches` global batches of the shuffled order is sorted by length and cut into
+batches, and the batches' order is shuffled again (so long and short batches do not alternate in
+a fixed cycle). A padded text batch costs its longest member's length, so this is where the time
+goes: on SST-2's transfer set random batches of 32 pad to 49.7 tokens on average, grouped ones to
+22.4, for texts of 21.8. The order stays a function of (seed, epoch), so resume and DDP hold.
 """
 
 from __future__ import annotations
@@ -17,9 +24,14 @@ from kdistill.engine.seed import derive_seed
 
 class EpochBatchSampler(Sampler[list[int]]):
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                 lengths: torch.Tensor | None = None, group_batches: int = 50) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if lengths is not None and len(lengths) != num_samples:
+            raise ValueError(f"lengths: {len(lengths)} values for {num_samples} samples")
+        if group_batches < 1:
+            raise ValueError("group_batches must be >= 1")
         self.num_samples = num_samples
         self.batch_size = batch_size  # per process
         self.shuffle = shuffle
@@ -27,6 +39,8 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.drop_last = drop_last
         self.rank = rank
         self.world_size = world_size
+        self.lengths = None if lengths is None else torch.as_tensor(lengths)
+        self.group_batches = group_batches
         self.epoch = 0
         self.start_batch = 0
 
@@ -50,9 +64,20 @@ class EpochBatchSampler(Sampler[list[int]]):
         generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 17))
         return torch.randperm(self.num_samples, generator=generator)
 
+    def global_batches(self) -> list[torch.Tensor]:
+        """This epoch's global batches, in the order they are trained on."""
+        order, size, count = self.order(), self.global_batch_size, len(self)
+        if self.lengths is None or not self.shuffle:
+            return [order[batch * size : (batch + 1) * size] for batch in range(count)]
+        span = size * self.group_batches
+        grouped = torch.cat([piece[torch.argsort(self.lengths[piece], descending=True, stable=True)]
+                             for piece in order.split(span)])
+        batches = [grouped[batch * size : (batch + 1) * size] for batch in range(count)]
+        full = sum(len(batch) == size for batch in batches)  # a partial last batch stays last
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, 19))
+        return [batches[i] for i in torch.randperm(full, generator=generator).tolist()] + batches[full:]
+
     def __iter__(self) -> Iterator[list[int]]:
-        order = self.order()
-        size = self.global_batch_size
+        batches = self.global_batches()
         for batch in range(self.start_batch, len(self)):
-            global_batch = order[batch * size : (batch + 1) * size]
-            yield global_batch[self.rank :: self.world_size].tolist()
+            yield batches[batch][self.rank :: self.world_size].tolist()

@@ -62,8 +62,11 @@ def baseline_inputs(config: ExperimentConfig, train: Any, val: Any, run_dir: Pat
     cut_from = _cut_from(config, run_dir)
     if cut_from is not None:  # absent otherwise: stored baselines keep their digests
         student["teacher_checkpoint_sha256"] = _file_digest(cut_from)
+    data = config.data.model_dump(mode="json", exclude={"transfer_set"})
+    if not data["group_by_length"]:  # absent unless set: stored baselines keep their digests
+        del data["group_by_length"]
     return {
-        "data": config.data.model_dump(mode="json", exclude={"transfer_set"}),
+        "data": data,
         "student": student,
         "training": config.training.model_dump(mode="json"),
         "seed": config.seed,

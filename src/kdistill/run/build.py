@@ -117,6 +117,7 @@ def distiller_kwargs(config: ExperimentConfig, training: TrainingSpec, normalize
         "eval_batch_size": config.data.eval_batch_size,
         "num_workers": config.data.num_workers,
         "drop_last": config.data.drop_last,
+        "group_by_length": config.data.group_by_length,
         "device": training.device,
         "precision": training.precision,
         "grad_clip": training.grad_clip,
