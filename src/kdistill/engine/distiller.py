@@ -4,9 +4,8 @@ A step: batch -> device, augmentation -> teacher outputs (from the cache, or the
 mode under `torch.inference_mode`) -> student forward -> every method's loss terms -> weighted sum
 -> backward -> optimiser and schedule. Methods add terms; they never own a loop. With no teacher
 and only `HardLabel`, the same loop trains a teacher or a student from scratch. The jobs around
-the step live in their own modules: loaders, cache set-up, checkpoints, interrupts, progress,
-evaluation; gradient accumulation (accumulation.py); callbacks, EMA, periodic evaluation and
-checkpoints, best checkpoint, early stopping (hooks.py, callbacks.py, ema.py, tracking.py).
+the step live in their own modules: loaders, cache set-up, checkpoints, interrupts, progress, evaluation;
+accumulation; callbacks, EMA, periodic evaluation and checkpoints, best checkpoint, early stopping.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from kdistill.engine.evaluation import evaluate_model
 from kdistill.engine.hooks import TrainingHooks
 from kdistill.engine.inputs import cached_teacher_outputs, check_cache_use, prepare_inputs
 from kdistill.engine.interrupt import TrainingInterrupted, stop_requests_on_signals
-from kdistill.engine.loaders import make_loader
+from kdistill.engine.loaders import EvaluationLoaders, make_loader
 from kdistill.engine.loss import DistillationLoss, Participant, TeacherOutputs
 from kdistill.engine.metrics_log import epoch_record
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler, warmup_overrun
@@ -111,12 +110,11 @@ class Distiller:
         self.schedule_settings = schedule or ScheduleSettings()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.drop_last, self.group_by_length = num_workers, drop_last, group_by_length
-        self.grad_clip = grad_clip
-        self.seed = seed
+        self.evaluation_loaders = EvaluationLoaders()
+        self.grad_clip, self.seed = grad_clip, seed
         self.augment = augment or Augment()
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.progress = progress
-        self.description = description
+        self.progress, self.description = progress, description
         self.channels_last = channels_last
         self.compile = compile  # torch.compile of the student's training forward; a string picks the backend
         self.history: list[dict[str, Any]] = []
@@ -178,9 +176,11 @@ class Distiller:
         return autocast_for(self.device, self.precision)
 
     def make_loader(self, data: Dataset | DataLoader, train: bool) -> DataLoader:
-        return make_loader(data, train=train, batch_size=self.batch_size, eval_batch_size=self.eval_batch_size,
-                           seed=self.seed, world=self.world, device=self.device, num_workers=self.num_workers,
-                           drop_last=self.drop_last, group_by_length=self.group_by_length)
+        def build() -> DataLoader:
+            return make_loader(data, train=train, batch_size=self.batch_size, eval_batch_size=self.eval_batch_size,
+                               seed=self.seed, world=self.world, device=self.device, num_workers=self.num_workers,
+                               drop_last=self.drop_last, group_by_length=self.group_by_length)
+        return build() if train else self.evaluation_loaders.get(data, build, self.num_workers)
 
     # one step -------------------------------------------------------------------------------------
     def prepare_inputs(self, batch: Any, epoch: int, train: bool) -> tuple[Any, Any, Any]:
@@ -302,6 +302,7 @@ class Distiller:
         self.num_samples = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
         if not resume:  # before any work: another run's directory is refused, never overwritten
             claim_run_dir(self.run_dir, fit_identity(self, loader, epochs), self.world)
+        self.evaluation_loaders.open(val, lambda: iter(self.make_loader(val, False)), self.num_workers)
         self._build(loader, epochs)
         start_epoch, start_step, running = 0, 0, {}
         if resume:
@@ -325,6 +326,7 @@ class Distiller:
                                     running if first else {}, progress)
             finally:
                 self.detach_taps()  # the user's models leave fit() as they came, also on Ctrl-C or error
+                self.evaluation_loaders.close()  # their workers end with the fit
                 self._student_ddp = None
                 for teacher, flags in zip(self.teachers, self._teacher_grad_flags, strict=False):
                     for parameter, flag in zip(teacher.model.parameters(), flags, strict=True):

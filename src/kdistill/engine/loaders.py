@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -14,15 +16,72 @@ from kdistill.engine.sampler import EpochBatchSampler
 from kdistill.engine.user_loader import shard_user_loader
 from kdistill.errors import BadInput
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+
 
 def own_process_group(worker_id: int) -> None:
     """A DataLoader worker in a process group of its own. Stops are sent to the training process's
     group (torchrun's agent, `timeout`, schedulers); torch's workers die on a SIGTERM their parent did
     not send, and the training process would then fail mid-step instead of stopping after it and
-    keeping a checkpoint. Out of the group, the workers are ended by their parent as usual."""
+    keeping a checkpoint. Out of the group, the workers are ended by their parent as usual.
+
+    The worker starts with the stops blocked (`StopSafeLoader`): a stop sent to the old group before
+    it left is waiting here, and is dropped, since the parent got it too."""
     if hasattr(os, "setpgid"):
         with contextlib.suppress(OSError):
             os.setpgid(0, 0)
+    if hasattr(signal, "pthread_sigmask"):
+        for _ in signal.sigpending() & set(STOP_SIGNALS):
+            signal.sigtimedwait(STOP_SIGNALS, 0)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+class StopSafeLoader(DataLoader):
+    """A DataLoader whose workers start with the stop signals blocked until they have left the
+    training process's group (`own_process_group`). Without it, a stop arriving between a worker's
+    fork and its `worker_init_fn` (each evaluation forks new workers) killed the worker, and the run
+    failed with "DataLoader worker exited unexpectedly" instead of keeping a checkpoint (seen in CI)."""
+
+    def _get_iterator(self):
+        if self.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
+            return super()._get_iterator()
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return super()._get_iterator()
+        finally:  # a stop that came meanwhile reaches this process's handler now
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+class EvaluationLoaders:
+    """One evaluation loader per data set for the length of a fit, its workers forked as the fit starts.
+
+    A new loader per evaluation forked new workers at each epoch's end, just after the last step's
+    gradient exchange, when torch's own threads enter and leave Python. On CPython before 3.12 (3.11.7
+    here) a fork at such a moment can hang the new worker for ever in its after-fork code: the
+    interpreter's thread-list lock is copied locked (CPython gh-112275). Seen here in 2 of 12
+    two-process runs, still in 1 of 10 with the loader kept but forked at the first evaluation. The
+    validation workers are therefore forked before training starts, next to the training ones, and
+    end with the fit (`close`), which takes them down."""
+
+    def __init__(self) -> None:
+        self.loaders: dict[int, tuple[Dataset, DataLoader]] | None = None
+
+    def open(self, data: Dataset | DataLoader | None, start: Callable[[], object], num_workers: int) -> None:
+        """Keep loaders from now on; `start` forks the workers of `data`'s loader (a first iterator)."""
+        self.loaders = {}
+        if data is not None and num_workers > 0 and not isinstance(data, DataLoader):
+            start()
+
+    def close(self) -> None:
+        self.loaders = None
+
+    def get(self, data: Dataset | DataLoader, build: Callable[[], DataLoader], num_workers: int) -> DataLoader:
+        if self.loaders is None or num_workers == 0 or isinstance(data, DataLoader):
+            return build()  # outside a fit, or nothing to fork: a loader is cheap
+        found = self.loaders.get(id(data))
+        if found is None or found[0] is not data:  # the data set is held, so its id is not reused meanwhile
+            found = self.loaders[id(data)] = (data, build())
+        return found[1]
 
 
 def training_lengths(data: Dataset | DataLoader) -> torch.Tensor:
@@ -56,7 +115,7 @@ def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eva
                                     lengths=lengths)
     else:
         sampler = EpochBatchSampler(len(data), eval_batch_size, shuffle=False, seed=seed)
-    return DataLoader(
+    return StopSafeLoader(
         data,
         batch_sampler=sampler,
         collate_fn=batch_collate if isinstance(data, InMemoryDataset) else None,
