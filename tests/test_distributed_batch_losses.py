@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from kdistill.collectives import gather_batch, gather_rows, shard_weight
+from kdistill.engine.distributed import exit_process
 from kdistill.methods import DIST, PKT, RKD, SimilarityPreserving, StepContext
 
 WORLD = 2
@@ -58,8 +59,10 @@ def _worker(rank: int, folder: str) -> None:
         local = torch.arange(ROWS, dtype=torch.float32)[rank::WORLD]
         results["gathered"] = (gather_batch(local)[0], gather_rows(local)[0])
         torch.save(results, Path(folder) / f"rank{rank}.pt")
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    exit_process(0)  # as kdistill's own workers end: gloo's teardown at exit can abort (SIGABRT)
 
 
 def test_batch_losses_split_over_two_processes_equal_one_process(tmp_path):

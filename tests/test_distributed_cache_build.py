@@ -14,6 +14,7 @@ from kdistill.collectives import current_world
 from kdistill.data import load_digits_bundle
 from kdistill.data.transforms import Augment, Normalize
 from kdistill.engine.cache import CacheSettings, open_cache
+from kdistill.engine.distributed import exit_process
 from kdistill.engine.loaders import make_loader
 from kdistill.models import build_model
 
@@ -67,8 +68,10 @@ def _worker(rank: int, folder: str) -> None:
         except RuntimeError as error:
             outcome = str(error)
         torch.save(outcome, Path(folder) / f"outcome{rank}.pt")
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    exit_process(0)  # as kdistill's own workers end: gloo's teardown at exit can abort (SIGABRT)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from kdistill import Distiller, OptimizerSettings
 from kdistill.data import load_digits_bundle, split_validation
 from kdistill.data.base import batch_collate
+from kdistill.engine.distributed import exit_process
 from kdistill.errors import BadInput
 from kdistill.methods import HardLabel, SoftTarget
 from kdistill.models import build_model
@@ -59,8 +60,10 @@ def _worker(rank: int, folder: str) -> None:
         if rank == 0:
             torch.save(distiller.student.model.state_dict(), Path(folder) / "student.pt")
         torch.save(refusal, Path(folder) / f"refusal{rank}.pt")
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    exit_process(0)  # as kdistill's own workers end: gloo's teardown at exit can abort (SIGABRT)
 
 
 @pytest.mark.slow

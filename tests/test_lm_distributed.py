@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from lm_fixtures import BLOCK, VOCAB, corpus, tiny_lm
 
 from kdistill import Distiller, OptimizerSettings
+from kdistill.engine.distributed import exit_process
 from kdistill.lm import causal_lm, open_topk_cache, use_cache
 from kdistill.methods import ForwardKL, HardLabel
 
@@ -94,8 +95,10 @@ def _worker(rank: int, folder: str) -> None:
         except RuntimeError as error:
             outcome = str(error)
         torch.save(outcome, Path(folder) / f"outcome{rank}.pt")
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    exit_process(0)  # as kdistill's own workers end: gloo's teardown at exit can abort (SIGABRT)
 
 
 @pytest.mark.slow
