@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from functools import partial
 from multiprocessing.process import BaseProcess
 
 import pytest
@@ -71,11 +72,14 @@ def test_evaluation_reuses_its_workers_across_epochs(digits, monkeypatch):
         distiller = Distiller(None, student, [HardLabel()], batch_size=64, seed=0, progress=False,
                               num_workers=workers, student_normalization=(bundle.mean, bundle.std))
         records[workers] = distiller.fit(train.subset(torch.arange(256)), val, epochs=3)
+        starts_in_fits = len(started)
         if workers:  # kept for the length of a fit only: a fit's end takes the workers down
             assert distiller.make_loader(val, train=False) is not distiller.make_loader(val, train=False)
-            distiller.evaluation_loaders.open(None, lambda: None, workers)
+            distiller.evaluation_loaders.open(val, partial(distiller.make_loader, val, train=False), workers)
             assert distiller.make_loader(val, train=False) is distiller.make_loader(val, train=False)
             assert distiller.make_loader(train, train=True) is not distiller.make_loader(train, train=True)
+            # only the validation set's: a cache build's pass over the training set keeps no workers
+            assert distiller.make_loader(train, train=False) is not distiller.make_loader(train, train=False)
             distiller.evaluation_loaders.close()
-    assert len(started) == 2, started  # one training worker, one evaluation worker, for three evaluations
+    assert starts_in_fits == 2, started  # one training worker, one evaluation worker, for three evaluations
     assert [(r["val/acc"], r["val/loss"]) for r in records[0]] == [(r["val/acc"], r["val/loss"]) for r in records[1]]

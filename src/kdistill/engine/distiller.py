@@ -180,7 +180,7 @@ class Distiller:
             return make_loader(data, train=train, batch_size=self.batch_size, eval_batch_size=self.eval_batch_size,
                                seed=self.seed, world=self.world, device=self.device, num_workers=self.num_workers,
                                drop_last=self.drop_last, group_by_length=self.group_by_length)
-        return build() if train else self.evaluation_loaders.get(data, build, self.num_workers)
+        return build() if train else self.evaluation_loaders.get(data, build)
 
     # one step -------------------------------------------------------------------------------------
     def prepare_inputs(self, batch: Any, epoch: int, train: bool) -> tuple[Any, Any, Any]:
@@ -302,7 +302,7 @@ class Distiller:
         self.num_samples = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
         if not resume:  # before any work: another run's directory is refused, never overwritten
             claim_run_dir(self.run_dir, fit_identity(self, loader, epochs), self.world)
-        self.evaluation_loaders.open(val, lambda: iter(self.make_loader(val, False)), self.num_workers)
+        self.evaluation_loaders.open(val, lambda: self.make_loader(val, False), self.num_workers)
         self._build(loader, epochs)
         start_epoch, start_step, running = 0, 0, {}
         if resume:

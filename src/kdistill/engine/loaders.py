@@ -53,7 +53,7 @@ class StopSafeLoader(DataLoader):
 
 
 class EvaluationLoaders:
-    """One evaluation loader per data set for the length of a fit, its workers forked as the fit starts.
+    """The validation set's loader, kept for the length of a fit, its workers forked as the fit starts.
 
     A new loader per evaluation forked new workers at each epoch's end, just after the last step's
     gradient exchange, when torch's own threads enter and leave Python. On CPython before 3.12 (3.11.7
@@ -64,24 +64,22 @@ class EvaluationLoaders:
     are forked before training starts, next to the training ones, and end with the fit (`close`)."""
 
     def __init__(self) -> None:
-        self.loaders: dict[int, tuple[Dataset, DataLoader]] | None = None
+        self.data: Dataset | None = None
+        self.loader: DataLoader | None = None
 
-    def open(self, data: Dataset | DataLoader | None, start: Callable[[], object], num_workers: int) -> None:
-        """Keep loaders from now on; `start` forks the workers of `data`'s loader (a first iterator)."""
-        self.loaders = {}
+    def open(self, data: Dataset | DataLoader | None, build: Callable[[], DataLoader], num_workers: int) -> None:
+        """Keep `data`'s evaluation loader until `close`, its workers forked now (a first iterator)."""
+        self.close()
         if data is not None and num_workers > 0 and not isinstance(data, DataLoader):
-            start()
+            self.loader = build()
+            iter(self.loader)
+            self.data = data
 
     def close(self) -> None:
-        self.loaders = None
+        self.data, self.loader = None, None
 
-    def get(self, data: Dataset | DataLoader, build: Callable[[], DataLoader], num_workers: int) -> DataLoader:
-        if self.loaders is None or num_workers == 0 or isinstance(data, DataLoader):
-            return build()  # outside a fit, or nothing to fork: a loader is cheap
-        found = self.loaders.get(id(data))
-        if found is None or found[0] is not data:  # the data set is held, so its id is not reused meanwhile
-            found = self.loaders[id(data)] = (data, build())
-        return found[1]
+    def get(self, data: Dataset | DataLoader, build: Callable[[], DataLoader]) -> DataLoader:
+        return self.loader if self.loader is not None and data is self.data else build()
 
 
 def training_lengths(data: Dataset | DataLoader) -> torch.Tensor:
