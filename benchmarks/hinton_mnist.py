@@ -37,6 +37,7 @@ BENCHMARK = "hinton_mnist"
 TEACHER_SEED = 1000
 TEACHER = {"hidden": [1200, 1200], "dropout": 0.5, "input_dropout": 0.2}
 STUDENT = {"hidden": [800, 800]}
+OWN_TEACHER = "distilled (teacher of its own: seed 1000 + student seed)"
 
 
 def recipe(epochs: int) -> dict:
@@ -69,29 +70,31 @@ def errors(distiller: Distiller, test) -> int:
     return round((1 - distiller.evaluate(test)["acc"]) * len(test))
 
 
-def train_teacher(records: Records, bundle, epochs: int):
+def train_teacher(records: Records, bundle, epochs: int, seed: int = TEACHER_SEED):
     config = {**recipe(epochs), "model": TEACHER, "jitter_px": 2}
-    path = WORK / BENCHMARK / f"teacher-{epochs}ep.pt"
-    torch.manual_seed(TEACHER_SEED)
+    suffix = "" if seed == TEACHER_SEED else f"-seed{seed}"  # the first teacher's file keeps its name
+    path = WORK / BENCHMARK / f"teacher-{epochs}ep{suffix}.pt"
+    torch.manual_seed(seed)
     teacher = build_model("mlp", 10, (1, 28, 28), TEACHER)
-    if records.find("teacher", TEACHER_SEED, config) and path.exists():
+    if records.find("teacher", seed, config) and path.exists():
         teacher.load_state_dict(torch.load(path, weights_only=True))
         return teacher.eval()
     with Timer() as timer:
-        trainer = distiller_for(None, teacher, [HardLabel()], config, TEACHER_SEED, "teacher",
-                                augment=Augment(crop_padding=2, seed=TEACHER_SEED))
+        trainer = distiller_for(None, teacher, [HardLabel()], config, seed, f"teacher{suffix}",
+                                augment=Augment(crop_padding=2, seed=seed))
         fit(trainer, bundle.train, epochs)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(teacher.state_dict(), path)
     found = errors(trainer, bundle.test)
-    records.append("teacher", TEACHER_SEED, config, {"test_errors": found, "test_acc": 100 - found / 100},
+    records.append("teacher", seed, config, {"test_errors": found, "test_acc": 100 - found / 100},
                    timer.seconds, params=count_parameters(teacher), train_seconds=train_seconds(trainer.history))
     print(f"teacher: {found} errors ({timer.seconds:.0f} s)", flush=True)
     return teacher.eval()
 
 
 def run_student(records: Records, bundle, variant: str, seed: int, config: dict, methods, teacher, args,
-                architecture: dict = STUDENT, epochs: int | None = None, augment: Augment | None = None):
+                architecture: dict = STUDENT, epochs: int | None = None, augment: Augment | None = None,
+                **extra):
     """Train (or resume, or load when recorded) one student; returns it."""
     name = f"{variant.split(' ')[0]}-seed{seed}"  # the config digest in the directory name tells variants apart
     torch.manual_seed(seed)
@@ -110,7 +113,7 @@ def run_student(records: Records, bundle, variant: str, seed: int, config: dict,
         return student.eval()
     records.append(variant, seed, config, {"test_errors": found, "test_acc": 100 - found / 100}, timer.seconds,
                    params=count_parameters(student), notes=distiller.notes,
-                   train_seconds=train_seconds(distiller.history))
+                   train_seconds=train_seconds(distiller.history), **extra)
     print(f"{variant} seed {seed}: {found} errors ({timer.seconds:.0f} s)", flush=True)
     return student.eval()
 
@@ -125,7 +128,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variants", nargs="*", default=["born-again", "born-again-2", "born-again-teacher-size",
                                                           "born-again-teacher-size-no-dropout"],
-                        help="which born-again generations to train (scratch and distilled always run)")
+                        help="which born-again generations to train (scratch and distilled always run); "
+                             "'own-teacher' distils student seed k from a teacher of its own, seed 1000 + k")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -176,6 +180,13 @@ def main() -> None:
             run_student(records, bundle, "born-again (teacher's size, no dropout, taught by the teacher)", seed,
                         plain_config, distill(), teacher, args, architecture=plain, epochs=args.teacher_epochs,
                         augment=Augment(crop_padding=2, seed=0))
+        if "own-teacher" in args.variants:
+            # the teacher is a run with a seed too: student seed k learns from teacher seed 1000 + k, so
+            # the table's teacher row and the gap average over teachers, not one teacher's luck
+            own = train_teacher(records, bundle, args.teacher_epochs, TEACHER_SEED + seed)
+            run_student(records, bundle, OWN_TEACHER, seed,
+                        {**scratch_config, **kd, "teacher": "teacher of seed 1000 + student seed"}, distill(), own,
+                        args, teacher_digest=model_digest(own))
     print(render(BENCHMARK))
 
 
