@@ -12,6 +12,7 @@ Every finished run is a record in benchmarks/results/hinton_mnist.jsonl; recorde
 (the teacher's weights are kept in benchmarks/runs/hinton_mnist/ to serve later sessions).
 
     python benchmarks/hinton_mnist.py [--teacher-epochs 120] [--student-epochs 50] [--seeds 0 1 2] [--threads 1]
+    python benchmarks/hinton_mnist.py --variants own-teacher  # + teachers of seeds 1001, 1002, one per student seed
     python benchmarks/table.py hinton_mnist
 """
 
