@@ -81,6 +81,11 @@ VARIANTS: dict[str, tuple[list[dict], str | None]] = {
                                           "teacher_layer": "linear:input", "weight": 0.8, "feature_dim": 128,
                                           "num_negatives": 16384, "nce_temperature": 0.07, "momentum": 0.5,
                                           "negatives": "other_classes"}], "cache"),
+    # RepDistiller's "CRD+KD" row (-r 1 -a 1 -b 0.8): CE 1 + KD 1 at T 4 + CRD 0.8, its CIFAR negatives
+    "CRD+KD": ([CE, {"name": "soft_target", "weight": 1.0, "temperature": 4},
+                {"name": "crd", "student_layer": "linear:input", "teacher_layer": "linear:input", "weight": 0.8,
+                 "feature_dim": 128, "num_negatives": 16384, "nce_temperature": 0.07, "momentum": 0.5,
+                 "negatives": "other_classes"}], "cache"),
 }
 
 
