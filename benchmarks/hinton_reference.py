@@ -140,10 +140,10 @@ def main() -> None:
     x, y = pixels(bundle.train)
     x_test, y_test = pixels(bundle.test)
     for seed in args.seeds:
-        teacher = teacher_of(seed)
+        teacher = teacher_of(seed) if "distilled" in args.variants else None  # scratch runs need no teacher
         # one config for every seed (the table shows one config per variant); the weights' digest rides along
         teacher_config = {"trained_by": "benchmarks/hinton_mnist.py", "model": TEACHER}
-        if not records.find("teacher", TEACHER_SEED + seed, teacher_config):
+        if teacher is not None and not records.find("teacher", TEACHER_SEED + seed, teacher_config):
             with Timer() as timer:
                 found = test_errors(teacher, x_test, y_test)
             records.append("teacher", TEACHER_SEED + seed, teacher_config,
