@@ -86,6 +86,8 @@ VARIANTS: dict[str, tuple[list[dict], str | None]] = {
                 {"name": "crd", "student_layer": "linear:input", "teacher_layer": "linear:input", "weight": 0.8,
                  "feature_dim": 128, "num_negatives": 16384, "nce_temperature": 0.07, "momentum": 0.5,
                  "negatives": "other_classes"}], "cache"),
+    # CRD+KD's own KD mix (CE 1 + KD 1, against the KD row's 0.1 + 0.9) without CRD: what the CRD term adds
+    "KD (CE 1 + KD 1)": ([CE, {"name": "soft_target", "weight": 1.0, "temperature": 4}], "cache"),
 }
 
 
