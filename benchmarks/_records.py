@@ -7,6 +7,7 @@ from these records only (`python benchmarks/table.py <benchmark>`), never typed 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -61,15 +62,27 @@ class Records:
 
     def append(self, variant: str, seed: int, config: dict[str, Any], metrics: dict[str, Any], seconds: float,
                **extra: Any) -> dict[str, Any]:
+        """Record a finished run, unless another process recorded the same run first: two processes
+        that both found the run missing and trained it (or a rerun after a lost find) leave one record,
+        the first, so a table's n never counts one seed twice."""
         record = {"benchmark": self.benchmark, "variant": variant, "seed": seed, "metrics": metrics,
                   **extra, "config": config, "config_digest": config_digest(config), "commit": git_commit(),
                   "date": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": round(seconds, 1),
                   "machine": machine()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as handle:  # one line per write: a crash never leaves half a record
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        with open(self.path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # find-then-write as one step across processes
+            try:
+                earlier = self.find(variant, seed, config)
+                if earlier is not None:
+                    print(f"{self.benchmark}: {variant} seed {seed} was recorded by another run; kept that record",
+                          flush=True)
+                    return earlier
+                handle.write(json.dumps(record) + "\n")  # one line per write: a crash never leaves half a record
+                handle.flush()
+                os.fsync(handle.fileno())
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
         return record
 
 

@@ -13,6 +13,7 @@ Every finished run is a record in benchmarks/results/hinton_mnist.jsonl; recorde
 
     python benchmarks/hinton_mnist.py [--teacher-epochs 120] [--student-epochs 50] [--seeds 0 1 2] [--threads 1]
     python benchmarks/hinton_mnist.py --variants own-teacher  # + teachers of seeds 1001, 1002, one per student seed
+    python benchmarks/hinton_mnist.py --variants jittered  # + students on jittered views, the teacher on each
     python benchmarks/table.py hinton_mnist
 """
 
@@ -39,6 +40,8 @@ TEACHER_SEED = 1000
 TEACHER = {"hidden": [1200, 1200], "dropout": 0.5, "input_dropout": 0.2}
 STUDENT = {"hidden": [800, 800]}
 OWN_TEACHER = "distilled (teacher of its own: seed 1000 + student seed)"
+JITTERED_SCRATCH = "scratch (jittered)"
+JITTERED_DISTILLED = "distilled (jittered: the teacher on every view)"
 
 
 def recipe(epochs: int) -> dict:
@@ -130,7 +133,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=["born-again", "born-again-2", "born-again-teacher-size",
                                                           "born-again-teacher-size-no-dropout"],
                         help="which born-again generations to train (scratch and distilled always run); "
-                             "'own-teacher' distils student seed k from a teacher of its own, seed 1000 + k")
+                             "'own-teacher' distils student seed k from a teacher of its own, seed 1000 + k; "
+                             "'jittered' trains scratch and distilled students on +-2 px jittered views")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -188,6 +192,15 @@ def main() -> None:
             run_student(records, bundle, OWN_TEACHER, seed,
                         {**scratch_config, **kd, "teacher": "teacher of seed 1000 + student seed"}, distill(), own,
                         args, teacher_digest=model_digest(own))
+        if "jittered" in args.variants:
+            # the students with the teacher's +-2 px jitter: the distilled one reads the teacher on every
+            # jittered view (one cached view per epoch), so the transfer set grows with the epochs; the
+            # scratch twin tells what the jitter alone gives (one jitter stream: one cache for all seeds)
+            jittered = {**scratch_config, "jitter_px": 2}
+            run_student(records, bundle, JITTERED_SCRATCH, seed, jittered, [HardLabel()], None, args,
+                        augment=Augment(crop_padding=2, seed=0))
+            run_student(records, bundle, JITTERED_DISTILLED, seed, {**jittered, **kd, "teacher": model_digest(teacher)},
+                        distill(), teacher, args, augment=Augment(crop_padding=2, seed=0))
     print(render(BENCHMARK))
 
 

@@ -1,0 +1,57 @@
+"""The benchmarks' result records: one record per (variant, seed, config), even when two
+processes finish the same run."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def records_module(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import _records
+
+    monkeypatch.setattr(_records, "RESULTS", tmp_path)
+    return _records
+
+
+def test_a_run_recorded_twice_keeps_the_first_record(records_module, tmp_path):
+    first, second = records_module.Records("demo"), records_module.Records("demo")
+    config = {"lr": 0.1}
+    assert first.find("KD", 0, config) is None and second.find("KD", 0, config) is None  # both would train
+    kept = first.append("KD", 0, config, {"test_acc": 81.0}, 1.0)
+    returned = second.append("KD", 0, config, {"test_acc": 82.0}, 1.0)
+    lines = (tmp_path / "demo.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["metrics"] == {"test_acc": 81.0}
+    assert returned["metrics"] == kept["metrics"] == {"test_acc": 81.0}
+    second.append("KD", 1, config, {"test_acc": 80.0}, 1.0)  # another seed is another run
+    second.append("KD", 0, {"lr": 0.2}, {"test_acc": 80.0}, 1.0)  # and another config
+    assert len((tmp_path / "demo.jsonl").read_text().splitlines()) == 3
+
+
+def _append_after(barrier, results: str, index: int) -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    import _records
+
+    _records.RESULTS = Path(results)
+    barrier.wait()
+    _records.Records("demo").append("KD", 0, {"lr": 0.1}, {"test_acc": float(index)}, 1.0)
+
+
+def test_processes_finishing_the_same_run_at_once_leave_one_record(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    workers = [context.Process(target=_append_after, args=(barrier, str(tmp_path), i)) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert len((tmp_path / "demo.jsonl").read_text().splitlines()) == 1
