@@ -198,9 +198,9 @@ def main() -> None:
             # scratch twin tells what the jitter alone gives (one jitter stream: one cache for all seeds)
             jittered = {**scratch_config, "jitter_px": 2}
             run_student(records, bundle, JITTERED_SCRATCH, seed, jittered, [HardLabel()], None, args,
-                        augment=Augment(crop_padding=2, seed=0))
+                        augment=Augment(crop_padding=2, seed=0), baseline=JITTERED_SCRATCH)
             run_student(records, bundle, JITTERED_DISTILLED, seed, {**jittered, **kd, "teacher": model_digest(teacher)},
-                        distill(), teacher, args, augment=Augment(crop_padding=2, seed=0))
+                        distill(), teacher, args, augment=Augment(crop_padding=2, seed=0), baseline=JITTERED_SCRATCH)
     print(render(BENCHMARK))
 
 

@@ -5,7 +5,9 @@
 Rows are variants in the order they were first recorded. A variant recorded under several configs
 shows only the latest config's runs (the older ones are counted in a note). "vs baseline" is the
 difference of means; "gap recovered" is (variant - baseline) / (teacher - baseline), shown only
-where the teacher is better than the baseline.
+where the teacher is better than the baseline. A record may name its own baseline (`"baseline":
+"scratch (jittered)"`): its row is compared with that variant instead, and the cell says so; a
+row that is its own baseline shows no comparison.
 """
 
 from __future__ import annotations
@@ -67,14 +69,17 @@ def render(benchmark: str, baseline: str = "scratch", teacher: str = "teacher") 
     metric = metric_of(records[0])[0]
     digits = 1 if metric == "test_errors" else 2
     lower_is_better = metric in ("test_errors", "perplexity")
-    base = [metric_of(r)[1] for r in runs.get(baseline, [])]
     top = [metric_of(r)[1] for r in runs.get(teacher, [])]
     rows = []
     for variant, variant_runs in runs.items():
         values = [metric_of(r)[1] for r in variant_runs]
+        own_baseline = variant_runs[-1].get("baseline", baseline)
+        base = [metric_of(r)[1] for r in runs.get(own_baseline, [])]
         delta = gap = ""
-        if base and variant not in (baseline, teacher):
+        if base and variant not in (own_baseline, teacher):
             delta = f"{statistics.mean(values) - statistics.mean(base):+.2f}"
+            if own_baseline != baseline:
+                delta += f" (vs {own_baseline})"
             if top:
                 span = statistics.mean(top) - statistics.mean(base)
                 better = span < 0 if lower_is_better else span > 0

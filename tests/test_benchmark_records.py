@@ -55,3 +55,20 @@ def test_processes_finishing_the_same_run_at_once_leave_one_record(tmp_path):
         worker.join(60)
         assert worker.exitcode == 0
     assert len((tmp_path / "demo.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_row_with_a_baseline_of_its_own_is_compared_with_it(records_module, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import table
+
+    monkeypatch.setattr(table, "load", records_module.load)
+    records = records_module.Records("demo")
+    for variant, errors, extra in [("teacher", 80, {}), ("scratch", 140, {}), ("distilled", 100, {}),
+                                   ("scratch (jittered)", 70, {"baseline": "scratch (jittered)"}),
+                                   ("distilled (jittered)", 90, {"baseline": "scratch (jittered)"})]:
+        records.append(variant, 0, {}, {"test_errors": errors}, 1.0, **extra)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.render("demo").splitlines()}
+    assert rows["distilled"][3:5] == ["-40.00", "67 %"]  # (100 - 140) / (80 - 140)
+    assert rows["scratch (jittered)"][3:5] == ["", ""]  # a baseline: no "gap" of 117 % against plain scratch
+    # its teacher (80) is worse than its baseline (70): a difference, and no share of a gap
+    assert rows["distilled (jittered)"][3:5] == ["+20.00 (vs scratch (jittered))", ""]
