@@ -49,9 +49,12 @@ def load(benchmark: str) -> list[dict[str, Any]]:
 class Records:
     """The records of one benchmark: look a run up, or append a finished one."""
 
-    def __init__(self, benchmark: str) -> None:
+    def __init__(self, benchmark: str, repeated_measurements: bool = False) -> None:
+        """`repeated_measurements`: the records are one measurement taken again and again (a latency
+        timed in turns, whose median is the figure), so every record of the same key is kept."""
         self.benchmark = benchmark
         self.path = RESULTS / f"{benchmark}.jsonl"
+        self.repeated_measurements = repeated_measurements
 
     def find(self, variant: str, seed: int, config: dict[str, Any]) -> dict[str, Any] | None:
         digest = config_digest(config)
@@ -73,7 +76,7 @@ class Records:
         with open(self.path, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)  # find-then-write as one step across processes
             try:
-                earlier = self.find(variant, seed, config)
+                earlier = None if self.repeated_measurements else self.find(variant, seed, config)
                 if earlier is not None:
                     print(f"{self.benchmark}: {variant} seed {seed} was recorded by another run; kept that record",
                           flush=True)

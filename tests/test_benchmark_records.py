@@ -72,3 +72,10 @@ def test_a_row_with_a_baseline_of_its_own_is_compared_with_it(records_module, mo
     assert rows["scratch (jittered)"][3:5] == ["", ""]  # a baseline: no "gap" of 117 % against plain scratch
     # its teacher (80) is worse than its baseline (70): a difference, and no share of a gap
     assert rows["distilled (jittered)"][3:5] == ["+20.00 (vs scratch (jittered))", ""]
+
+
+def test_repeated_measurements_keep_every_record(records_module, tmp_path):
+    latency = records_module.Records("timing", repeated_measurements=True)
+    for ms in (2.0, 2.2, 1.9):  # one latency timed in turns again and again: the median of all is the figure
+        latency.append("student", 0, {"threads": 1}, {"ms_b1": ms}, 1.0)
+    assert len((tmp_path / "timing.jsonl").read_text().splitlines()) == 3
