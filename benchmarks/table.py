@@ -5,7 +5,8 @@
 Rows are variants in the order they were first recorded. A variant recorded under several configs
 shows only the latest config's runs (the older ones are counted in a note). "vs baseline" is the
 difference of means; "gap recovered" is (variant - baseline) / (teacher - baseline), shown only
-where the teacher is better than the baseline. A record may name its own baseline (`"baseline":
+where the teacher is better than the baseline by more than the baseline's seed spread (a share of
+a smaller gap is noise). A record may name its own baseline (`"baseline":
 "scratch (jittered)"`): its row is compared with that variant instead, and the cell says so; a
 row that is its own baseline shows no comparison.
 """
@@ -83,8 +84,12 @@ def render(benchmark: str, baseline: str = "scratch", teacher: str = "teacher") 
             if top:
                 span = statistics.mean(top) - statistics.mean(base)
                 better = span < 0 if lower_is_better else span > 0
-                if better:
+                spread = statistics.stdev(base) if len(base) > 1 else 0.0
+                if better and abs(span) > spread:
                     gap = f"{100 * (statistics.mean(values) - statistics.mean(base)) / span:.0f} %"
+                elif better:  # a share of a gap smaller than the baseline's own seed spread is noise
+                    notes.append(f"{variant}: no gap recovered: the {teacher} leads {own_baseline} by "
+                                 f"{abs(span):.2f}, less than {own_baseline}'s seed spread ({spread:.2f})")
         seconds = statistics.mean(r["seconds"] for r in variant_runs)
         rows.append([variant, cell(values, digits), str(len(values)), delta, gap, f"{seconds:.0f}"])
     header = ["variant", f"{metric} (mean +- std)", "n", f"vs {baseline}", "gap recovered", "s / run"]

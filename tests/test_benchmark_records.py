@@ -74,6 +74,22 @@ def test_a_row_with_a_baseline_of_its_own_is_compared_with_it(records_module, mo
     assert rows["distilled (jittered)"][3:5] == ["+20.00 (vs scratch (jittered))", ""]
 
 
+def test_no_gap_is_shared_out_when_the_teacher_leads_by_less_than_the_seed_spread(records_module, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import table
+
+    monkeypatch.setattr(table, "load", records_module.load)
+    records = records_module.Records("demo")
+    records.append("teacher", 0, {}, {"test_errors": 80}, 1.0)
+    for seed, (scratch, distilled) in enumerate([(70, 90), (90, 100), (89, 90)]):  # scratch 83.0 +- 11.3
+        records.append("scratch", seed, {}, {"test_errors": scratch}, 1.0)
+        records.append("distilled", seed, {}, {"test_errors": distilled}, 1.0)
+    text = table.render("demo")
+    row = next(line for line in text.splitlines() if line.startswith("| distilled"))
+    assert row.split(" | ")[3:5] == ["+10.33", ""]  # not (93.3 - 83) / (80 - 83) = -344 %
+    assert "leads scratch by 3.00, less than scratch's seed spread" in text
+
+
 def test_repeated_measurements_keep_every_record(records_module, tmp_path):
     latency = records_module.Records("timing", repeated_measurements=True)
     for ms in (2.0, 2.2, 1.9):  # one latency timed in turns again and again: the median of all is the figure
