@@ -196,11 +196,11 @@ def main() -> None:
             # the students with the teacher's +-2 px jitter: the distilled one reads the teacher on every
             # jittered view (one cached view per epoch), so the transfer set grows with the epochs; the
             # scratch twin tells what the jitter alone gives (one jitter stream: one cache for all seeds)
-            jittered = {**scratch_config, "jitter_px": 2}
+            jittered, jitter = {**scratch_config, "jitter_px": 2}, Augment(crop_padding=2, seed=0)
             run_student(records, bundle, JITTERED_SCRATCH, seed, jittered, [HardLabel()], None, args,
-                        augment=Augment(crop_padding=2, seed=0), baseline=JITTERED_SCRATCH)
+                        augment=jitter, baseline=JITTERED_SCRATCH)
             run_student(records, bundle, JITTERED_DISTILLED, seed, {**jittered, **kd, "teacher": model_digest(teacher)},
-                        distill(), teacher, args, augment=Augment(crop_padding=2, seed=0), baseline=JITTERED_SCRATCH)
+                        distill(), teacher, args, augment=jitter, baseline=JITTERED_SCRATCH)
     print(render(BENCHMARK))
 
 

@@ -22,6 +22,14 @@ def records_module(tmp_path, monkeypatch):
     return _records
 
 
+@pytest.fixture
+def table_module(records_module, monkeypatch):
+    import table
+
+    monkeypatch.setattr(table, "load", records_module.load)
+    return table
+
+
 def test_a_run_recorded_twice_keeps_the_first_record(records_module, tmp_path):
     first, second = records_module.Records("demo"), records_module.Records("demo")
     config = {"lr": 0.1}
@@ -57,34 +65,26 @@ def test_processes_finishing_the_same_run_at_once_leave_one_record(tmp_path):
     assert len((tmp_path / "demo.jsonl").read_text().splitlines()) == 1
 
 
-def test_a_row_with_a_baseline_of_its_own_is_compared_with_it(records_module, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import table
-
-    monkeypatch.setattr(table, "load", records_module.load)
+def test_a_row_with_a_baseline_of_its_own_is_compared_with_it(records_module, table_module):
     records = records_module.Records("demo")
     for variant, errors, extra in [("teacher", 80, {}), ("scratch", 140, {}), ("distilled", 100, {}),
                                    ("scratch (jittered)", 70, {"baseline": "scratch (jittered)"}),
                                    ("distilled (jittered)", 90, {"baseline": "scratch (jittered)"})]:
         records.append(variant, 0, {}, {"test_errors": errors}, 1.0, **extra)
-    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.render("demo").splitlines()}
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table_module.render("demo").splitlines()}
     assert rows["distilled"][3:5] == ["-40.00", "67 %"]  # (100 - 140) / (80 - 140)
     assert rows["scratch (jittered)"][3:5] == ["", ""]  # a baseline: no "gap" of 117 % against plain scratch
     # its teacher (80) is worse than its baseline (70): a difference, and no share of a gap
     assert rows["distilled (jittered)"][3:5] == ["+20.00 (vs scratch (jittered))", ""]
 
 
-def test_no_gap_is_shared_out_when_the_teacher_leads_by_less_than_the_seed_spread(records_module, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import table
-
-    monkeypatch.setattr(table, "load", records_module.load)
+def test_no_gap_is_shared_out_when_the_teacher_leads_by_less_than_the_seed_spread(records_module, table_module):
     records = records_module.Records("demo")
     records.append("teacher", 0, {}, {"test_errors": 80}, 1.0)
     for seed, (scratch, distilled) in enumerate([(70, 90), (90, 100), (89, 90)]):  # scratch 83.0 +- 11.3
         records.append("scratch", seed, {}, {"test_errors": scratch}, 1.0)
         records.append("distilled", seed, {}, {"test_errors": distilled}, 1.0)
-    text = table.render("demo")
+    text = table_module.render("demo")
     row = next(line for line in text.splitlines() if line.startswith("| distilled"))
     assert row.split(" | ")[3:5] == ["+10.33", ""]  # not (93.3 - 83) / (80 - 83) = -344 %
     assert "leads scratch by 3.00, less than scratch's seed spread" in text
