@@ -1,9 +1,9 @@
 """CIFAR-10 methods: what each student took from the teacher, measured on the test images.
 
 The methods table ranks students by accuracy alone; it cannot tell a method that transferred little
-from one that transferred something that does not pay at this scale. CRD's authors argue (section
-4.1 of the CRD paper, on CIFAR-100) that cross-entropy and KD ignore the correlations between class
-logits and that CRD's students match the teacher's correlations most closely. This reads every
+from one that transferred something that does not pay at this scale. CRD's authors argue (with a
+figure on CIFAR-100 in the CRD paper) that cross-entropy and KD ignore the correlations between
+class logits and that CRD's students match the teacher's correlations most closely. This reads every
 student of `cifar10_methods.py` whose weights are still in its run directory and measures, on the
 10,000 test images, against the benchmark's teacher:
 
@@ -16,10 +16,12 @@ student of `cifar10_methods.py` whose weights are still in its run directory and
   embeddings CRD and RKD read; 1 = the same geometry up to rotation and scale);
 - `feature_r2`: how much of the teacher's penultimate features a linear map of the student's
   explains (R^2, fitted by least squares on the even-numbered test images, measured on the odd
-  ones: the images are stored class by class): CRD contrasts the two through learned linear heads, so a student that carries the
-  teacher's representation in any linear form scores high here even where CKA does not.
+  ones: the images are stored class by class): CRD contrasts the two through learned linear
+  heads, so a student that carries the teacher's representation in any linear form scores high
+  here even where CKA does not.
 
-`test_acc` is measured again and must equal the methods record (the weights are that run's).
+`test_acc` is measured again; where it differs from the methods record (a student retrained after
+its run directory was lost, not bit-identical to the recorded run), the probe record says so.
 Records go to benchmarks/results/cifar10_transfer.jsonl, keyed by the student's own run.
 
     python benchmarks/cifar10_transfer.py [--threads 1]
@@ -160,10 +162,12 @@ def main() -> None:
             student.load_state_dict(torch.load(path, weights_only=True))
             metrics = probe(teacher_out, outputs(student, images), labels)
         recorded = round(record["metrics"]["test_acc"], 2)
-        if metrics["test_acc"] != recorded:
-            raise SystemExit(f"{path}: test accuracy {metrics['test_acc']} differs from its record ({recorded}): "
-                             "these weights are not that run's")
-        records.append(record["variant"], record["seed"], config, metrics, timer.seconds)
+        extra = {}
+        if metrics["test_acc"] != recorded:  # the same config retrained (the run directory was lost) and not
+            # bit-identical to the recorded run: kept, and said
+            extra["note"] = f"retrained: {metrics['test_acc']} % against the methods record's {recorded} %"
+            print(f"{path.parent.name}: {extra['note']}", flush=True)
+        records.append(record["variant"], record["seed"], config, metrics, timer.seconds, **extra)
         print(f"{record['variant']} seed {record['seed']}: {metrics}", flush=True)
     print(table())
 
