@@ -176,7 +176,19 @@ def test_a_misspelt_key_inside_a_union_field_is_one_line():
     """`teacher.cache` is a mapping or a bool: a misspelt key in the mapping is the problem, not "should be
     a valid boolean" from the union's other member."""
     raw = {"student": {"name": "mlp"}, "teacher": {"name": "cnn", "cache": {"dir": "x"}}}
-    assert problems_of(raw) == ["teacher.cache.dir: unknown key; remove it or check its spelling"]
+    assert problems_of(raw) == [
+        "teacher.cache.dir: unknown key; remove it or check its spelling (did you mean 'directory'?)"]
+
+
+def test_an_unknown_key_is_matched_against_its_own_section():
+    """The suggestion comes from the keys of the section the key sits in (`training.epoch` -> epochs,
+    not some other section's field), and a key with no near spelling there lists what the section takes."""
+    raw = demo_raw()
+    raw["training"] = {**raw["training"], "epoch": 3}
+    assert problems_of(raw) == ["training.epoch: unknown key; remove it or check its spelling (did you mean 'epochs'?)"]
+    raw = {"student": {"name": "mlp"}, "teacher": {"name": "cnn", "cache": {"where": "x"}}}
+    assert problems_of(raw) == ["teacher.cache.where: unknown key; remove it or check its spelling; this section "
+                                "takes directory, dtype, enabled, extra_taps, features, temperature, top_k, views"]
 
 
 def test_a_misspelt_key_suggests_the_field_and_schema_errors_quote_the_value(tmp_path):
@@ -184,7 +196,8 @@ def test_a_misspelt_key_suggests_the_field_and_schema_errors_quote_the_value(tmp
     say which value they refused (kdistill's checks already do: "must be > 0 (got 0)")."""
     assert problems_of({**demo_raw(), "trainig": {"epochs": 1}}) == [
         "trainig: unknown key; remove it or check its spelling (did you mean 'training'?)"]
-    assert problems_of({**demo_raw(), "zzz": 1}) == ["zzz: unknown key; remove it or check its spelling"]
+    (problem,) = problems_of({**demo_raw(), "zzz": 1})
+    assert problem.startswith("zzz: unknown key; remove it or check its spelling; the top level takes baseline, ")
     raw = demo_raw()
     raw["data"] = {**raw["data"], "batch_size": 0}
     assert problems_of(raw) == ["data.batch_size: Input should be greater than 0 (got 0)"]

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdistill.compress.spec import CompressSpec
-from kdistill.config_error import ConfigError, did_you_mean
+from kdistill.config_error import ConfigError, unknown_key_hint
 from kdistill.config_files import expand_environment, read_config_file
 from kdistill.config_overrides import apply_override
 from kdistill.data.label_noise import LabelNoiseSpec
@@ -331,7 +331,7 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
             continue
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            hint = did_you_mean(str(item["loc"][-1]), ExperimentConfig)
+            hint = unknown_key_hint(str(item["loc"][-1]), ExperimentConfig, loc[:-1])
             message = f"unknown key; remove it or check its spelling{hint}"
         elif item["type"] == "missing":
             message = "required; add it"

@@ -38,5 +38,33 @@ def did_you_mean(key: str, schema: type[BaseModel]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def section_fields(schema: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    """The keys the mapping at `path` takes (`("teacher", "cache")` -> enabled, directory, ...), or []
+    where the path leaves the schema's models (a free-form `options` mapping)."""
+    models = [schema]
+    for part in path:
+        if isinstance(part, int):  # a list item: the list's models were taken one step up
+            continue
+        fields = [m.model_fields[part] for m in models if part in m.model_fields]
+        models = [inner for field in fields for inner in _models_in(field.annotation)]
+        if not models:
+            return []
+    return sorted({name for m in models for name in m.model_fields})
+
+
+def unknown_key_hint(key: str, schema: type[BaseModel], section: tuple[Any, ...]) -> str:
+    """What to write instead of `key`: a near spelling or an abbreviation (`dir` -> directory) of
+    the section's own keys, else the keys the section takes, else a near key anywhere in the schema."""
+    keys = section_fields(schema, section)
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    starts = [name for name in keys if name.startswith(key) or key.startswith(name)]
+    near = close or (starts if len(starts) == 1 else [])
+    if near:
+        return f" (did you mean '{near[0]}'?)"
+    if keys and len(keys) <= 16:  # no near spelling here: what the section does take
+        return f"; {'this section' if section else 'the top level'} takes {', '.join(keys)}"
+    return did_you_mean(key, schema)
+
+
 class ConfigError(BadInput):
     """A configuration that cannot run; `problems` are `field: message` lines."""
