@@ -14,7 +14,7 @@ from sealed_data import SealedSplitRead
 import kdistill.experiment
 from kdistill.config import load_config, validate
 from kdistill.experiment import run_experiment
-from kdistill.tune.data import tuning_raw
+from kdistill.tune.data import held_out, tuning_raw
 from kdistill.tune.objective import make_objective
 from kdistill.tune.study import BEST_CONFIG, open_study, run_search, search_plan
 
@@ -92,6 +92,9 @@ def test_tuning_never_reads_the_test_split(tmp_path):
         run_experiment(validate({k: v for k, v in raw.items() if k != "tune"}), tmp_path / "plain", progress=False)
     result = run_search(raw, tmp_path / "search")
     assert len(finished(result.study)) == 2 and result.best_value > 0.3
+    # the noise bound counts the held-out split (10 % of the training images), still without the test split
+    noise = json.loads((tmp_path / "search" / "tune.json").read_text())["noise"]
+    assert noise["validation_samples"] == len(held_out("digits").val) == 136
 
 
 def test_a_hopeless_trial_is_pruned_after_its_first_evaluation(tmp_path):

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 def print_summary(console: Console, result: Any) -> None:
     import json
 
-    from kdistill.tune.study import SUMMARY_JSON
+    from kdistill.tune.study import SUMMARY_JSON, noise_sentence
 
     summary = json.loads((result.run_dir / SUMMARY_JSON).read_text())
     table = Table(title=f"trials ({summary['metric']} on the validation split, {summary['direction']})")
@@ -95,4 +95,7 @@ def print_summary(console: Console, result: Any) -> None:
         console.print(f"best: trial {summary['best']['number']} ({summary['metric']} {result.best_value:.4f}); "
                       f"its experiment: {result.best_config}\nmeasure it on the test set with: kdistill run "
                       f"{result.best_config}", highlight=False)
+    warning = noise_sentence(summary)
+    if warning:
+        console.print(f"within noise: {warning}", highlight=False)
     console.print(f"summary: {result.run_dir / 'tune.md'}", highlight=False)

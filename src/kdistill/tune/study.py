@@ -29,6 +29,7 @@ from kdistill.config_error import ConfigError
 from kdistill.engine.checkpoint import atomic_write_text
 from kdistill.errors import BadInput
 from kdistill.tune.data import tuning_raw
+from kdistill.tune.noise import accuracy_standard_error, is_accuracy, tied_with_best
 from kdistill.tune.objective import make_objective
 from kdistill.tune.plots import write_plots
 from kdistill.tune.space import SearchDimension, check_space, with_params
@@ -40,6 +41,7 @@ DATABASE = "study.db"
 BEST_CONFIG = "best.yaml"
 SUMMARY_JSON, SUMMARY_MD = "tune.json", "tune.md"
 TEACHER_SECTIONS = ("teacher", "teachers")
+VALIDATION_SAMPLES = "validation_samples"  # the study's user attribute: the split's size, for the noise bound
 
 
 @dataclass
@@ -160,6 +162,8 @@ def run_search(raw: dict[str, Any] | None, run_dir: Path, trials: int | None = N
         atomic_write_text(run_dir / EXPERIMENT_FILE, yaml.safe_dump(raw, sort_keys=False))
     base = tuning_raw(pretrain_teachers(raw, dimensions, run_dir, progress))
     study = open_study(run_dir, spec, int(raw.get("seed", 0) or 0))
+    if is_accuracy(spec.metric) and VALIDATION_SAMPLES not in study.user_attrs:
+        study.set_user_attr(VALIDATION_SAMPLES, validation_samples(base))
     requeued = requeue_interrupted(study)
     if requeued and announce:
         announce(f"trials {requeued} were cut short: their values are queued again")
@@ -168,6 +172,15 @@ def run_search(raw: dict[str, Any] | None, run_dir: Path, trials: int | None = N
         objective = make_objective(base, dimensions, spec, run_dir, progress, announce)
         study.optimize(objective, n_trials=remaining)
     return write_outcome(study, raw, run_dir, spec)
+
+
+def validation_samples(base: dict[str, Any]) -> int | None:
+    """How many samples a trial's validation score counts (the held-out split of `base`)."""
+    from kdistill.config import validate
+    from kdistill.run.data import load_data
+
+    _, _, val = load_data(validate({**base, "baseline": False}))
+    return len(val) if val is not None else None
 
 
 def best_trial(study: Any) -> Any | None:
@@ -208,7 +221,32 @@ def summarise(study: Any, spec: TuneSpec, best: Any | None, plots: dict[str, str
     return {"metric": spec.metric, "direction": spec.resolved_direction(), "space": list(spec.space),
             "trials": trials, "best": None if best is None else {"number": best.number, "value": best.value,
                                                                  "params": best.params},
-            "best_config": BEST_CONFIG if best is not None else None, "plots": plots}
+            "best_config": BEST_CONFIG if best is not None else None, "plots": plots,
+            "noise": noise_bound(trials, study.user_attrs.get(VALIDATION_SAMPLES), spec)}
+
+
+def noise_bound(trials: list[dict[str, Any]], samples: int | None, spec: TuneSpec) -> dict[str, Any] | None:
+    """The validation split's sampling noise and the complete trials the best does not beat beyond it."""
+    complete = [t for t in trials if t["state"] == "complete" and t["value"] is not None]
+    if not samples or not complete or not is_accuracy(spec.metric):
+        return None
+    maximize = spec.resolved_direction() == "maximize"
+    best = (max if maximize else min)(t["value"] for t in complete)
+    tied = tied_with_best([t["value"] for t in complete], samples, maximize)
+    return {"validation_samples": samples, "standard_error": accuracy_standard_error(best, samples),
+            "tied_with_best": [complete[i]["number"] for i in tied], "complete": len(complete)}
+
+
+def noise_sentence(summary: dict[str, Any]) -> str | None:
+    """In words, when the best trial is not alone within the noise; None when it stands out."""
+    noise = summary.get("noise")
+    if not noise or len(noise["tied_with_best"]) < 2:
+        return None
+    return (f"{len(noise['tied_with_best'])} of the {noise['complete']} complete trials score within two standard "
+            f"errors of the best (trials {', '.join(map(str, noise['tied_with_best']))}; one score on "
+            f"{noise['validation_samples']:,} validation samples has a standard error of "
+            f"{noise['standard_error']:.4f} from sampling alone): their order is noise, not evidence, and the "
+            "best trial is not known to beat them; compare them over seeds before trusting the choice.")
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -220,6 +258,9 @@ def markdown(summary: dict[str, Any]) -> str:
                   + ", ".join(f"`{k}` = {_fmt(v)}" for k, v in best["params"].items())
                   + f". Its experiment: `{summary['best_config']}` (run it with `kdistill run "
                   f"{summary['best_config']}`; the test set was not read by the search).", ""]
+        warning = noise_sentence(summary)
+        if warning:
+            lines += [f"**Within noise.** {warning}", ""]
     else:
         lines += ["No trial finished yet.", ""]
     lines += ["| trial | state | " + " | ".join(f"`{p}`" for p in paths) + f" | {summary['metric']} | evaluations |",
@@ -241,5 +282,5 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-__all__ = ["BEST_CONFIG", "DATABASE", "EXPERIMENT_FILE", "SearchResult", "open_study", "requeue_interrupted",
-           "run_search", "search_plan", "storage_url"]
+__all__ = ["BEST_CONFIG", "DATABASE", "EXPERIMENT_FILE", "SearchResult", "noise_sentence", "open_study",
+           "requeue_interrupted", "run_search", "search_plan", "storage_url"]
