@@ -186,6 +186,10 @@ def test_an_unknown_key_is_matched_against_its_own_section():
     raw = demo_raw()
     raw["training"] = {**raw["training"], "epoch": 3}
     assert problems_of(raw) == ["training.epoch: unknown key; remove it or check its spelling (did you mean 'epochs'?)"]
+    raw = demo_raw()
+    raw["data"] = {**raw["data"], "batch-size": 3}  # a key that looks like one of pydantic's markers
+    assert problems_of(raw) == [
+        "data.batch-size: unknown key; remove it or check its spelling (did you mean 'batch_size'?)"]
     raw = {"student": {"name": "mlp"}, "teacher": {"name": "cnn", "cache": {"where": "x"}}}
     assert problems_of(raw) == ["teacher.cache.where: unknown key; remove it or check its spelling; this section "
                                 "takes directory, dtype, enabled, extra_taps, features, temperature, top_k, views"]

@@ -3,8 +3,6 @@ which trials the best cannot be told from, and the warning tune.md and the CLI p
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from kdistill.tune.noise import accuracy_standard_error, is_accuracy, tied_with_best
@@ -16,8 +14,7 @@ HINTON_ERRORS = [60, 54, 54, 52, 57, 57, 61, 57, 66, 67, 55, 56]
 
 
 def test_standard_error_is_the_binomial_one():
-    assert accuracy_standard_error(0.99, 6000) == pytest.approx(math.sqrt(0.99 * 0.01 / 6000))  # 0.0012845
-    assert accuracy_standard_error(0.99, 6000) == pytest.approx(0.0012845, abs=1e-7)
+    assert accuracy_standard_error(0.99, 6000) == pytest.approx(0.0012845, abs=1e-7)  # sqrt(0.99 * 0.01 / 6000)
     assert accuracy_standard_error(1.0, 100) == 0.0
     with pytest.raises(ValueError, match="samples must be >= 1"):
         accuracy_standard_error(0.5, 0)
@@ -42,7 +39,7 @@ def test_the_hinton_search_was_all_noise():
 
 def test_only_accuracies_have_a_binomial_bound():
     assert is_accuracy("val/acc") and is_accuracy("val/acc_top5")
-    assert not is_accuracy("val/loss") and not is_accuracy("val/perplexity")
+    assert not is_accuracy("val/loss") and not is_accuracy("val/perplexity") and not is_accuracy("val/acc_balanced")
 
 
 def summary_of(values: list[float], samples: int | None, metric: str = "val/acc") -> dict:
@@ -60,8 +57,10 @@ def test_tune_md_warns_when_the_best_is_not_alone():
     flat = summary_of([1 - e / 5999 for e in HINTON_ERRORS[:4]], 5999)
     assert flat["noise"]["tied_with_best"] == [0, 1, 2, 3]  # the pruned trial's score does not count
     sentence = noise_sentence(flat)
-    assert sentence.startswith("4 of the 4 complete trials score within two standard errors of the best (trials "
-                               "0, 1, 2, 3; one score on 5,999 validation samples has a standard error of 0.0012")
+    # cut-off at the best (52 errors): 2 * sqrt(2) * sqrt(p (1 - p) / 5999) with p = 1 - 52 / 5999: 0.003385
+    assert flat["noise"]["cutoff"] == pytest.approx(0.003385, abs=1e-6)
+    assert sentence.startswith("4 of the 4 complete trials are within 0.0034 of the best (trials 0, 1, 2, 3): two "
+                               "standard errors of a difference of two binomial accuracies on 5,999 validation")
     assert f"**Within noise.** {sentence}" in markdown(flat)
 
     clear = summary_of([0.90, 0.99], 6000)
@@ -69,3 +68,4 @@ def test_tune_md_warns_when_the_best_is_not_alone():
     assert "Within noise" not in markdown(clear)
     assert summary_of([0.5, 0.51], None)["noise"] is None  # split size unknown: no claim
     assert summary_of([0.5, 0.51], 100, metric="val/loss")["noise"] is None  # a loss has no binomial bound
+    assert summary_of([0.5, 0.51], 100, metric="val/acc_balanced")["noise"] is None  # nor a balanced accuracy

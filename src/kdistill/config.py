@@ -331,7 +331,10 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
             continue
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            hint = unknown_key_hint(str(item["loc"][-1]), ExperimentConfig, loc[:-1])
+            # the refused key itself may look like a marker (batch-size, BatchSize): keep it as written
+            section, key = _field_location(item["loc"][:-1]), item["loc"][-1]
+            loc = (*section, key)
+            hint = unknown_key_hint(str(key), ExperimentConfig, section)
             message = f"unknown key; remove it or check its spelling{hint}"
         elif item["type"] == "missing":
             message = "required; add it"

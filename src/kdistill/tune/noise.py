@@ -1,16 +1,19 @@
-"""How far apart two trials' validation accuracies must be before their order means anything.
+"""How far apart two trials' validation accuracies must be before a search may call one better.
 
-A search ranks trials by one score each, and each score is a count of right answers on a finite
-validation split: two trials as good as each other differ by the split's sampling noise alone, and
-a search over a flat landscape picks its "best" from that noise (measured: Hinton's MNIST students,
-12 trials within 15 errors of 5,999, whose winner by one error was worse on the test set). This
-module says which trials the best one does not beat beyond that noise. It is a lower bound on the
-noise: training seeds add their own spread on top.
+A search ranks trials by one score each, and each score counts right answers on a finite
+validation split: a search over a flat landscape picks its "best" from noise (measured: Hinton's
+MNIST students, 12 trials within 15 errors of 5,999, whose winner by one error was worse on the
+test set over 7 seeds). The yardstick here is approximate, and says so: it treats two scores as
+binomial counts on independent splits of the split's size. That overstates the split's own noise
+for two models that err on the same samples (a paired count would be tighter, and needs each
+sample's outcome, which trials do not keep), and it leaves out the training seed's spread, which
+adds to it. Trials inside it are reported as not shown to differ from the best, not as equal.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 
@@ -31,18 +34,18 @@ def tied_with_best(values: Sequence[float | None], samples: int, maximize: bool 
     if not scored:
         return []
     best = (max if maximize else min)(v for _, v in scored)
-    tied = []
-    for index, value in scored:
-        spread = accuracy_standard_error((best + value) / 2, samples) * math.sqrt(2)
-        if abs(best - value) <= 2 * spread:
-            tied.append(index)
-    return tied
+    return [index for index, value in scored if abs(best - value) <= difference_cutoff((best + value) / 2, samples)]
+
+
+def difference_cutoff(accuracy: float, samples: int) -> float:
+    """Two standard errors of a difference of two independent accuracies near `accuracy`."""
+    return 2 * math.sqrt(2) * accuracy_standard_error(accuracy, samples)
 
 
 def is_accuracy(metric: str) -> bool:
     """Whether `metric` is a share of right answers on the split (val/acc, val/acc_top5), to which
-    the binomial model applies; a loss or a perplexity has no such bound."""
-    return metric.split("/", 1)[-1].startswith("acc")
+    the binomial model applies; a loss, a perplexity or a balanced accuracy has no such bound."""
+    return re.fullmatch(r"acc(_top\d+)?", metric.split("/", 1)[-1]) is not None
 
 
-__all__ = ["accuracy_standard_error", "is_accuracy", "tied_with_best"]
+__all__ = ["accuracy_standard_error", "difference_cutoff", "is_accuracy", "tied_with_best"]

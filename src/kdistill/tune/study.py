@@ -29,7 +29,7 @@ from kdistill.config_error import ConfigError
 from kdistill.engine.checkpoint import atomic_write_text
 from kdistill.errors import BadInput
 from kdistill.tune.data import tuning_raw
-from kdistill.tune.noise import accuracy_standard_error, is_accuracy, tied_with_best
+from kdistill.tune.noise import difference_cutoff, is_accuracy, tied_with_best
 from kdistill.tune.objective import make_objective
 from kdistill.tune.plots import write_plots
 from kdistill.tune.space import SearchDimension, check_space, with_params
@@ -180,7 +180,10 @@ def validation_samples(base: dict[str, Any]) -> int | None:
     from kdistill.run.data import load_data
 
     _, _, val = load_data(validate({**base, "baseline": False}))
-    return len(val) if val is not None else None
+    try:
+        return len(val) if val is not None else None
+    except TypeError:  # an iterable validation set without a length: no bound
+        return None
 
 
 def best_trial(study: Any) -> Any | None:
@@ -233,7 +236,7 @@ def noise_bound(trials: list[dict[str, Any]], samples: int | None, spec: TuneSpe
     maximize = spec.resolved_direction() == "maximize"
     best = (max if maximize else min)(t["value"] for t in complete)
     tied = tied_with_best([t["value"] for t in complete], samples, maximize)
-    return {"validation_samples": samples, "standard_error": accuracy_standard_error(best, samples),
+    return {"validation_samples": samples, "cutoff": difference_cutoff(best, samples),
             "tied_with_best": [complete[i]["number"] for i in tied], "complete": len(complete)}
 
 
@@ -242,11 +245,11 @@ def noise_sentence(summary: dict[str, Any]) -> str | None:
     noise = summary.get("noise")
     if not noise or len(noise["tied_with_best"]) < 2:
         return None
-    return (f"{len(noise['tied_with_best'])} of the {noise['complete']} complete trials score within two standard "
-            f"errors of the best (trials {', '.join(map(str, noise['tied_with_best']))}; one score on "
-            f"{noise['validation_samples']:,} validation samples has a standard error of "
-            f"{noise['standard_error']:.4f} from sampling alone): their order is noise, not evidence, and the "
-            "best trial is not known to beat them; compare them over seeds before trusting the choice.")
+    return (f"{len(noise['tied_with_best'])} of the {noise['complete']} complete trials are within "
+            f"{noise['cutoff']:.4f} of the best (trials {', '.join(map(str, noise['tied_with_best']))}): two "
+            f"standard errors of a difference of two binomial accuracies on {noise['validation_samples']:,} "
+            "validation samples, an approximate yardstick (kdistill.tune.noise); the search has not shown the "
+            "best to be better than them: compare them over seeds before trusting the choice.")
 
 
 def markdown(summary: dict[str, Any]) -> str:
