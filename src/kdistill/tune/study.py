@@ -179,7 +179,8 @@ def validation_samples(base: dict[str, Any]) -> int | None:
     from kdistill.config import validate
     from kdistill.run.data import load_data
 
-    _, _, val = load_data(validate({**base, "baseline": False}))
+    data = {k: v for k, v in (base.get("data") or {}).items() if k != "transfer_set"}  # not needed to count
+    _, _, val = load_data(validate({**base, "data": data, "baseline": False}))
     try:
         return len(val) if val is not None else None
     except TypeError:  # an iterable validation set without a length: no bound
