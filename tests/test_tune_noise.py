@@ -21,13 +21,13 @@ def test_standard_error_is_the_binomial_one():
 
 
 def test_tied_is_two_standard_errors_of_a_difference():
-    # n = 10,000, best 0.95: 0.94 is 0.010 away, beyond 2 * sqrt(2) * sqrt(0.945 * 0.055 / 1e4) = 0.00645;
-    # 0.945 is 0.005 away, inside 2 * sqrt(2) * sqrt(0.9475 * 0.0525 / 1e4) = 0.00631
+    # n = 10,000, best 0.95: the cut-off is 2 * sqrt(2) * sqrt(0.95 * 0.05 / 1e4) = 0.00616;
+    # 0.94 is 0.010 away (beyond), 0.945 is 0.005 away (inside)
     assert tied_with_best([0.95, 0.94], 10_000) == [0]
     assert tied_with_best([0.95, 0.945], 10_000) == [0, 1]
     assert tied_with_best([0.90, None, 0.99], 6000) == [2]  # a clear winner stands alone; a pruned trial is skipped
     assert tied_with_best([0.10, 0.30, 0.105, 0.11], 10_000, maximize=False) == [0, 2]  # lower is better; 0.11 is
-    # 0.010 from 0.10, beyond 2 * sqrt(2) * sqrt(0.105 * 0.895 / 1e4) = 0.00867
+    # 0.010 from 0.10, beyond 2 * sqrt(2) * sqrt(0.10 * 0.90 / 1e4) = 0.00849
     assert tied_with_best([None], 100) == []
 
 

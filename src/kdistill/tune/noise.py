@@ -29,12 +29,14 @@ def tied_with_best(values: Sequence[float | None], samples: int, maximize: bool 
     """Indices of the scores within two standard errors of a difference of two independent accuracies
     from the best one (the best included): the trials the search cannot tell from its winner.
 
-    The standard error is taken at the mean accuracy of the pair, so it is symmetric in the two."""
+    The standard error is taken at the best accuracy, so one cut-off serves every trial (the one
+    tune.md prints)."""
     scored = [(i, v) for i, v in enumerate(values) if v is not None]
     if not scored:
         return []
     best = (max if maximize else min)(v for _, v in scored)
-    return [index for index, value in scored if abs(best - value) <= difference_cutoff((best + value) / 2, samples)]
+    cutoff = difference_cutoff(best, samples)
+    return [index for index, value in scored if abs(best - value) <= cutoff]
 
 
 def difference_cutoff(accuracy: float, samples: int) -> float:
