@@ -1,16 +1,22 @@
-"""The noise bound of a search's validation scores: binomial standard errors against hand values,
-which trials the best cannot be told from, and the warning tune.md and the CLI print."""
+"""The noise bound of a search's validation scores: binomial standard errors against hand values, the
+paired (McNemar) bound from the trials' kept outcomes, which trials the best cannot be told from, and
+the warning tune.md and the CLI print."""
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+import torch
+
+from kdistill.evaluate.paired import outcome_bits
 from kdistill.tune.noise import accuracy_standard_error, is_accuracy, tied_with_best
+from kdistill.tune.objective import trial_dir
 from kdistill.tune.spec import TuneSpec
-from kdistill.tune.study import markdown, noise_bound, noise_sentence
+from kdistill.tune.study import markdown, noise_bound, noise_sentence, open_study, sampler_sentence
 
 # the 12 trials of benchmarks/hinton_mnist_tune.yaml (2026-11-30): errors out of 5,999 validation images
-HINTON_ERRORS = [60, 54, 54, 52, 57, 57, 61, 57, 66, 67, 55, 56]
+HINTON_ERRORS = [60, 54, 54, 52, 57, 57, 61, 57, 66, 62, 55, 56]
 
 
 def test_standard_error_is_the_binomial_one():
@@ -32,7 +38,7 @@ def test_tied_is_two_standard_errors_of_a_difference():
 
 
 def test_the_hinton_search_was_all_noise():
-    """Every one of the 12 trials is within the noise of the winner (52 errors against 52-67)."""
+    """Every one of the 12 trials is within the noise of the winner (52 errors against 52-66)."""
     accuracies = [1 - e / 5999 for e in HINTON_ERRORS]
     assert tied_with_best(accuracies, 5999) == list(range(12))
 
@@ -42,7 +48,7 @@ def test_only_accuracies_have_a_binomial_bound():
     assert not is_accuracy("val/loss") and not is_accuracy("val/perplexity") and not is_accuracy("val/acc_balanced")
 
 
-def summary_of(values: list[float], samples: int | None, metric: str = "val/acc") -> dict:
+def summary_of(values: list[float], samples: int | None, metric: str = "val/acc", search_dir=None) -> dict:
     spec = TuneSpec(space={"methods[0].temperature": {"low": 1, "high": 8}}, metric=metric)
     trials = [{"number": i, "state": "complete", "value": v, "params": {"methods[0].temperature": 2.0 + i},
                "evaluations": [v]} for i, v in enumerate(values)]
@@ -50,11 +56,13 @@ def summary_of(values: list[float], samples: int | None, metric: str = "val/acc"
     best = max(range(len(values)), key=lambda i: values[i])
     return {"metric": metric, "direction": spec.resolved_direction(), "space": list(spec.space), "trials": trials,
             "best": {"number": best, "value": values[best], "params": trials[best]["params"]},
-            "best_config": "best.yaml", "plots": {}, "noise": noise_bound(trials, samples, spec)}
+            "best_config": "best.yaml", "plots": {},
+            "noise": noise_bound(trials, samples, metric, spec.resolved_direction() == "maximize", search_dir)}
 
 
 def test_tune_md_warns_when_the_best_is_not_alone():
     flat = summary_of([1 - e / 5999 for e in HINTON_ERRORS[:4]], 5999)
+    assert flat["noise"]["test"] == "binomial"  # no trial kept its outcomes
     assert flat["noise"]["tied_with_best"] == [0, 1, 2, 3]  # the pruned trial's score does not count
     sentence = noise_sentence(flat)
     # cut-off at the best (52 errors): 2 * sqrt(2) * sqrt(p (1 - p) / 5999) with p = 1 - 52 / 5999: 0.003385
@@ -69,3 +77,74 @@ def test_tune_md_warns_when_the_best_is_not_alone():
     assert summary_of([0.5, 0.51], None)["noise"] is None  # split size unknown: no claim
     assert summary_of([0.5, 0.51], 100, metric="val/loss")["noise"] is None  # a loss has no binomial bound
     assert summary_of([0.5, 0.51], 100, metric="val/acc_balanced")["noise"] is None  # nor a balanced accuracy
+
+
+def keep_outcomes(search_dir, number: int, correct: torch.Tensor) -> None:
+    """A trial's diagnostics.json as a run writes it, reduced to what the paired bound reads."""
+    where = trial_dir(search_dir, number)
+    where.mkdir(parents=True)
+    model = {"accuracy": float(correct.float().mean()), "correct": outcome_bits(correct)}
+    (where / "diagnostics.json").write_text(json.dumps(
+        {"test_samples": len(correct), "roles": {"distilled": "student (distilled)"},
+         "models": {"student (distilled)": model}}))
+
+
+def test_kept_outcomes_give_a_paired_bound(tmp_path):
+    """Three trials on 200 samples. Against the best (180 right), trial 1 (172 right) disagrees on 8
+    samples only, all in the best's favour: McNemar p = 2 / 2**8 = 0.0078, it differs, although the
+    binomial yardstick (cut-off 0.085 at 0.90) counts an 0.04 gap as noise; trial 2 (176 right)
+    splits 10 disagreements 7 : 3, p = 2 * 176 / 1024 = 0.34, not shown to differ."""
+    best = torch.zeros(200, dtype=torch.bool)
+    best[:180] = True
+    second = best.clone()
+    second[172:180] = False
+    third = best.clone()
+    third[160:167] = False
+    third[180:183] = True
+    for number, correct in enumerate([best, second, third]):
+        keep_outcomes(tmp_path, number, correct)
+    summary = summary_of([0.90, 0.86, 0.88], 200, search_dir=tmp_path)
+    noise = summary["noise"]
+    assert noise["test"] == "mcnemar" and noise["best"] == 0
+    # Holm over the two comparisons: 0.0078 < 0.05 / 2 is shown, then 0.34 >= 0.05 / 1 is not
+    assert noise["comparisons"]["1"] == {"best_only": 8, "trial_only": 0, "p_value": pytest.approx(2 / 256),
+                                         "differs": True}
+    assert noise["comparisons"]["2"] == {"best_only": 7, "trial_only": 3, "p_value": pytest.approx(2 * 176 / 1024),
+                                         "differs": False}
+    assert noise["tied_with_best"] == [0, 2]
+    assert noise_sentence(summary).startswith(
+        "2 of the 3 complete trials (trials 0, 2) are not shown to differ from the best, trial 0, by an exact "
+        "McNemar test of their right and wrong answers on the same 200 validation samples (2 comparisons with "
+        "the best, Holm-corrected at 0.05")
+    assert summary_of([0.90, 0.86, 0.88], 200)["noise"]["test"] == "binomial"  # trial folders not found
+    assert summary_of([0.90, 0.86, 0.88], 200)["noise"]["tied_with_best"] == [0, 1, 2]
+
+
+def test_outcomes_that_do_not_give_the_score_are_not_paired(tmp_path):
+    """The paired test must compare what the search ranked: a trial whose kept outcomes give another
+    accuracy than its score (another model), a top-5 metric, or a missing trial folder fall back."""
+    correct = torch.ones(100, dtype=torch.bool)
+    correct[:10] = False
+    keep_outcomes(tmp_path, 0, correct)
+    keep_outcomes(tmp_path, 1, correct)
+    assert summary_of([0.90, 0.90], 100, search_dir=tmp_path)["noise"]["test"] == "mcnemar"
+    assert summary_of([0.90, 0.95], 100, search_dir=tmp_path)["noise"]["test"] == "binomial"  # outcomes give 0.90
+    assert summary_of([0.90, 0.90], 200, search_dir=tmp_path)["noise"]["test"] == "binomial"  # another split size
+    assert summary_of([0.90, 0.90], 100, metric="val/acc_top5", search_dir=tmp_path)["noise"]["test"] == "binomial"
+    assert summary_of([0.90], 100, search_dir=tmp_path)["noise"]["test"] == "mcnemar"
+
+
+def test_a_search_no_longer_than_tpes_random_start_says_it_is_random(tmp_path):
+    summary = summary_of([0.90, 0.99], 6000)  # two complete trials and a pruned one
+    summary["sampler"] = {"name": "tpe", "random_trials": 10}
+    assert sampler_sentence(summary).startswith("**A random search.** TPE draws its first 10 trials at random "
+                                                "(`tune.random_trials`) and the search has 3")
+    assert "**A random search.**" in markdown(summary)
+    summary["sampler"]["random_trials"] = 2
+    assert sampler_sentence(summary) == ("Sampler: TPE; its first 2 trials were random draws (`tune.random_trials`), "
+                                         "the 1 after them chosen from the ones before.")
+    summary["sampler"] = {"name": "random", "random_trials": None}
+    assert sampler_sentence(summary) is None
+    spec = TuneSpec(space={"methods[0].temperature": {"low": 1, "high": 8}}, random_trials=4)
+    assert open_study(tmp_path, spec, seed=0).sampler._n_startup_trials == 4  # what Optuna's TPE is given
+    assert TuneSpec(space={"methods[0].temperature": {"low": 1, "high": 8}}).random_trials == 10  # Optuna's default

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 def print_summary(console: Console, result: Any) -> None:
     import json
 
-    from kdistill.tune.study import SUMMARY_JSON, noise_sentence
+    from kdistill.tune.study import SUMMARY_JSON, noise_sentence, sampler_sentence
 
     summary = json.loads((result.run_dir / SUMMARY_JSON).read_text())
     table = Table(title=f"trials ({summary['metric']} on the validation split, {summary['direction']})")
@@ -98,4 +98,7 @@ def print_summary(console: Console, result: Any) -> None:
     warning = noise_sentence(summary)
     if warning:
         console.print(f"within noise: {warning}", highlight=False)
+    sampling = sampler_sentence(summary)
+    if sampling and sampling.startswith("**A random search.**"):
+        console.print("random search: " + sampling.removeprefix("**A random search.** "), highlight=False)
     console.print(f"summary: {result.run_dir / 'tune.md'}", highlight=False)

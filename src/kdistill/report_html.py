@@ -29,6 +29,7 @@ from kdistill.report_sections import (
     SUMMARY_HEADER,
     compression_tables,
     noise_sentence,
+    paired_sentence,
     per_class_columns,
     per_class_rows,
     read_json,
@@ -236,6 +237,9 @@ def diagnostics_html(diagnostics: dict[str, Any] | None, figures: list[str]) -> 
     parts.append(f"<p>On the {diagnostics['test_samples']:,} test samples; ECE with {diagnostics['bins']} "
                  "equal-width confidence bins; KL at temperature 1.</p>")
     parts.append(table_html(SUMMARY_HEADER, summary_rows(diagnostics)))
+    paired = paired_sentence(diagnostics)
+    if paired:
+        parts.append(f"<p>{html.escape(paired)}</p>")
     header, rows = per_class_rows(diagnostics)
     css = ["flag-inherited" if r[-1] == "INHERITED" else ("flag-weak" if r[-1] else "") for r in rows]
     parts += ["<h3>Per-class accuracy</h3>", f"<p>{html.escape(weakness_sentence(diagnostics))}</p>",

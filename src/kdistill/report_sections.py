@@ -56,6 +56,21 @@ def summary_rows(diagnostics: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def paired_sentence(diagnostics: dict[str, Any]) -> str | None:
+    """The distilled student against the scratch one on the same test samples, in words (McNemar)."""
+    paired = diagnostics.get("distilled_vs_scratch")
+    if not paired:
+        return None
+    b, c, p = paired["first_only"], paired["second_only"], paired["p_value"]
+    verdict = ("beyond what the number of test samples explains (p < 0.05)" if p < 0.05 else
+               "within what the number of test samples explains (p >= 0.05): this run does not show either "
+               "student to be the better one")
+    return (f"Distilled against scratch on the same {paired['samples']:,} test samples: the distilled student "
+            f"alone is right on {b:,}, the scratch student alone on {c:,}; exact McNemar test, two-sided p = "
+            f"{p:.3g}: {verdict}. The test says whether these two trained models differ here; another "
+            "training seed moves both, which one run cannot show.")
+
+
 SUMMARY_HEADER = ["model", "test acc %", "ECE %", "top-1 agreement with teacher %", "KL(teacher ∥ model) nats"]
 
 
@@ -100,6 +115,9 @@ def diagnostics_lines(diagnostics: dict[str, Any] | None) -> list[str]:
     lines = ["## Diagnostics", "", f"On the {diagnostics['test_samples']:,} test samples; ECE with "
              f"{diagnostics['bins']} equal-width confidence bins; KL at temperature 1.", ""]
     lines += md_table(SUMMARY_HEADER, summary_rows(diagnostics)) + [""]
+    paired = paired_sentence(diagnostics)
+    if paired:
+        lines += [paired, ""]
     header, rows = per_class_rows(diagnostics)
     lines += ["### Per-class accuracy", ""] + md_table(header, rows) + ["", weakness_sentence(diagnostics), ""]
     if diagnostics["num_classes"] <= CONFUSION_MAX_CLASSES:

@@ -10,7 +10,9 @@ without the models:
 - expected calibration error with `bins` equal-width confidence bins over (0, 1] (a sample whose top
   probability is p falls in bin ceil(p * bins) - 1), and the reliability diagram's data per bin;
 - per-class accuracy and the confusion matrix (rows: true class, columns: predicted class);
-- the classes where the teacher is weak and the student inherited it (`inherited_weakness`).
+- the classes where the teacher is weak and the student inherited it (`inherited_weakness`);
+- each model's right / wrong per sample (packed bits), and the distilled student against the scratch
+  one by McNemar's exact test on the same samples (`kdistill.evaluate.paired`).
 
 The weakness rule (also written into every report): a class is *teacher-weak* when the teacher's
 accuracy on it is at least `weak_margin` (5 points) below the teacher's mean per-class accuracy. A
@@ -29,6 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kdistill.evaluate.paired import compare_outcomes, outcome_bits
 
 WEAK_MARGIN = 0.05
 INHERIT_MARGIN = 0.02
@@ -123,9 +127,11 @@ def model_summary(logits: torch.Tensor, labels: torch.Tensor, num_classes: int, 
     """Accuracy, calibration, per-class accuracy and confusion matrix of one model."""
     predicted = logits.argmax(1)
     confusion = confusion_matrix(predicted, labels, num_classes)
-    return {"accuracy": int((predicted == labels).sum()) / max(len(labels), 1),
+    correct = predicted == labels
+    return {"accuracy": int(correct.sum()) / max(len(labels), 1),
             "reliability": reliability(logits, labels, bins).as_dict(),
-            "per_class_accuracy": per_class_accuracy(confusion), "confusion": confusion.tolist()}
+            "per_class_accuracy": per_class_accuracy(confusion), "confusion": confusion.tolist(),
+            "correct": outcome_bits(correct)}
 
 
 def rule_text(weak_margin: float = WEAK_MARGIN, inherit_margin: float = INHERIT_MARGIN) -> str:
@@ -156,10 +162,14 @@ def diagnose(logits: dict[str, torch.Tensor], labels: torch.Tensor, num_classes:
         weakness = inherited_weakness(models[teacher]["per_class_accuracy"], models[distilled]["per_class_accuracy"],
                                       models[scratch]["per_class_accuracy"] if scratch is not None else None)
         weakness.update({"teacher": teacher, "distilled": distilled, "scratch": scratch, "rule": rule_text()})
+    paired = None
+    if scratch is not None and distilled is not None:
+        comparison = compare_outcomes(logits[distilled].argmax(1) == labels, logits[scratch].argmax(1) == labels)
+        paired = {"distilled": distilled, "scratch": scratch, **comparison.as_dict()}
     return {"test_samples": len(labels), "num_classes": num_classes,
             "classes": list(classes) if classes else [str(c) for c in range(num_classes)], "bins": bins,
             "roles": {"teacher": teacher, "scratch": scratch, "distilled": distilled},
-            "models": models, "pairs": pairs, "weakness": weakness}
+            "models": models, "pairs": pairs, "weakness": weakness, "distilled_vs_scratch": paired}
 
 
 @torch.no_grad()

@@ -1,13 +1,22 @@
-"""How far apart two trials' validation accuracies must be before a search may call one better.
+"""Which trials a search cannot tell from its best: the validation split's own noise.
 
 A search ranks trials by one score each, and each score counts right answers on a finite
 validation split: a search over a flat landscape picks its "best" from noise (measured: Hinton's
-MNIST students, 12 trials within 15 errors of 5,999, whose winner by one error was worse on the
-test set over 7 seeds). The yardstick here is approximate, and says so: it treats two scores as
-binomial counts on independent splits of the split's size. That overstates the split's own noise
-for two models that err on the same samples (a paired count would be tighter, and needs each
-sample's outcome, which trials do not keep), and it leaves out the training seed's spread, which
-adds to it. Trials inside it are reported as not shown to differ from the best, not as equal.
+MNIST students, 12 trials within 14 errors of 5,999, whose winner by one error was worse on the
+test set over 7 seeds). Two yardsticks, the better one when it can be had:
+
+- paired (top-1 accuracy, every complete trial's per-sample outcomes in its `diagnostics.json`):
+  McNemar's exact test of each trial against the best on the samples where the two disagree
+  (`kdistill.evaluate.paired`), Holm-corrected for the number of trials compared (the best is
+  picked by the same scores, so each single test would call too many trials different); trials
+  not rejected at 0.05 are not shown to differ;
+- binomial (otherwise: top-5 accuracy, outcomes missing): two standard errors of a difference of
+  two independent binomial accuracies at the split's size. Approximate, and says so: it overstates
+  the noise for models that err on the same samples.
+
+Neither includes the training seed's spread (another seed of the same setting disagrees with the
+first on some samples too). Trials inside the bound are reported as not shown to differ from the
+best, not as equal.
 """
 
 from __future__ import annotations
@@ -15,6 +24,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdistill.evaluate.paired import ALPHA, compare_outcomes, holm_differs, outcomes_from_bits
 
 
 def accuracy_standard_error(accuracy: float, samples: int) -> float:
@@ -50,4 +65,75 @@ def is_accuracy(metric: str) -> bool:
     return re.fullmatch(r"acc(_top\d+)?", metric.split("/", 1)[-1]) is not None
 
 
-__all__ = ["accuracy_standard_error", "difference_cutoff", "is_accuracy", "tied_with_best"]
+def trial_outcomes(trials: list[dict[str, Any]], samples: int, metric: str, search_dir: Path | None = None
+                   ) -> dict[int, torch.Tensor] | None:
+    """Each trial's distilled student's right / wrong per validation sample, from its run's
+    `diagnostics.json` (under `search_dir`, else where the trial recorded its run); None unless every
+    trial has them and they give the trial's own score (top-1 accuracy over the same `samples`), so
+    that a paired test compares what the search ranked."""
+    from kdistill.run.diagnostics import read_diagnostics
+    from kdistill.tune.objective import trial_dir
+
+    if metric.split("/", 1)[-1] != "acc":
+        return None
+    found = {}
+    for trial in trials:
+        where = trial_dir(Path(search_dir), trial["number"]) if search_dir else trial.get("run_dir")
+        diagnostics = read_diagnostics(Path(where)) if where else None
+        role = ((diagnostics or {}).get("roles") or {}).get("distilled")
+        model = (diagnostics or {}).get("models", {}).get(role) if role else None
+        if not model or "correct" not in model or diagnostics.get("test_samples") != samples:
+            return None
+        outcomes = outcomes_from_bits(model["correct"], samples)
+        if abs(float(outcomes.float().mean()) - trial["value"]) > 0.5 / samples:  # another model than the one scored
+            return None
+        found[trial["number"]] = outcomes
+    return found
+
+
+def noise_bound(trials: list[dict[str, Any]], samples: int | None, metric: str, maximize: bool,
+                search_dir: Path | None = None) -> dict[str, Any] | None:
+    """The complete trials the best does not beat beyond the validation split's noise: paired when
+    every trial's outcomes are kept (`trial_outcomes`), binomial otherwise; None where no bound applies."""
+    complete = [t for t in trials if t["state"] == "complete" and t["value"] is not None]
+    if not samples or not complete or not is_accuracy(metric):
+        return None
+    best = (max if maximize else min)(complete, key=lambda t: t["value"])
+    common = {"validation_samples": samples, "complete": len(complete), "best": best["number"]}
+    outcomes = trial_outcomes(complete, samples, metric, search_dir)
+    if outcomes is not None:
+        comparisons = {t["number"]: compare_outcomes(outcomes[best["number"]], outcomes[t["number"]])
+                       for t in complete}
+        others = [n for n in comparisons if n != best["number"]]
+        shown = dict(zip(others, holm_differs([comparisons[n].p_value for n in others]), strict=True))
+        return {"test": "mcnemar", "alpha": ALPHA, "correction": "holm", **common,
+                "tied_with_best": [n for n in comparisons if not shown.get(n, False)],
+                "comparisons": {str(n): {"best_only": c.first_only, "trial_only": c.second_only,
+                                         "p_value": c.p_value, "differs": shown.get(n, False)}
+                                for n, c in comparisons.items()}}
+    tied = tied_with_best([t["value"] for t in complete], samples, maximize)
+    return {"test": "binomial", **common, "cutoff": difference_cutoff(best["value"], samples),
+            "tied_with_best": [complete[i]["number"] for i in tied]}
+
+
+def noise_sentence(summary: dict[str, Any]) -> str | None:
+    """In words, when the best trial is not alone within the noise; None when it stands out."""
+    noise = summary.get("noise")
+    if not noise or len(noise["tied_with_best"]) < 2:
+        return None
+    count = f"{len(noise['tied_with_best'])} of the {noise['complete']} complete trials"
+    trials = ", ".join(map(str, noise["tied_with_best"]))
+    after = ("the search has not shown the best to be better than them: compare them over seeds before trusting "
+             "the choice.")
+    if noise.get("test") == "mcnemar":
+        return (f"{count} (trials {trials}) are not shown to differ from the best, trial {noise['best']}, by an "
+                f"exact McNemar test of their right and wrong answers on the same {noise['validation_samples']:,} "
+                f"validation samples ({noise['complete'] - 1} comparisons with the best, Holm-corrected at "
+                f"{noise['alpha']:g}; kdistill.tune.noise): {after}")
+    return (f"{count} are within {noise['cutoff']:.4f} of the best (trials {trials}): two standard errors of a "
+            f"difference of two binomial accuracies on {noise['validation_samples']:,} validation samples, an "
+            f"approximate yardstick (kdistill.tune.noise); {after}")
+
+
+__all__ = ["accuracy_standard_error", "difference_cutoff", "is_accuracy", "noise_bound", "noise_sentence",
+           "tied_with_best", "trial_outcomes"]

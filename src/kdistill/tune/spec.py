@@ -1,7 +1,7 @@
 """The `tune:` section of an experiment file: what to search, how to score, how long.
 
     tune:
-      trials: 20
+      trials: 20                      # TPE's first random_trials (10) are random draws
       metric: val/acc                 # any metric of the validation evaluation (val/acc, val/loss, ...)
       space:                          # field paths exactly as --set writes them
         methods[0].temperature: {low: 1, high: 8}
@@ -64,6 +64,9 @@ class TuneSpec(BaseModel):
     direction: Literal["maximize", "minimize"] | None = None  # default: minimize a loss, maximize anything else
     trials: int = Field(20, gt=0)
     sampler: Literal["tpe", "random"] = "tpe"
+    # TPE draws this many trials at random before it models the space (Optuna's n_startup_trials): a
+    # search of no more trials than this is a random search, which tune.md says
+    random_trials: int = Field(10, ge=1)
     pruner: Literal["median", "none"] = "median"
     startup_trials: int = Field(3, ge=0)  # finished trials before any trial may be pruned
     warmup_epochs: int = Field(1, ge=0)  # evaluations a trial always gets before it may be pruned

@@ -29,7 +29,7 @@ from kdistill.config_error import ConfigError
 from kdistill.engine.checkpoint import atomic_write_text
 from kdistill.errors import BadInput
 from kdistill.tune.data import tuning_raw
-from kdistill.tune.noise import difference_cutoff, is_accuracy, tied_with_best
+from kdistill.tune.noise import is_accuracy, noise_bound, noise_sentence
 from kdistill.tune.objective import make_objective
 from kdistill.tune.plots import write_plots
 from kdistill.tune.space import SearchDimension, check_space, with_params
@@ -74,7 +74,7 @@ def open_study(run_dir: Path, spec: TuneSpec, seed: int) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = (optuna.samplers.TPESampler(seed=seed) if spec.sampler == "tpe"
+    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.random_trials) if spec.sampler == "tpe"
                else optuna.samplers.RandomSampler(seed=seed))
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=spec.warmup_epochs)
               if spec.pruner == "median" else optuna.pruners.NopPruner())
@@ -82,7 +82,8 @@ def open_study(run_dir: Path, spec: TuneSpec, seed: int) -> Any:
     study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner,
                                 direction=spec.resolved_direction(), load_if_exists=True)
     if study.trials:  # a resumed search: a fresh stream, or its first draws would repeat the first trials' values
-        study.sampler = type(sampler)(seed=seed + len(study.trials))
+        study.sampler = (optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=spec.random_trials)
+                         if spec.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed + len(study.trials)))
     return study
 
 
@@ -212,13 +213,14 @@ def write_outcome(study: Any, raw: dict[str, Any], run_dir: Path, spec: TuneSpec
         best_path = run_dir / BEST_CONFIG
         atomic_write_text(best_path, header + yaml.safe_dump(best_raw, sort_keys=False))
     plots = write_plots(study, run_dir)
-    summary = summarise(study, spec, best, plots)
+    summary = summarise(study, spec, best, plots, run_dir)
     atomic_write_text(run_dir / SUMMARY_JSON, json.dumps(summary, indent=2, default=str))
     atomic_write_text(run_dir / SUMMARY_MD, markdown(summary))
     return SearchResult(run_dir, study, best.params if best else None, best.value if best else None, best_path, plots)
 
 
-def summarise(study: Any, spec: TuneSpec, best: Any | None, plots: dict[str, str]) -> dict[str, Any]:
+def summarise(study: Any, spec: TuneSpec, best: Any | None, plots: dict[str, str],
+              run_dir: Path | None = None) -> dict[str, Any]:
     trials = [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
                "evaluations": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
                "run_dir": t.user_attrs.get("run_dir")} for t in study.get_trials(deepcopy=False)]
@@ -226,31 +228,25 @@ def summarise(study: Any, spec: TuneSpec, best: Any | None, plots: dict[str, str
             "trials": trials, "best": None if best is None else {"number": best.number, "value": best.value,
                                                                  "params": best.params},
             "best_config": BEST_CONFIG if best is not None else None, "plots": plots,
-            "noise": noise_bound(trials, study.user_attrs.get(VALIDATION_SAMPLES), spec)}
+            "sampler": {"name": spec.sampler, "random_trials": spec.random_trials if spec.sampler == "tpe" else None},
+            "noise": noise_bound(trials, study.user_attrs.get(VALIDATION_SAMPLES), spec.metric,
+                                 spec.resolved_direction() == "maximize", run_dir)}
 
 
-def noise_bound(trials: list[dict[str, Any]], samples: int | None, spec: TuneSpec) -> dict[str, Any] | None:
-    """The validation split's sampling noise and the complete trials the best does not beat beyond it."""
-    complete = [t for t in trials if t["state"] == "complete" and t["value"] is not None]
-    if not samples or not complete or not is_accuracy(spec.metric):
+def sampler_sentence(summary: dict[str, Any]) -> str | None:
+    """How TPE chose the trials: its first `random_trials` are random draws, which a short search
+    may never get past (then it is a random search, and the reader should know)."""
+    sampler = summary.get("sampler") or {}
+    if sampler.get("name") != "tpe":
         return None
-    maximize = spec.resolved_direction() == "maximize"
-    best = (max if maximize else min)(t["value"] for t in complete)
-    tied = tied_with_best([t["value"] for t in complete], samples, maximize)
-    return {"validation_samples": samples, "cutoff": difference_cutoff(best, samples),
-            "tied_with_best": [complete[i]["number"] for i in tied], "complete": len(complete)}
-
-
-def noise_sentence(summary: dict[str, Any]) -> str | None:
-    """In words, when the best trial is not alone within the noise; None when it stands out."""
-    noise = summary.get("noise")
-    if not noise or len(noise["tied_with_best"]) < 2:
-        return None
-    return (f"{len(noise['tied_with_best'])} of the {noise['complete']} complete trials are within "
-            f"{noise['cutoff']:.4f} of the best (trials {', '.join(map(str, noise['tied_with_best']))}): two "
-            f"standard errors of a difference of two binomial accuracies on {noise['validation_samples']:,} "
-            "validation samples, an approximate yardstick (kdistill.tune.noise); the search has not shown the "
-            "best to be better than them: compare them over seeds before trusting the choice.")
+    start = sampler["random_trials"]
+    trials = len([t for t in summary["trials"] if t["state"] in ("complete", "pruned")])
+    if trials <= start:
+        return (f"**A random search.** TPE draws its first {start} trials at random (`tune.random_trials`) and "
+                f"the search has {trials}: every trial is a random draw. Lower `tune.random_trials` or raise "
+                "`--trials` for trials chosen from the ones before.")
+    return (f"Sampler: TPE; its first {start} trials were random draws (`tune.random_trials`), the "
+            f"{trials - start} after them chosen from the ones before.")
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -265,6 +261,9 @@ def markdown(summary: dict[str, Any]) -> str:
         warning = noise_sentence(summary)
         if warning:
             lines += [f"**Within noise.** {warning}", ""]
+        sampling = sampler_sentence(summary)
+        if sampling:
+            lines += [sampling, ""]
     else:
         lines += ["No trial finished yet.", ""]
     lines += ["| trial | state | " + " | ".join(f"`{p}`" for p in paths) + f" | {summary['metric']} | evaluations |",
@@ -287,4 +286,4 @@ def _fmt(value: Any) -> str:
 
 
 __all__ = ["BEST_CONFIG", "DATABASE", "EXPERIMENT_FILE", "SearchResult", "noise_sentence", "open_study",
-           "requeue_interrupted", "run_search", "search_plan", "storage_url"]
+           "requeue_interrupted", "run_search", "sampler_sentence", "search_plan", "storage_url"]
