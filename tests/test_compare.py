@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kdistill.cli import main
+from kdistill.evaluate.paired import exact_mcnemar_p, outcomes_from_bits
 
 SMALL_RUN = ["--no-progress", "--threads", "1", "--set", "teacher.training.epochs=2", "--set", "training.epochs=3"]
 
@@ -36,6 +37,16 @@ def test_compare_puts_each_runs_numbers_in_its_column(two_runs, tmp_path):
         assert cells["student (distilled): agreement with teacher %"][column] == f"{100 * pair['agreement']:.2f}"
     noise = json.loads((noisy / "label_noise.json").read_text())
     assert cells["label noise realised %"] == ["none", f"{100 * noise['realised_rate']:.2f}"]
+    # the noisy run's distilled student against the clean run's, sample by sample on the same test set
+    outcomes = []
+    for run_dir in (clean, noisy):
+        diagnostics = json.loads((run_dir / "diagnostics.json").read_text())
+        bits = outcomes_from_bits(diagnostics["models"]["student (distilled)"]["correct"], diagnostics["test_samples"])
+        assert int(bits.sum()) == round(diagnostics["models"]["student (distilled)"]["accuracy"] * len(bits))
+        outcomes.append(bits)
+    here, there = int((outcomes[1] & ~outcomes[0]).sum()), int((outcomes[0] & ~outcomes[1]).sum())
+    assert cells["distilled: right only here / only in clean, McNemar p"] == [
+        "", f"{here} / {there}, p = {exact_mcnemar_p(here, there):.3g}"]
 
 
 def test_compare_html_overlays_the_shared_stages(two_runs, tmp_path, capsys):

@@ -2,7 +2,9 @@
 
 The measures: each table row's test accuracy (teacher, scratch, distilled, ...), the gap recovered,
 the realised label-noise rate, and per model ECE and agreement / KL with the teacher (from
-`diagnostics.json`). `compare_html` adds, per stage folder the runs share, their validation
+`diagnostics.json`), and each distilled student against the first run's on the same test samples
+(McNemar's exact test on the per-sample outcomes, where the runs kept them over the same labels in
+the same order). `compare_html` adds, per stage folder the runs share, their validation
 accuracy curves on one plot. Used by `kdistill compare RUN_DIR...`.
 """
 
@@ -12,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from kdistill.errors import BadInput
+from kdistill.evaluate.paired import compare_outcomes, outcomes_from_bits
 from kdistill.report import read_result
 from kdistill.report_sections import percent, read_json
 from kdistill.results import ExperimentResult
@@ -58,12 +63,38 @@ def summarise(run_dir: Path, label: str) -> RunSummary:
     return summary
 
 
+def distilled_outcomes(summary: RunSummary) -> tuple[str, torch.Tensor] | None:
+    """(labels digest, right / wrong per test sample) of the run's distilled student, where kept."""
+    diagnostics = summary.diagnostics or {}
+    role = (diagnostics.get("roles") or {}).get("distilled")
+    model = diagnostics.get("models", {}).get(role) if role else None
+    if not model or "correct" not in model or "labels_digest" not in diagnostics:
+        return None
+    return diagnostics["labels_digest"], outcomes_from_bits(model["correct"], diagnostics["test_samples"])
+
+
+def add_paired_row(summaries: list[RunSummary]) -> None:
+    """Each run's distilled student against the first run's on the same test samples (McNemar), where
+    both kept their outcomes over the same labels in the same order."""
+    first = distilled_outcomes(summaries[0])
+    if first is None:
+        return
+    measure = f"distilled: right only here / only in {summaries[0].label}, McNemar p"
+    for summary in summaries[1:]:
+        other = distilled_outcomes(summary)
+        if other is None or other[0] != first[0]:
+            continue
+        result = compare_outcomes(other[1], first[1])
+        summary.values[measure] = f"{result.first_only} / {result.second_only}, p = {result.p_value:.3g}"
+
+
 def compare_runs(run_dirs: list[Path]) -> tuple[list[str], list[list[str]], list[RunSummary]]:
     """(header, rows, summaries): one column per run, one row per measure any run has."""
     if len(run_dirs) < 1:
         raise BadInput("RUN_DIR: give at least one run directory (two or more to compare)")
     summaries = [summarise(Path(d), label) for d, label in zip(run_dirs, _labels([Path(d) for d in run_dirs]),
                                                                strict=True)]
+    add_paired_row(summaries)
     measures = list(dict.fromkeys(key for s in summaries for key in s.values))
     rows = [[measure] + [s.values.get(measure, "") for s in summaries] for measure in measures]
     return ["measure"] + [s.label for s in summaries], rows, summaries

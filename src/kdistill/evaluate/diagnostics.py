@@ -24,6 +24,7 @@ class is flagged when the distilled student is also weak on it by the same `weak
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -123,6 +124,12 @@ def inherited_weakness(teacher: list[float], distilled: list[float], scratch: li
             "weak_margin": weak_margin, "inherit_margin": inherit_margin}
 
 
+def labels_digest(labels: torch.Tensor) -> str:
+    """A fingerprint of the test labels in order: two runs' per-sample outcomes are compared only when
+    it matches (same samples, same order), since the outcomes alone do not say which samples they cover."""
+    return hashlib.sha256(labels.detach().to("cpu", torch.int64).numpy().tobytes()).hexdigest()[:16]
+
+
 def model_summary(logits: torch.Tensor, labels: torch.Tensor, num_classes: int, bins: int = ECE_BINS) -> dict[str, Any]:
     """Accuracy, calibration, per-class accuracy and confusion matrix of one model."""
     predicted = logits.argmax(1)
@@ -166,7 +173,7 @@ def diagnose(logits: dict[str, torch.Tensor], labels: torch.Tensor, num_classes:
     if scratch is not None and distilled is not None:
         comparison = compare_outcomes(logits[distilled].argmax(1) == labels, logits[scratch].argmax(1) == labels)
         paired = {"distilled": distilled, "scratch": scratch, **comparison.as_dict()}
-    return {"test_samples": len(labels), "num_classes": num_classes,
+    return {"test_samples": len(labels), "labels_digest": labels_digest(labels), "num_classes": num_classes,
             "classes": list(classes) if classes else [str(c) for c in range(num_classes)], "bins": bins,
             "roles": {"teacher": teacher, "scratch": scratch, "distilled": distilled},
             "models": models, "pairs": pairs, "weakness": weakness, "distilled_vs_scratch": paired}
