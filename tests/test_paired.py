@@ -89,3 +89,24 @@ def test_the_report_says_whether_distilled_and_scratch_differ():
     assert "McNemar" not in "\n".join(diagnostics_lines(alone))
     assert torch.equal(outcomes_from_bits(result["models"]["scratch"]["correct"], 40),
                        scratch.argmax(1) == labels)
+
+
+def test_kdistill_run_prints_the_comparison_after_the_gap(tmp_path):
+    from rich.console import Console
+
+    from kdistill.cli_run import print_result
+    from kdistill.results import DISTILLED, SCRATCH, ExperimentResult, ModelResult
+    from kdistill.run.diagnostics import write_diagnostics
+
+    labels = torch.zeros(40, dtype=torch.long)
+    distilled, scratch = one_hot_logits([0] * 32 + [1] * 8), one_hot_logits([0] * 20 + [1] * 12 + [0] + [1] * 7)
+    write_diagnostics(tmp_path, diagnose({"teacher": one_hot_logits([0] * 40), SCRATCH: scratch, DISTILLED: distilled},
+                                         labels, 2, "teacher", SCRATCH, DISTILLED))
+    rows = [ModelResult("teacher", 1.0, 100, 400, 1.0), ModelResult(SCRATCH, 21 / 40, 10, 40, 0.1),
+            ModelResult(DISTILLED, 32 / 40, 10, 40, 0.1)]
+    console = Console(record=True, width=400)
+    print_result(console, type("Config", (), {"name": "paired"})(), ExperimentResult(tmp_path, rows), tmp_path)
+    lines = console.export_text().splitlines()
+    assert lines[-3].startswith("Distillation recovered")
+    assert lines[-2].startswith("Distilled against scratch on the same 40 test samples: the distilled student alone "
+                                "is right on 12, the scratch student alone on 1")

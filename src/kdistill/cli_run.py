@@ -174,6 +174,8 @@ def _run(args: argparse.Namespace, console: Console, world) -> int:
 
 def print_result(console: Console, config, result, run_dir: Path) -> None:
     from kdistill.report import TABLE_HEADER, gap_sentence, table_rows
+    from kdistill.report_sections import paired_sentence, read_json
+    from kdistill.run.diagnostics import DIAGNOSTICS_FILE
 
     table = Table(title=f"{config.name}: test set")
     for column in TABLE_HEADER:
@@ -182,4 +184,8 @@ def print_result(console: Console, config, result, run_dir: Path) -> None:
         table.add_row(*row)
     console.print(table)
     console.print(gap_sentence(result), highlight=False)
+    diagnostics = read_json(run_dir / DIAGNOSTICS_FILE)
+    paired = paired_sentence(diagnostics) if diagnostics else None
+    if paired:
+        console.print(paired, highlight=False)
     console.print(f"report: {run_dir / 'report.md'}", highlight=False)
