@@ -39,6 +39,8 @@ def test_outcomes_pack_first_sample_in_the_high_bit():
     assert torch.equal(outcomes_from_bits(outcome_bits(many), 10_001), many)
     with pytest.raises(ValueError, match="room"):
         outcomes_from_bits("oIA=", 17)
+    with pytest.raises(ValueError, match="past the last sample"):
+        outcomes_from_bits("/w==", 1)  # eight set bits for one sample: not what outcome_bits writes
 
 
 def test_compare_counts_the_disagreements():
@@ -77,7 +79,8 @@ def test_the_report_says_whether_distilled_and_scratch_differ():
     assert paired["p_value"] == pytest.approx(2 * (1 + 13) / 2**13)  # 0.0034
     text = "\n".join(diagnostics_lines(result))
     assert "the distilled student alone is right on 12, the scratch student alone on 1" in text
-    assert "p = 0.00342: beyond what the number of test samples explains" in text
+    assert "p = 0.00342: beyond what the number of test samples explains (p < 0.05): the distilled student is the " \
+           "better one here" in text
     # both right or both wrong everywhere but two samples: nothing shown
     close = diagnose({"teacher": teacher, "scratch": distilled, "student (distilled)": one_hot_logits(
         [0] * 31 + [1] * 8 + [0])}, labels, 2, "teacher", "scratch", "student (distilled)")

@@ -63,16 +63,18 @@ def summary_of(values: list[float], samples: int | None, metric: str = "val/acc"
 def test_tune_md_warns_when_the_best_is_not_alone():
     flat = summary_of([1 - e / 5999 for e in HINTON_ERRORS[:4]], 5999)
     assert flat["noise"]["test"] == "binomial"  # no trial kept its outcomes
-    assert flat["noise"]["tied_with_best"] == [0, 1, 2, 3]  # the pruned trial's score does not count
+    assert flat["noise"]["best"] == 3  # 52 errors
+    assert flat["noise"]["tied_with_best"] == [0, 1, 2]  # the pruned trial's score does not count
     sentence = noise_sentence(flat)
     # cut-off at the best (52 errors): 2 * sqrt(2) * sqrt(p (1 - p) / 5999) with p = 1 - 52 / 5999: 0.003385
     assert flat["noise"]["cutoff"] == pytest.approx(0.003385, abs=1e-6)
-    assert sentence.startswith("4 of the 4 complete trials are within 0.0034 of the best (trials 0, 1, 2, 3): two "
-                               "standard errors of a difference of two binomial accuracies on 5,999 validation")
+    assert sentence.startswith("3 of the 3 other complete trials (trials 0, 1, 2) are within 0.0034 of the best, "
+                               "trial 3: two standard errors of a difference of two binomial accuracies on 5,999 "
+                               "validation")
     assert f"**Within noise.** {sentence}" in markdown(flat)
 
     clear = summary_of([0.90, 0.99], 6000)
-    assert clear["noise"]["tied_with_best"] == [1] and noise_sentence(clear) is None
+    assert clear["noise"]["tied_with_best"] == [] and noise_sentence(clear) is None
     assert "Within noise" not in markdown(clear)
     assert summary_of([0.5, 0.51], None)["noise"] is None  # split size unknown: no claim
     assert summary_of([0.5, 0.51], 100, metric="val/loss")["noise"] is None  # a loss has no binomial bound
@@ -111,13 +113,13 @@ def test_kept_outcomes_give_a_paired_bound(tmp_path):
                                          "differs": True}
     assert noise["comparisons"]["2"] == {"best_only": 7, "trial_only": 3, "p_value": pytest.approx(2 * 176 / 1024),
                                          "differs": False}
-    assert noise["tied_with_best"] == [0, 2]
+    assert noise["tied_with_best"] == [2]
     assert noise_sentence(summary).startswith(
-        "2 of the 3 complete trials (trials 0, 2) are not shown to differ from the best, trial 0, by an exact "
+        "1 of the 2 other complete trials (trial 2) is not shown to differ from the best, trial 0, by an exact "
         "McNemar test of their right and wrong answers on the same 200 validation samples (2 comparisons with "
         "the best, Holm-corrected at 0.05")
     assert summary_of([0.90, 0.86, 0.88], 200)["noise"]["test"] == "binomial"  # trial folders not found
-    assert summary_of([0.90, 0.86, 0.88], 200)["noise"]["tied_with_best"] == [0, 1, 2]
+    assert summary_of([0.90, 0.86, 0.88], 200)["noise"]["tied_with_best"] == [1, 2]
 
 
 def test_outcomes_that_do_not_give_the_score_are_not_paired(tmp_path):
@@ -148,3 +150,26 @@ def test_a_search_no_longer_than_tpes_random_start_says_it_is_random(tmp_path):
     spec = TuneSpec(space={"methods[0].temperature": {"low": 1, "high": 8}}, random_trials=4)
     assert open_study(tmp_path, spec, seed=0).sampler._n_startup_trials == 4  # what Optuna's TPE is given
     assert TuneSpec(space={"methods[0].temperature": {"low": 1, "high": 8}}).random_trials == 10  # Optuna's default
+
+
+def test_the_best_is_the_trial_the_search_reports_and_one_split_is_compared(tmp_path):
+    """Tied scores: the bound compares with the trial best.yaml holds (Optuna's pick), not the first
+    of the tied; outcomes over differently ordered labels are not paired."""
+    first = torch.ones(100, dtype=torch.bool)
+    first[:10] = False
+    second = torch.ones(100, dtype=torch.bool)
+    second[90:] = False  # same score, other samples wrong: 10 : 10 disagreements
+    keep_outcomes(tmp_path, 0, first)
+    keep_outcomes(tmp_path, 1, second)
+    spec = TuneSpec(space={"methods[0].temperature": {"low": 1, "high": 8}})
+    trials = [{"number": n, "state": "complete", "value": 0.9, "params": {}} for n in (0, 1)]
+    assert noise_bound(trials, 100, spec.metric, True, tmp_path)["best"] == 0
+    named = noise_bound(trials, 100, spec.metric, True, tmp_path, best_number=1)
+    assert named["best"] == 1 and named["tied_with_best"] == [0]
+    assert named["comparisons"]["0"]["best_only"] == 10 and named["comparisons"]["0"]["trial_only"] == 10
+    where = trial_dir(tmp_path, 1) / "diagnostics.json"
+    diagnostics = json.loads(where.read_text())
+    where.write_text(json.dumps({**diagnostics, "labels_digest": "another split"}))
+    (trial_dir(tmp_path, 0) / "diagnostics.json").write_text(json.dumps(
+        {**json.loads((trial_dir(tmp_path, 0) / "diagnostics.json").read_text()), "labels_digest": "one split"}))
+    assert noise_bound(trials, 100, spec.metric, True, tmp_path)["test"] == "binomial"

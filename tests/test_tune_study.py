@@ -97,7 +97,9 @@ def test_tuning_never_reads_the_test_split(tmp_path):
     assert noise["validation_samples"] == len(held_out("digits").val) == 136
     # each trial kept its right / wrong answers on those samples, so the bound is McNemar's paired one
     assert noise["test"] == "mcnemar" and set(noise["comparisons"]) == {"0", "1"}
-    assert noise["comparisons"][str(noise["best"])] == {"best_only": 0, "trial_only": 0, "p_value": 1.0}
+    assert noise["comparisons"][str(noise["best"])] == {"best_only": 0, "trial_only": 0, "p_value": 1.0,
+                                                        "differs": False}
+    assert noise["best"] == result.study.best_trial.number  # the trial best.yaml holds
 
 
 def test_a_hopeless_trial_is_pruned_after_its_first_evaluation(tmp_path):

@@ -70,7 +70,10 @@ def distilled_outcomes(summary: RunSummary) -> tuple[str, torch.Tensor] | None:
     model = diagnostics.get("models", {}).get(role) if role else None
     if not model or "correct" not in model or "labels_digest" not in diagnostics:
         return None
-    return diagnostics["labels_digest"], outcomes_from_bits(model["correct"], diagnostics["test_samples"])
+    try:
+        return diagnostics["labels_digest"], outcomes_from_bits(model["correct"], diagnostics["test_samples"])
+    except (ValueError, TypeError):  # a damaged diagnostics.json (binascii.Error is a ValueError): no row
+        return None
 
 
 def add_paired_row(summaries: list[RunSummary]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kdistill.data.label_noise import LABEL_NOISE_FILE
+from kdistill.evaluate.paired import ALPHA
 
 # a compression run's table (kdistill compress writes compress.json: {"rows": [...], "files": ...}); rendered
 # where present in the run directory or below it, nested fields flattened ("profile.parameters")
@@ -62,8 +63,10 @@ def paired_sentence(diagnostics: dict[str, Any]) -> str | None:
     if not paired:
         return None
     b, c, p = paired["first_only"], paired["second_only"], paired["p_value"]
-    verdict = ("beyond what the number of test samples explains (p < 0.05)" if p < 0.05 else
-               "within what the number of test samples explains (p >= 0.05): this run does not show either "
+    better = "distilled" if b > c else "scratch"
+    verdict = (f"beyond what the number of test samples explains (p < {ALPHA:g}): the {better} student is the "
+               "better one here" if p < ALPHA else
+               f"within what the number of test samples explains (p >= {ALPHA:g}): this run does not show either "
                "student to be the better one")
     return (f"Distilled against scratch on the same {paired['samples']:,} test samples: the distilled student "
             f"alone is right on {b:,}, the scratch student alone on {c:,}; exact McNemar test, two-sided p = "

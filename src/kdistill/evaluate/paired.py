@@ -42,8 +42,10 @@ def outcomes_from_bits(text: str, samples: int) -> torch.Tensor:
     if len(raw) != math.ceil(samples / 8):
         raise ValueError(f"outcome bits hold {len(raw) * 8} samples' room, not {samples}")
     packed = torch.tensor(list(raw), dtype=torch.uint8)
-    bits = (packed[:, None] >> torch.arange(7, -1, -1, dtype=torch.uint8)) & 1
-    return bits.flatten()[:samples].bool()
+    bits = ((packed[:, None] >> torch.arange(7, -1, -1, dtype=torch.uint8)) & 1).flatten().bool()
+    if bits[samples:].any():  # outcome_bits pads with zeros: anything else is not what it wrote
+        raise ValueError("outcome bits have set bits past the last sample: corrupt or for another split")
+    return bits[:samples]
 
 
 def exact_mcnemar_p(first_only: int, second_only: int) -> float:
@@ -93,12 +95,13 @@ def holm_differs(p_values: list[float], alpha: float = ALPHA) -> list[bool]:
     """Which of several comparisons are shown at family-wise level `alpha` (Holm's step-down method).
 
     Comparing a search's best with each of its other trials is many tests at once: one p below 0.05
-    in eleven is likely by chance alone. Holm's method rejects the smallest p while it is below
-    alpha / (tests left), and stops at the first that is not."""
+    in eleven is likely by chance alone. Holm's method rejects the smallest p while it is at most
+    alpha / (tests left), and stops at the first that is not. It does not correct for the best
+    having been chosen by the same scores (which leans towards finding differences)."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])
     shown = [False] * len(p_values)
     for rank, index in enumerate(order):
-        if p_values[index] >= alpha / (len(p_values) - rank):
+        if p_values[index] > alpha / (len(p_values) - rank):
             break
         shown[index] = True
     return shown

@@ -7,16 +7,17 @@ test set over 7 seeds). Two yardsticks, the better one when it can be had:
 
 - paired (top-1 accuracy, every complete trial's per-sample outcomes in its `diagnostics.json`):
   McNemar's exact test of each trial against the best on the samples where the two disagree
-  (`kdistill.evaluate.paired`), Holm-corrected for the number of trials compared (the best is
-  picked by the same scores, so each single test would call too many trials different); trials
-  not rejected at 0.05 are not shown to differ;
+  (`kdistill.evaluate.paired`), Holm-corrected for the number of trials compared; trials not
+  rejected at 0.05 are not shown to differ;
 - binomial (otherwise: top-5 accuracy, outcomes missing): two standard errors of a difference of
   two independent binomial accuracies at the split's size. Approximate, and says so: it overstates
   the noise for models that err on the same samples.
 
 Neither includes the training seed's spread (another seed of the same setting disagrees with the
-first on some samples too). Trials inside the bound are reported as not shown to differ from the
-best, not as equal.
+first on some samples too), and neither corrects for the best having been picked by the same
+scores, which leans towards finding differences: "not shown to differ" is the safe reading, a
+difference may be overstated. Trials inside the bound are reported as not shown to differ from
+the best, not as equal.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def trial_outcomes(trials: list[dict[str, Any]], samples: int, metric: str, sear
 
     if metric.split("/", 1)[-1] != "acc":
         return None
-    found = {}
+    found, digests = {}, set()
     for trial in trials:
         where = trial_dir(Path(search_dir), trial["number"]) if search_dir else trial.get("run_dir")
         diagnostics = read_diagnostics(Path(where)) if where else None
@@ -88,17 +89,21 @@ def trial_outcomes(trials: list[dict[str, Any]], samples: int, metric: str, sear
         if abs(float(outcomes.float().mean()) - trial["value"]) > 0.5 / samples:  # another model than the one scored
             return None
         found[trial["number"]] = outcomes
-    return found
+        digests.add(diagnostics.get("labels_digest"))
+    return found if len(digests - {None}) <= 1 else None  # one split, the same samples in the same order
 
 
 def noise_bound(trials: list[dict[str, Any]], samples: int | None, metric: str, maximize: bool,
-                search_dir: Path | None = None) -> dict[str, Any] | None:
-    """The complete trials the best does not beat beyond the validation split's noise: paired when
-    every trial's outcomes are kept (`trial_outcomes`), binomial otherwise; None where no bound applies."""
+                search_dir: Path | None = None, best_number: int | None = None) -> dict[str, Any] | None:
+    """The other complete trials the best does not beat beyond the validation split's noise: paired
+    when every trial's outcomes are kept (`trial_outcomes`), binomial otherwise; None where no bound
+    applies. `best_number`: the trial the search reports as best (Optuna's pick among tied scores),
+    else the first best score."""
     complete = [t for t in trials if t["state"] == "complete" and t["value"] is not None]
     if not samples or not complete or not is_accuracy(metric):
         return None
-    best = (max if maximize else min)(complete, key=lambda t: t["value"])
+    named = [t for t in complete if t["number"] == best_number]
+    best = named[0] if named else (max if maximize else min)(complete, key=lambda t: t["value"])
     common = {"validation_samples": samples, "complete": len(complete), "best": best["number"]}
     outcomes = trial_outcomes(complete, samples, metric, search_dir)
     if outcomes is not None:
@@ -107,30 +112,32 @@ def noise_bound(trials: list[dict[str, Any]], samples: int | None, metric: str, 
         others = [n for n in comparisons if n != best["number"]]
         shown = dict(zip(others, holm_differs([comparisons[n].p_value for n in others]), strict=True))
         return {"test": "mcnemar", "alpha": ALPHA, "correction": "holm", **common,
-                "tied_with_best": [n for n in comparisons if not shown.get(n, False)],
+                "tied_with_best": [n for n in others if not shown[n]],
                 "comparisons": {str(n): {"best_only": c.first_only, "trial_only": c.second_only,
                                          "p_value": c.p_value, "differs": shown.get(n, False)}
                                 for n, c in comparisons.items()}}
-    tied = tied_with_best([t["value"] for t in complete], samples, maximize)
-    return {"test": "binomial", **common, "cutoff": difference_cutoff(best["value"], samples),
-            "tied_with_best": [complete[i]["number"] for i in tied]}
+    cutoff = difference_cutoff(best["value"], samples)
+    return {"test": "binomial", **common, "cutoff": cutoff,
+            "tied_with_best": [t["number"] for t in complete
+                               if t is not best and abs(t["value"] - best["value"]) <= cutoff]}
 
 
 def noise_sentence(summary: dict[str, Any]) -> str | None:
     """In words, when the best trial is not alone within the noise; None when it stands out."""
     noise = summary.get("noise")
-    if not noise or len(noise["tied_with_best"]) < 2:
+    if not noise or not noise["tied_with_best"]:
         return None
-    count = f"{len(noise['tied_with_best'])} of the {noise['complete']} complete trials"
-    trials = ", ".join(map(str, noise["tied_with_best"]))
+    others, tied = noise["complete"] - 1, noise["tied_with_best"]
+    count = (f"{len(tied)} of the {others} other complete trials (trial{'s' if len(tied) > 1 else ''} "
+             f"{', '.join(map(str, tied))}) {'are' if len(tied) > 1 else 'is'}")
     after = ("the search has not shown the best to be better than them: compare them over seeds before trusting "
              "the choice.")
     if noise.get("test") == "mcnemar":
-        return (f"{count} (trials {trials}) are not shown to differ from the best, trial {noise['best']}, by an "
-                f"exact McNemar test of their right and wrong answers on the same {noise['validation_samples']:,} "
-                f"validation samples ({noise['complete'] - 1} comparisons with the best, Holm-corrected at "
-                f"{noise['alpha']:g}; kdistill.tune.noise): {after}")
-    return (f"{count} are within {noise['cutoff']:.4f} of the best (trials {trials}): two standard errors of a "
+        return (f"{count} not shown to differ from the best, trial {noise['best']}, by an exact McNemar test of "
+                f"their right and wrong answers on the same {noise['validation_samples']:,} validation samples "
+                f"({others} comparisons with the best, Holm-corrected at {noise['alpha']:g}; kdistill.tune.noise): "
+                f"{after}")
+    return (f"{count} within {noise['cutoff']:.4f} of the best, trial {noise['best']}: two standard errors of a "
             f"difference of two binomial accuracies on {noise['validation_samples']:,} validation samples, an "
             f"approximate yardstick (kdistill.tune.noise); {after}")
 

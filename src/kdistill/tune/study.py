@@ -230,7 +230,8 @@ def summarise(study: Any, spec: TuneSpec, best: Any | None, plots: dict[str, str
             "best_config": BEST_CONFIG if best is not None else None, "plots": plots,
             "sampler": {"name": spec.sampler, "random_trials": spec.random_trials if spec.sampler == "tpe" else None},
             "noise": noise_bound(trials, study.user_attrs.get(VALIDATION_SAMPLES), spec.metric,
-                                 spec.resolved_direction() == "maximize", run_dir)}
+                                 spec.resolved_direction() == "maximize", run_dir,
+                                 best.number if best is not None else None)}
 
 
 def sampler_sentence(summary: dict[str, Any]) -> str | None:
