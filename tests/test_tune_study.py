@@ -12,8 +12,9 @@ from optuna.trial import TrialState
 from sealed_data import SealedSplitRead
 
 import kdistill.experiment
-from kdistill.config import load_config, validate
+from kdistill.config import dump_config, load_config, validate
 from kdistill.experiment import run_experiment
+from kdistill.report import rebuild_reports, tuning_trial
 from kdistill.tune.data import held_out, tuning_raw
 from kdistill.tune.objective import make_objective
 from kdistill.tune.study import BEST_CONFIG, open_study, run_search, search_plan
@@ -83,6 +84,7 @@ def test_interrupted_search_resumes_to_three_trials_keeping_the_first(tmp_path, 
     assert config.training.optimizer.lr == pytest.approx(best.params["training.optimizer.lr"])
     outcome = run_experiment(config, tmp_path / "best-run", progress=False)
     assert 0.3 < outcome.by_role("student (distilled)").accuracy <= 1.0
+    assert not tuning_trial(dump_config(config))  # its report is a run on the test set, not a trial's
 
 
 def test_tuning_never_reads_the_test_split(tmp_path):
@@ -95,6 +97,12 @@ def test_tuning_never_reads_the_test_split(tmp_path):
     # the noise bound counts the held-out split (10 % of the training images), still without the test split
     noise = json.loads((tmp_path / "search" / "tune.json").read_text())["noise"]
     assert noise["validation_samples"] == len(held_out("digits").val) == 136
+    # a trial's reports (not written in these tests: `kdistill report` rebuilds them) say that their
+    # "test" figures are validation figures
+    rebuild_reports(tmp_path / "search" / "trials" / "trial-0000")
+    trial_report = (tmp_path / "search" / "trials" / "trial-0000" / "report.md").read_text()
+    assert "A tuning trial (kdistill tune)" in trial_report and "the test set was not read" in trial_report
+    assert "A tuning trial" in (tmp_path / "search" / "trials" / "trial-0000" / "report.html").read_text()
     # each trial kept its right / wrong answers on those samples, so the bound is McNemar's paired one
     assert noise["test"] == "mcnemar" and set(noise["comparisons"]) == {"0", "1"}
     assert noise["comparisons"][str(noise["best"])] == {"best_only": 0, "trial_only": 0, "p_value": 1.0,

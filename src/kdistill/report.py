@@ -65,6 +65,18 @@ def reused_baselines(run_dir: Path) -> list[str]:
     return lines
 
 
+TRIAL_NOTE = ("A tuning trial (kdistill tune): its data is the training split cut in two, and every \"test\" "
+              "figure below is on the validation split; the test set was not read.")
+
+
+def tuning_trial(config_yaml: str) -> bool:
+    """Whether the run is a trial of `kdistill tune` (its data is `kdistill.tune.data:held_out`)."""
+    from kdistill.tune.data import HELD_OUT
+
+    data = (yaml.safe_load(config_yaml) or {}).get("data") or {}
+    return isinstance(data, dict) and data.get("name") == HELD_OUT
+
+
 def write_report(run_dir: Path, config: ExperimentConfig, result: ExperimentResult) -> Path:
     """`report.md` (returned) and `report.html` beside it. At the end of a run a failure to draw the
     HTML report is a warning, not a failed run (`kdistill report RUN_DIR` retries it)."""
@@ -76,8 +88,10 @@ def render_reports(run_dir: Path, name: str, config_yaml: str, result: Experimen
     from kdistill.report_html import write_html
 
     diagnostics = read_json(run_dir / "diagnostics.json")
-    lines = [f"# {name}", "", f"Run directory: `{run_dir}`", "",
-             "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
+    lines = [f"# {name}", "", f"Run directory: `{run_dir}`", ""]
+    if tuning_trial(config_yaml):
+        lines += [TRIAL_NOTE, ""]
+    lines += ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
     lines += ["", gap_sentence(result), ""]
     lines += profile_section(result.rows)

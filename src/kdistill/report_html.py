@@ -251,15 +251,23 @@ def write_html(run_dir: Path, name: str, config_yaml: str, result: ExperimentRes
                diagnostics: dict[str, Any] | None, notes: list[str]) -> Path:
     """Write `run_dir/report.html` and return its path."""
     from kdistill.evaluate.profile_report import profile_table
-    from kdistill.report import TABLE_HEADER, gap_sentence, table_rows  # report.py imports this module lazily
+    from kdistill.report import (  # report.py imports this module lazily
+        TABLE_HEADER,
+        TRIAL_NOTE,
+        gap_sentence,
+        table_rows,
+        tuning_trial,
+    )
 
     run_dir = Path(run_dir)
     drawn = plots(run_dir, diagnostics)
     by_section: dict[str, list[str]] = {}
     for section, _, fragment in drawn:
         by_section.setdefault(section, []).append(fragment)
-    parts = [f"<h1>{html.escape(name)}</h1>", f"<p>Run directory: <code>{html.escape(str(run_dir))}</code></p>",
-             table_html(TABLE_HEADER, table_rows(result)), f"<p>{html.escape(gap_sentence(result))}</p>"]
+    parts = [f"<h1>{html.escape(name)}</h1>", f"<p>Run directory: <code>{html.escape(str(run_dir))}</code></p>"]
+    if tuning_trial(config_yaml):
+        parts.append(f'<p class="note">{html.escape(TRIAL_NOTE)}</p>')
+    parts += [table_html(TABLE_HEADER, table_rows(result)), f"<p>{html.escape(gap_sentence(result))}</p>"]
     if _matplotlib_figure() is None:
         parts.append('<p class="note">Plots need matplotlib: pip install "kdistill[report]", then '
                      "kdistill report RUN_DIR.</p>")
