@@ -55,6 +55,25 @@ def test_margin_grows_on_a_small_validation_split():
         noise_margin(0.5, 0.5, 0)
 
 
+def test_a_paired_test_decides_where_the_outcomes_are_kept():
+    """McNemar's verdict replaces the binomial margin where it is given; None falls back to it."""
+    teacher_size, student_size = {"big": 1000, "mid": 400}, {"s1": 200}
+    accuracy = {("s1", "big"): 0.80, ("s1", "mid"): 0.84}  # 4 points: inside the binomial margin at n = 400
+    asked = []
+
+    def paired(verdict):
+        def decide(student, best, largest):
+            asked.append((student, best, largest))
+            return verdict
+        return decide
+
+    assert len(capacity_gaps(accuracy, teacher_size, student_size, samples=400, paired=paired(True))) == 1
+    assert asked == [("s1", "mid", "big")]
+    assert capacity_gaps(accuracy, teacher_size, student_size, samples=10_000, paired=paired(False)) == []
+    assert capacity_gaps(accuracy, teacher_size, student_size, samples=400, paired=paired(None)) == []  # binomial
+    assert capacity_gaps(accuracy, teacher_size, student_size, margin=0.05, paired=paired(True)) == []  # the floor
+
+
 def test_front_marks_each_students_best_distilled_row_only():
     rows = [PairRow("s-small", "big", 0.70, 100, 1.0), PairRow("s-small", "mid", 0.75, 100, 1.0),
             PairRow("s-small", SCRATCH, 0.99, 100, 1.0),  # scratch rows are shown, not on the front
@@ -111,7 +130,9 @@ def test_small_comparison_on_validation_never_reads_test(tmp_path, monkeypatch):
     assert "| student | teacher |" in (work / "pair.md").read_text()
     # the held-out 10 % of the digits' training split (136 images) scored every pairing: the margin says so
     assert saved["scored_samples"] == outcome.samples == 136
-    assert "two standard errors of the two accuracies on 136 validation examples" in (work / "pair.md").read_text()
+    # every pairing kept its students' right / wrong answers, so the noise rule is McNemar's paired test
+    assert saved["noise_rule"] == "mcnemar" and outcome.paired
+    assert "must differ by McNemar's exact test on the same 136 validation examples" in (work / "pair.md").read_text()
     # each teacher was trained once, and a resumed comparison reuses every finished pairing
     trained = sorted(p.relative_to(work).as_posix() for p in work.glob("teachers/*/teacher/student.pt"))
     assert len(trained) == 2

@@ -28,6 +28,7 @@ from typing import Any
 
 from kdistill.engine.checkpoint import atomic_write_text
 from kdistill.errors import BadInput
+from kdistill.evaluate.paired import compare_outcomes, outcomes_from_bits
 from kdistill.tune.data import tuning_raw
 from kdistill.tune.pareto import CapacityGap, Point, capacity_gaps, noise_margin, pareto_front
 
@@ -43,8 +44,8 @@ class PairPlan:
     work_dir: Path
     scratch: bool = False  # also each student trained from the labels alone (the run's scratch baseline)
     test: bool = False  # score on the test split (default: the validation split)
-    # a smaller teacher must be this much better to call it a capacity gap (and at least two standard
-    # errors of the two accuracies on the split's size: see tune.pareto.noise_margin)
+    # a smaller teacher must be this much better to call it a capacity gap (and beyond the split's
+    # noise: McNemar's test where the runs kept their outcomes, else tune.pareto.noise_margin)
     margin: float = 0.005
 
 
@@ -71,9 +72,13 @@ class PairOutcome:
     notes: list[str] = field(default_factory=list)
     margin: float = 0.005
     samples: int | None = None  # examples each accuracy was measured on (scales the margin)
+    paired: bool = False  # every pairing kept its per-example outcomes: the noise rule is McNemar's test
 
     def margin_sentence(self) -> str:
         fixed = f"a smaller teacher must lead the largest by more than {100 * self.margin:.2f} points"
+        if self.paired:
+            return (f"Capacity-gap rule: {fixed}, and the two students must differ by McNemar's exact test on the "
+                    f"same {self.samples:,} {self.split} examples (p < 0.05).")
         if self.samples is None:
             return f"Capacity-gap rule: {fixed}."
         return (f"Capacity-gap rule: {fixed} and by more than two standard errors of the two accuracies on "
@@ -158,6 +163,7 @@ def run_pair(plan: PairPlan, resume: bool = False, progress: bool = False,
     student_size: dict[str, int] = {}
     accuracy: dict[tuple[str, str], float] = {}
     scored: set[int | None] = set()  # how many examples each pairing was scored on
+    folders: dict[tuple[str, str], Path] = {}
     for student, s_label in zip(plan.students, student_labels, strict=True):
         scratch = None
         for teacher, t_label in zip(teachers, teacher_labels, strict=True):
@@ -174,6 +180,7 @@ def run_pair(plan: PairPlan, resume: bool = False, progress: bool = False,
                                 taught_by.accuracy))
             teacher_size[t_label], student_size[s_label] = taught_by.parameters, distilled.parameters
             accuracy[(s_label, t_label)] = distilled.accuracy
+            folders[(s_label, t_label)] = where
             scored.add(_scored_samples(where))
             if plan.scratch and scratch is None:
                 scratch = result.by_role(SCRATCH_ROLE)
@@ -181,13 +188,34 @@ def run_pair(plan: PairPlan, resume: bool = False, progress: bool = False,
             rows.append(PairRow(s_label, SCRATCH, scratch.accuracy, scratch.parameters, scratch.latency_ms))
     mark_front(rows)
     samples = None if None in scored or not scored else min(scored)
-    gaps = capacity_gaps(accuracy, teacher_size, student_size, plan.margin, samples=samples)
-    outcome = PairOutcome(rows, gaps, "test" if plan.test else "validation", margin=plan.margin, samples=samples)
+    outcomes = {pair: _distilled_outcomes(where) for pair, where in folders.items()}
+
+    def paired(student: str, best: str, largest: str) -> bool | None:
+        """McNemar on the two students' right / wrong answers, where both runs kept them."""
+        first, second = outcomes[(student, best)], outcomes[(student, largest)]
+        if first is None or second is None or first[0] != second[0]:  # not kept, or not the same examples
+            return None
+        return compare_outcomes(first[1], second[1]).differs
+
+    gaps = capacity_gaps(accuracy, teacher_size, student_size, plan.margin, samples=samples, paired=paired)
+    kept = all(o is not None for o in outcomes.values())
+    outcome = PairOutcome(rows, gaps, "test" if plan.test else "validation", margin=plan.margin, samples=samples,
+                          paired=kept)
     if len(plan.teachers) < 2:
         outcome.notes.append("one teacher only: a capacity gap shows only against a smaller teacher; add "
                              "intermediate teachers with --teachers (without a checkpoint they are trained here)")
     write_outcome(plan.work_dir, outcome)
     return outcome
+
+
+def _distilled_outcomes(run_dir: Path) -> tuple[str, Any] | None:
+    """(labels digest, right / wrong per scored example) of a pairing's distilled student, where kept."""
+    try:
+        diagnostics = json.loads((run_dir / "diagnostics.json").read_text())
+        model = diagnostics["models"][diagnostics["roles"]["distilled"]]
+        return diagnostics["labels_digest"], outcomes_from_bits(model["correct"], diagnostics["test_samples"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _scored_samples(run_dir: Path) -> int | None:
@@ -217,6 +245,7 @@ def write_outcome(work_dir: Path, outcome: PairOutcome) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     outcome.plot = draw_front(outcome.rows, work_dir / PLOT, outcome.split)
     payload = {"split": outcome.split, "margin": outcome.margin, "scored_samples": outcome.samples,
+               "noise_rule": "mcnemar" if outcome.paired else ("binomial" if outcome.samples else None),
                "rows": [r.as_dict() for r in outcome.rows],
                "capacity_gaps": [g.as_dict() for g in outcome.gaps], "notes": outcome.notes,
                "suggestions": [suggestion(g) for g in outcome.gaps if g.assistant]}

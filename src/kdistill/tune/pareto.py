@@ -12,7 +12,7 @@ Pure functions over plain numbers (no training), so they are tested on hand-made
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -69,13 +69,17 @@ def noise_margin(a: float, b: float, samples: int) -> float:
 
 
 def capacity_gaps(accuracy: dict[tuple[str, str], float], teacher_size: dict[str, int], student_size: dict[str, int],
-                  margin: float = 0.005, samples: int | None = None) -> list[CapacityGap]:
+                  margin: float = 0.005, samples: int | None = None,
+                  paired: Callable[[str, str, str], bool | None] | None = None) -> list[CapacityGap]:
     """Students whose best teacher (by accuracy, more than the margin ahead) is not the largest teacher.
 
     `accuracy[(student, teacher)]` is the distilled student's accuracy; sizes are parameter counts.
-    With `samples` (the number of examples each accuracy was measured on) the margin is at least
-    `noise_margin` of the two accuracies compared: a fixed 0.5 points reads noise as a gap on a
-    small validation split, where one example is already 0.1-1 point."""
+    The lead must also be beyond the scoring split's noise: `paired(student, best_teacher,
+    largest_teacher)` says whether the two students differ by McNemar's test on the same examples
+    (None where their outcomes are not kept); without it, with `samples` (the number of examples
+    each accuracy was measured on), the margin is at least `noise_margin` of the two accuracies: a
+    fixed 0.5 points reads noise as a gap on a small validation split, where one example is already
+    0.1-1 point."""
     gaps = []
     largest = max(teacher_size, key=lambda t: teacher_size[t])
     for student in student_size:
@@ -83,8 +87,12 @@ def capacity_gaps(accuracy: dict[tuple[str, str], float], teacher_size: dict[str
         if largest not in scores or len(scores) < 2:
             continue
         best = max(scores, key=lambda t: (scores[t], -teacher_size[t]))
-        needed = margin if samples is None else max(margin, noise_margin(scores[best], scores[largest], samples))
-        if best == largest or scores[best] - scores[largest] <= needed:
+        if best == largest or scores[best] - scores[largest] <= margin:
+            continue
+        shown = paired(student, best, largest) if paired is not None else None
+        if shown is None and samples is not None:
+            shown = scores[best] - scores[largest] > noise_margin(scores[best], scores[largest], samples)
+        if shown is False:
             continue
         assistant = best if teacher_size[best] > student_size[student] else None
         gaps.append(CapacityGap(student, largest, scores[largest], best, scores[best], assistant))
