@@ -49,10 +49,15 @@ def latest_runs(records: list[dict[str, Any]]) -> tuple[dict[str, list[dict[str,
     chosen, notes = {}, []
     for variant, runs in by_variant.items():
         digest = max(runs, key=lambda r: r["date"])["config_digest"]
-        kept = {r["seed"]: r for r in runs if r["config_digest"] == digest}
+        current = sorted((r for r in runs if r["config_digest"] == digest), key=lambda r: r["date"])
+        kept = {r["seed"]: r for r in current}  # a seed run again under the same config: its latest run
         chosen[variant] = [kept[s] for s in sorted(kept)]
-        if len(kept) < len(runs):
-            notes.append(f"{variant}: {len(runs) - len(kept)} run(s) under an older config not shown")
+        older, repeated = len(runs) - len(current), len(current) - len(kept)
+        if older:
+            notes.append(f"{variant}: {older} run(s) under an older config not shown")
+        if repeated:
+            notes.append(f"{variant}: {repeated} earlier run(s) of the same seed and config not shown (the latest "
+                         "is)")
     return chosen, notes
 
 

@@ -95,3 +95,19 @@ def test_repeated_measurements_keep_every_record(records_module, tmp_path):
     for ms in (2.0, 2.2, 1.9):  # one latency timed in turns again and again: the median of all is the figure
         latency.append("student", 0, {"threads": 1}, {"ms_b1": ms}, 1.0)
     assert len((tmp_path / "timing.jsonl").read_text().splitlines()) == 3
+
+
+def test_the_table_keeps_the_latest_run_of_a_seed_and_says_what_it_left_out(records_module, table_module, tmp_path):
+    """A teacher trained again under the same config (the machine lost it) is one run, the latest;
+    a run under an older config is another kind of omission, and the notes tell them apart."""
+    lines = [{"variant": "teacher", "seed": 0, "config_digest": "old", "date": "2026-11-27T00:00:00+00:00",
+              "metrics": {"test_errors": 90}},
+             {"variant": "teacher", "seed": 0, "config_digest": "new", "date": "2026-11-28T00:00:00+00:00",
+              "metrics": {"test_errors": 82}},
+             {"variant": "teacher", "seed": 0, "config_digest": "new", "date": "2026-11-30T00:00:00+00:00",
+              "metrics": {"test_errors": 81}}]
+    (tmp_path / "demo.jsonl").write_text("".join(json.dumps({"seconds": 1.0, **line}) + "\n" for line in lines))
+    chosen, notes = table_module.latest_runs(records_module.load("demo"))
+    assert [run["metrics"]["test_errors"] for run in chosen["teacher"]] == [81]
+    assert notes == ["teacher: 1 run(s) under an older config not shown",
+                     "teacher: 1 earlier run(s) of the same seed and config not shown (the latest is)"]
