@@ -154,3 +154,46 @@ def test_a_resumed_search_draws_new_values(tmp_path):
     study.optimize(objective, n_trials=2)
     params = [tuple(t.params.values()) for t in study.trials]
     assert len(set(params)) == 4, params
+
+
+def test_the_leading_trials_are_trained_again_with_other_seeds(tmp_path, monkeypatch):
+    """confirm_top: the two best of three trials run twice more (seeds 1 and 2) on the same split; the
+    first seed's score is the trial's own; best.yaml holds the best mean; a resumed search reruns only
+    a run that has no score yet."""
+    raw = experiment(trials=3, confirm_top=2)
+    run_dir = tmp_path / "search"
+    real = kdistill.experiment.run_experiment
+    seeds_run = []
+
+    def count(config, where, **kwargs):
+        seeds_run.append((where.parent.name, config.seed))
+        return real(config, where, **kwargs)
+
+    monkeypatch.setattr(kdistill.experiment, "run_experiment", count)
+    result = run_search(raw, run_dir)
+    trials = sorted(finished(result.study), key=lambda t: t.value, reverse=True)
+    summary = json.loads((run_dir / "tune.json").read_text())
+    rows = summary["confirmation"]
+    assert sorted(r["number"] for r in rows) == sorted(t.number for t in trials[:2])
+    for row in rows:
+        trial = result.study.trials[row["number"]]
+        assert row["seeds"] == [0, 1, 2] and row["values"][0] == trial.value
+        folder = run_dir / "trials" / f"trial-{trial.number:04d}"
+        assert (folder.name, 1) in seeds_run and (folder.name, 2) in seeds_run
+        kept = [json.loads((folder / f"seed-{s}" / "confirm.json").read_text()) for s in (1, 2)]
+        assert [k["value"] for k in kept] == row["values"][1:] and [k["seed"] for k in kept] == [1, 2]
+        assert row["mean"] == pytest.approx(sum(row["values"]) / 3)
+    assert len(seeds_run) == 3 + 4  # three trials, then two more seeds of two trials
+    assert rows[0]["mean"] >= rows[1]["mean"]
+    chosen = result.study.trials[rows[0]["number"]]
+    assert result.best_params == chosen.params and result.best_value == pytest.approx(rows[0]["mean"])
+    assert yaml.safe_load((run_dir / BEST_CONFIG).read_text())["training"]["optimizer"]["lr"] == pytest.approx(
+        chosen.params["training.optimizer.lr"])
+    assert f"The best mean is trial {rows[0]['number']}" in (run_dir / "tune.md").read_text()
+    # a confirmation run cut short is run again on --resume; the scored ones are not
+    (run_dir / "trials" / f"trial-{rows[1]['number']:04d}" / "seed-2" / "confirm.json").unlink()
+    seeds_run.clear()
+    again = run_search(None, run_dir, resume=True)
+    assert seeds_run == [(f"trial-{rows[1]['number']:04d}", 2)]  # the same score again: it reproduces
+    assert json.loads((run_dir / "tune.json").read_text())["confirmation"] == summary["confirmation"]
+    assert again.best_params == result.best_params

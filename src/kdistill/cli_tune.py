@@ -91,8 +91,14 @@ def print_summary(console: Console, result: Any) -> None:
         score = "-" if trial["value"] is None else f"{trial['value']:.4f}"
         table.add_row(str(trial["number"]), trial["state"], *values, score)
     console.print(table)
+    confirmation = summary.get("confirmation")
+    if confirmation:
+        for row in confirmation:
+            console.print(f"trial {row['number']} over seeds {row['seeds']}: mean {summary['metric']} "
+                          f"{row['mean']:.4f} +- {row['std']:.4f}", highlight=False)
     if result.best_config is not None:
-        console.print(f"best: trial {summary['best']['number']} ({summary['metric']} {result.best_value:.4f}); "
+        chosen = f"mean over {len(confirmation[0]['seeds'])} seeds " if confirmation else ""
+        console.print(f"best: trial {summary['best']['number']} ({chosen}{summary['metric']} {result.best_value:.4f}); "
                       f"its experiment: {result.best_config}\nmeasure it on the test set with: kdistill run "
                       f"{result.best_config}", highlight=False)
     warning = noise_sentence(summary)

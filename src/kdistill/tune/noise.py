@@ -131,7 +131,10 @@ def noise_sentence(summary: dict[str, Any]) -> str | None:
     count = (f"{len(tied)} of the {others} other complete trials (trial{'s' if len(tied) > 1 else ''} "
              f"{', '.join(map(str, tied))}) {'are' if len(tied) > 1 else 'is'}")
     after = ("the search has not shown the best to be better than them: compare them over seeds before trusting "
-             "the choice.")
+             "the choice (tune.confirm_top does).")
+    if summary.get("confirmation"):
+        after = ("the search has not shown the best single score to be better than them; the leading trials' means "
+                 "over seeds decide (below).")
     if noise.get("test") == "mcnemar":
         return (f"{count} not shown to differ from the best, trial {noise['best']}, by an exact McNemar test of "
                 f"their right and wrong answers on the same {noise['validation_samples']:,} validation samples "

@@ -3,6 +3,7 @@
     tune:
       trials: 20                      # TPE's first random_trials (10) are random draws
       metric: val/acc                 # any metric of the validation evaluation (val/acc, val/loss, ...)
+      confirm_top: 3                  # then the 3 best trials again with 2 more seeds: best.yaml = best mean
       space:                          # field paths exactly as --set writes them
         methods[0].temperature: {low: 1, high: 8}
         training.optimizer.lr: {low: 1.0e-3, high: 1.0e-1, log: true}
@@ -67,6 +68,10 @@ class TuneSpec(BaseModel):
     # TPE draws this many trials at random before it models the space (Optuna's n_startup_trials): a
     # search of no more trials than this is a random search, which tune.md says
     random_trials: int = Field(10, ge=1)
+    # after the search, the `confirm_top` best trials are trained again with other seeds, `confirm_seeds`
+    # runs each in all, and best.yaml holds the best mean (kdistill.tune.confirm); 0: no confirmation
+    confirm_top: int = Field(0, ge=0)
+    confirm_seeds: int = Field(3, ge=2)
     pruner: Literal["median", "none"] = "median"
     startup_trials: int = Field(3, ge=0)  # finished trials before any trial may be pruned
     warmup_epochs: int = Field(1, ge=0)  # evaluations a trial always gets before it may be pruned

@@ -28,6 +28,7 @@ import yaml
 from kdistill.config_error import ConfigError
 from kdistill.engine.checkpoint import atomic_write_text
 from kdistill.errors import BadInput
+from kdistill.tune.confirm import confirm, confirmation_lines
 from kdistill.tune.data import tuning_raw
 from kdistill.tune.noise import is_accuracy, noise_bound, noise_sentence
 from kdistill.tune.objective import make_objective
@@ -172,7 +173,8 @@ def run_search(raw: dict[str, Any] | None, run_dir: Path, trials: int | None = N
     if remaining > 0:
         objective = make_objective(base, dimensions, spec, run_dir, progress, announce)
         study.optimize(objective, n_trials=remaining)
-    return write_outcome(study, raw, run_dir, spec)
+    confirmation = confirm(study, base, spec, run_dir, progress, announce) if spec.confirm_top else []
+    return write_outcome(study, raw, run_dir, spec, confirmation)
 
 
 def validation_samples(base: dict[str, Any]) -> int | None:
@@ -195,11 +197,17 @@ def best_trial(study: Any) -> Any | None:
     return study.best_trial if complete else None
 
 
-def write_outcome(study: Any, raw: dict[str, Any], run_dir: Path, spec: TuneSpec) -> SearchResult:
-    """best.yaml (checked), tune.json, tune.md and the plots."""
+def write_outcome(study: Any, raw: dict[str, Any], run_dir: Path, spec: TuneSpec,
+                  confirmation: list[dict[str, Any]] | None = None) -> SearchResult:
+    """best.yaml (checked), tune.json, tune.md and the plots. With a confirmation (`confirm`), best.yaml
+    holds its best mean rather than the best single-seed score."""
     from kdistill.config import validate
 
     best = best_trial(study)
+    best_value = best.value if best is not None else None
+    if confirmation:
+        best = study.trials[confirmation[0]["number"]]
+        best_value = confirmation[0]["mean"]
     best_path = None
     if best is not None:
         best_raw = with_params(raw, best.params)
@@ -210,13 +218,20 @@ def write_outcome(study: Any, raw: dict[str, Any], run_dir: Path, spec: TuneSpec
             raise BadInput(f"best.yaml: the best trial's config does not validate: {error.problems[0]}") from error
         header = (f"# kdistill tune: best of {len(finished_trials(study))} trials (trial {best.number}, "
                   f"{spec.metric} {best.value:.6g} on the validation split)\n")
+        if confirmation:
+            header = (f"# kdistill tune: trial {best.number}, the best mean {spec.metric} ({best_value:.6g}) over "
+                      f"{len(confirmation[0]['seeds'])} seeds of the {len(confirmation)} leading trials of "
+                      f"{len(finished_trials(study))} (validation split)\n")
         best_path = run_dir / BEST_CONFIG
         atomic_write_text(best_path, header + yaml.safe_dump(best_raw, sort_keys=False))
     plots = write_plots(study, run_dir)
     summary = summarise(study, spec, best, plots, run_dir)
+    if confirmation:
+        summary["confirmation"] = confirmation
+        summary["best"]["mean"] = best_value
     atomic_write_text(run_dir / SUMMARY_JSON, json.dumps(summary, indent=2, default=str))
     atomic_write_text(run_dir / SUMMARY_MD, markdown(summary))
-    return SearchResult(run_dir, study, best.params if best else None, best.value if best else None, best_path, plots)
+    return SearchResult(run_dir, study, best.params if best else None, best_value, best_path, plots)
 
 
 def summarise(study: Any, spec: TuneSpec, best: Any | None, plots: dict[str, str],
@@ -231,7 +246,7 @@ def summarise(study: Any, spec: TuneSpec, best: Any | None, plots: dict[str, str
             "sampler": {"name": spec.sampler, "random_trials": spec.random_trials if spec.sampler == "tpe" else None},
             "noise": noise_bound(trials, study.user_attrs.get(VALIDATION_SAMPLES), spec.metric,
                                  spec.resolved_direction() == "maximize", run_dir,
-                                 best.number if best is not None else None)}
+                                 single.number if (single := best_trial(study)) is not None else None)}
 
 
 def sampler_sentence(summary: dict[str, Any]) -> str | None:
@@ -255,7 +270,11 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# Tuning: {summary['metric']} ({summary['direction']}), scored on the validation split", ""]
     best = summary["best"]
     if best is not None:
-        lines += [f"Best: trial {best['number']}, {summary['metric']} {best['value']:.4f}: "
+        score = f"{summary['metric']} {best['value']:.4f}"
+        if "mean" in best:
+            seeds = len(summary["confirmation"][0]["seeds"])
+            score = f"mean {summary['metric']} {best['mean']:.4f} over {seeds} seeds (its own: {best['value']:.4f})"
+        lines += [f"Best: trial {best['number']}, {score}: "
                   + ", ".join(f"`{k}` = {_fmt(v)}" for k, v in best["params"].items())
                   + f". Its experiment: `{summary['best_config']}` (run it with `kdistill run "
                   f"{summary['best_config']}`; the test set was not read by the search).", ""]
@@ -265,6 +284,7 @@ def markdown(summary: dict[str, Any]) -> str:
         sampling = sampler_sentence(summary)
         if sampling:
             lines += [sampling, ""]
+        lines += confirmation_lines(summary.get("confirmation") or [], summary["metric"])
     else:
         lines += ["No trial finished yet.", ""]
     lines += ["| trial | state | " + " | ".join(f"`{p}`" for p in paths) + f" | {summary['metric']} | evaluations |",
