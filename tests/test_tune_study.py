@@ -159,14 +159,15 @@ def test_a_resumed_search_draws_new_values(tmp_path):
 def test_the_leading_trials_are_trained_again_with_other_seeds(tmp_path, monkeypatch):
     """confirm_top: the two best of three trials run twice more (seeds 1 and 2) on the same split; the
     first seed's score is the trial's own; best.yaml holds the best mean; a resumed search reruns only
-    a run that has no score yet."""
+    a run that has no score yet, and gets the same score again."""
     raw = experiment(trials=3, confirm_top=2)
+    raw["data"]["train_limit"] = 1200  # a seeded subset: it must not move with the seed either
     run_dir = tmp_path / "search"
     real = kdistill.experiment.run_experiment
     seeds_run = []
 
     def count(config, where, **kwargs):
-        seeds_run.append((where.parent.name, config.seed))
+        seeds_run.append((where.name, config.seed))
         return real(config, where, **kwargs)
 
     monkeypatch.setattr(kdistill.experiment, "run_experiment", count)
@@ -175,13 +176,18 @@ def test_the_leading_trials_are_trained_again_with_other_seeds(tmp_path, monkeyp
     summary = json.loads((run_dir / "tune.json").read_text())
     rows = summary["confirmation"]
     assert sorted(r["number"] for r in rows) == sorted(t.number for t in trials[:2])
+    split = json.loads((run_dir / "trials" / "trial-0000" / "diagnostics.json").read_text())["labels_digest"]
     for row in rows:
         trial = result.study.trials[row["number"]]
         assert row["seeds"] == [0, 1, 2] and row["values"][0] == trial.value
-        folder = run_dir / "trials" / f"trial-{trial.number:04d}"
-        assert (folder.name, 1) in seeds_run and (folder.name, 2) in seeds_run
-        kept = [json.loads((folder / f"seed-{s}" / "confirm.json").read_text()) for s in (1, 2)]
+        assert len(set(row["values"])) > 1  # the seed moves the training
+        runs = [run_dir / "confirm" / f"trial-{trial.number:04d}-seed-{s}" for s in (1, 2)]
+        assert [(run.name, s) for run, s in zip(runs, (1, 2), strict=True)] == [r for r in seeds_run if
+                                                                                 r[0] in {run.name for run in runs}]
+        kept = [json.loads((run / "confirm.json").read_text()) for run in runs]
         assert [k["value"] for k in kept] == row["values"][1:] and [k["seed"] for k in kept] == [1, 2]
+        for run in runs:  # the same validation samples, in the same order, as the trials
+            assert json.loads((run / "diagnostics.json").read_text())["labels_digest"] == split
         assert row["mean"] == pytest.approx(sum(row["values"]) / 3)
     assert len(seeds_run) == 3 + 4  # three trials, then two more seeds of two trials
     assert rows[0]["mean"] >= rows[1]["mean"]
@@ -191,9 +197,29 @@ def test_the_leading_trials_are_trained_again_with_other_seeds(tmp_path, monkeyp
         chosen.params["training.optimizer.lr"])
     assert f"The best mean is trial {rows[0]['number']}" in (run_dir / "tune.md").read_text()
     # a confirmation run cut short is run again on --resume; the scored ones are not
-    (run_dir / "trials" / f"trial-{rows[1]['number']:04d}" / "seed-2" / "confirm.json").unlink()
+    (run_dir / "confirm" / f"trial-{rows[1]['number']:04d}-seed-2" / "confirm.json").unlink()
     seeds_run.clear()
     again = run_search(None, run_dir, resume=True)
-    assert seeds_run == [(f"trial-{rows[1]['number']:04d}", 2)]  # the same score again: it reproduces
+    assert seeds_run == [(f"trial-{rows[1]['number']:04d}-seed-2", 2)]
     assert json.loads((run_dir / "tune.json").read_text())["confirmation"] == summary["confirmation"]
     assert again.best_params == result.best_params
+
+
+def test_a_confirmation_run_that_diverges_ranks_its_trial_last(tmp_path, monkeypatch):
+    raw = experiment(trials=2, confirm_top=2, confirm_seeds=2)
+    real = kdistill.experiment.run_experiment
+    single = {}
+
+    def diverge_the_single_best(config, where, **kwargs):
+        if where.parent.name == "confirm" and where.name.startswith(f"trial-{single['best']:04d}"):
+            raise optuna.TrialPruned("val/acc is NaN (the training diverged)")
+        return real(config, where, **kwargs)
+
+    search = run_search(raw, tmp_path / "first")  # the same search, to learn which trial leads on one seed
+    single["best"] = search.study.best_trial.number
+    monkeypatch.setattr(kdistill.experiment, "run_experiment", diverge_the_single_best)
+    result = run_search(raw, tmp_path / "search")
+    rows = json.loads((tmp_path / "search" / "tune.json").read_text())["confirmation"]
+    assert rows[-1]["number"] == single["best"] and rows[-1]["mean"] is None and rows[-1]["values"][1] is None
+    assert result.best_params == result.study.trials[rows[0]["number"]].params  # the other trial, by its mean
+    assert "diverged" in (tmp_path / "search" / "tune.md").read_text()

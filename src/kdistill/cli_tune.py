@@ -94,10 +94,11 @@ def print_summary(console: Console, result: Any) -> None:
     confirmation = summary.get("confirmation")
     if confirmation:
         for row in confirmation:
-            console.print(f"trial {row['number']} over seeds {row['seeds']}: mean {summary['metric']} "
-                          f"{row['mean']:.4f} +- {row['std']:.4f}", highlight=False)
+            mean = "diverged with a seed" if row["mean"] is None else f"{row['mean']:.4f} +- {row['std']:.4f}"
+            console.print(f"trial {row['number']} over seeds {row['seeds']}: mean {summary['metric']} {mean}",
+                          highlight=False)
     if result.best_config is not None:
-        chosen = f"mean over {len(confirmation[0]['seeds'])} seeds " if confirmation else ""
+        chosen = f"mean over {len(confirmation[0]['seeds'])} seeds " if "mean" in summary["best"] else ""
         console.print(f"best: trial {summary['best']['number']} ({chosen}{summary['metric']} {result.best_value:.4f}); "
                       f"its experiment: {result.best_config}\nmeasure it on the test set with: kdistill run "
                       f"{result.best_config}", highlight=False)

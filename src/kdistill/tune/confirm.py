@@ -6,13 +6,19 @@ two test errors worse over 7 seeds). With `tune.confirm_top: K` (and `confirm_se
 the search the K best complete trials are trained S - 1 more times with seeds `seed + 1 ...`, on the
 same validation split (the split does not move with the seed: `kdistill.tune.data`), and the trial
 with the best mean score is the one `best.yaml` holds. Each run lives in
-`trials/trial-NNNN/seed-S/`, its score in `confirm.json`; a search resumed after an interruption
-reruns only the runs that have no score yet.
+`confirm/trial-NNNN-seed-S/` (beside the trials, so a trial's own folder holds one run), its score
+in `confirm.json`; a search resumed after an interruption reruns only the runs that have no score
+yet. A run that diverges (NaN) scores as the worst, and so does its trial's mean.
+
+The teacher follows the trials' rule: one trained once for the search (no teacher field searched)
+is reused, so the means cover the student's seed only; a teacher trained inside each trial is
+trained again with each seed, and its luck is in the mean.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import statistics
 from collections.abc import Callable
@@ -20,12 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdistill.engine.checkpoint import atomic_write_text
 from kdistill.errors import BadInput
-from kdistill.tune.objective import trial_dir, trial_raw
+from kdistill.tune.objective import trial_raw
 from kdistill.tune.pruning import active_trial
 from kdistill.tune.spec import TuneSpec
 
 SCORE_FILE = "confirm.json"
+CONFIRM_DIR = "confirm"
 
 
 @dataclass
@@ -51,30 +59,36 @@ def leading_trials(study: Any, spec: TuneSpec) -> list[Any]:
 
 
 def confirmation_dir(run_dir: Path, number: int, seed: int) -> Path:
-    return trial_dir(run_dir, number) / f"seed-{seed}"
+    return run_dir / CONFIRM_DIR / f"trial-{number:04d}-seed-{seed}"
 
 
 def score_with_seed(base: dict[str, Any], trial: Any, seed: int, spec: TuneSpec, run_dir: Path,
-                    progress: bool = False) -> float:
-    """Trial `trial`'s experiment trained again with `seed` (or its kept score)."""
+                    progress: bool = False) -> float | None:
+    """Trial `trial`'s experiment trained again with `seed` (or its kept score); None: it diverged."""
+    import optuna
+
     from kdistill.config import validate
     from kdistill.experiment import run_experiment
 
     where = confirmation_dir(run_dir, trial.number, seed)
     kept = where / SCORE_FILE
     if kept.is_file():
-        return float(json.loads(kept.read_text())["value"])
+        return json.loads(kept.read_text())["value"]
     if where.exists():  # a run cut short: start it again
         shutil.rmtree(where)
     raw = trial_raw(base, trial.params, trial.number)
     raw["seed"] = seed
     with active_trial(_Unpruned(trial.number), spec.metric) as handle:
-        run_experiment(validate(raw), where, resume=False, progress=progress)
+        try:
+            run_experiment(validate(raw), where, resume=False, progress=progress)
+        except optuna.TrialPruned:  # the metric went NaN: the training diverged with this seed
+            handle.values.append(math.nan)
     if not handle.values:
         raise BadInput(f"tune.confirm_top: trial {trial.number} with seed {seed} made no validation evaluation")
-    kept.write_text(json.dumps({"trial": trial.number, "seed": seed, "metric": spec.metric,
-                                "value": handle.values[-1]}))
-    return handle.values[-1]
+    value = None if math.isnan(handle.values[-1]) else handle.values[-1]
+    atomic_write_text(kept, json.dumps({"trial": trial.number, "seed": seed, "metric": spec.metric, "value": value,
+                                        "diverged": value is None}))
+    return value
 
 
 def confirm(study: Any, base: dict[str, Any], spec: TuneSpec, run_dir: Path, progress: bool = False,
@@ -89,25 +103,30 @@ def confirm(study: Any, base: dict[str, Any], spec: TuneSpec, run_dir: Path, pro
                 announce(f"confirming trial {trial.number} with seed {seed}")
             seeds.append(seed)
             values.append(score_with_seed(base, trial, seed, spec, run_dir, progress))
+        diverged = any(v is None for v in values)
         rows.append({"number": trial.number, "params": trial.params, "seeds": seeds, "values": values,
-                     "mean": statistics.mean(values),
-                     "std": statistics.stdev(values) if len(values) > 1 else 0.0})
-    return sorted(rows, key=lambda r: r["mean"], reverse=spec.resolved_direction() == "maximize")
+                     "mean": None if diverged else statistics.mean(values),
+                     "std": None if diverged else statistics.stdev(values)})
+    sign = -1.0 if spec.resolved_direction() == "maximize" else 1.0
+    return sorted(rows, key=lambda r: (r["mean"] is None, sign * (r["mean"] or 0.0)))  # a diverged mean last
 
 
 def confirmation_lines(rows: list[dict[str, Any]], metric: str) -> list[str]:
     """tune.md's section: the leading trials' scores per seed and their means."""
     if not rows:
         return []
-    lines = [f"## The leading trials over {len(rows[0]['seeds'])} seeds", "",
-             f"The best mean is trial {rows[0]['number']}, which `best.yaml` holds (a single-seed score has the "
-             "seed's luck in it; the mean has less).", "",
+    chosen = (f"The best mean is trial {rows[0]['number']}, which `best.yaml` holds (a single-seed score has the "
+              "seed's luck in it; the mean has less)." if rows[0]["mean"] is not None else
+              "Every leading trial diverged with some seed: `best.yaml` keeps the best single-seed score.")
+    lines = [f"## The leading trials over {len(rows[0]['seeds'])} seeds", "", chosen, "",
              f"| trial | {metric} per seed ({', '.join(map(str, rows[0]['seeds']))}) | mean | std |",
              "|---|---|---|---|"]
     for row in rows:
-        values = ", ".join(f"{v:.4f}" for v in row["values"])
-        lines.append(f"| {row['number']} | {values} | {row['mean']:.4f} | {row['std']:.4f} |")
+        values = ", ".join("diverged" if v is None else f"{v:.4f}" for v in row["values"])
+        mean, std = ("-", "-") if row["mean"] is None else (f"{row['mean']:.4f}", f"{row['std']:.4f}")
+        lines.append(f"| {row['number']} | {values} | {mean} | {std} |")
     return lines + [""]
 
 
-__all__ = ["SCORE_FILE", "confirm", "confirmation_dir", "confirmation_lines", "leading_trials", "score_with_seed"]
+__all__ = ["CONFIRM_DIR", "SCORE_FILE", "confirm", "confirmation_dir", "confirmation_lines", "leading_trials",
+           "score_with_seed"]

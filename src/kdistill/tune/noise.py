@@ -135,12 +135,14 @@ def noise_sentence(summary: dict[str, Any]) -> str | None:
     if summary.get("confirmation"):
         after = ("the search has not shown the best single score to be better than them; the leading trials' means "
                  "over seeds decide (below).")
+    best = f"the best single score, trial {noise['best']}" if summary.get("confirmation") else (
+        f"the best, trial {noise['best']}")
     if noise.get("test") == "mcnemar":
-        return (f"{count} not shown to differ from the best, trial {noise['best']}, by an exact McNemar test of "
+        return (f"{count} not shown to differ from {best}, by an exact McNemar test of "
                 f"their right and wrong answers on the same {noise['validation_samples']:,} validation samples "
                 f"({others} comparisons with the best, Holm-corrected at {noise['alpha']:g}; kdistill.tune.noise): "
                 f"{after}")
-    return (f"{count} within {noise['cutoff']:.4f} of the best, trial {noise['best']}: two standard errors of a "
+    return (f"{count} within {noise['cutoff']:.4f} of {best}: two standard errors of a "
             f"difference of two binomial accuracies on {noise['validation_samples']:,} validation samples, an "
             f"approximate yardstick (kdistill.tune.noise); {after}")
 

@@ -173,8 +173,10 @@ def run_search(raw: dict[str, Any] | None, run_dir: Path, trials: int | None = N
     if remaining > 0:
         objective = make_objective(base, dimensions, spec, run_dir, progress, announce)
         study.optimize(objective, n_trials=remaining)
-    confirmation = confirm(study, base, spec, run_dir, progress, announce) if spec.confirm_top else []
-    return write_outcome(study, raw, run_dir, spec, confirmation)
+    if not spec.confirm_top:
+        return write_outcome(study, raw, run_dir, spec)
+    write_outcome(study, raw, run_dir, spec)  # the search's own outcome first: an interrupted confirmation keeps it
+    return write_outcome(study, raw, run_dir, spec, confirm(study, base, spec, run_dir, progress, announce))
 
 
 def validation_samples(base: dict[str, Any]) -> int | None:
@@ -205,7 +207,7 @@ def write_outcome(study: Any, raw: dict[str, Any], run_dir: Path, spec: TuneSpec
 
     best = best_trial(study)
     best_value = best.value if best is not None else None
-    if confirmation:
+    if confirmation and confirmation[0]["mean"] is not None:
         best = study.trials[confirmation[0]["number"]]
         best_value = confirmation[0]["mean"]
     best_path = None
@@ -218,7 +220,7 @@ def write_outcome(study: Any, raw: dict[str, Any], run_dir: Path, spec: TuneSpec
             raise BadInput(f"best.yaml: the best trial's config does not validate: {error.problems[0]}") from error
         header = (f"# kdistill tune: best of {len(finished_trials(study))} trials (trial {best.number}, "
                   f"{spec.metric} {best.value:.6g} on the validation split)\n")
-        if confirmation:
+        if confirmation and confirmation[0]["mean"] is not None:
             header = (f"# kdistill tune: trial {best.number}, the best mean {spec.metric} ({best_value:.6g}) over "
                       f"{len(confirmation[0]['seeds'])} seeds of the {len(confirmation)} leading trials of "
                       f"{len(finished_trials(study))} (validation split)\n")
@@ -228,7 +230,8 @@ def write_outcome(study: Any, raw: dict[str, Any], run_dir: Path, spec: TuneSpec
     summary = summarise(study, spec, best, plots, run_dir)
     if confirmation:
         summary["confirmation"] = confirmation
-        summary["best"]["mean"] = best_value
+        if confirmation[0]["mean"] is not None:
+            summary["best"]["mean"] = best_value
     atomic_write_text(run_dir / SUMMARY_JSON, json.dumps(summary, indent=2, default=str))
     atomic_write_text(run_dir / SUMMARY_MD, markdown(summary))
     return SearchResult(run_dir, study, best.params if best else None, best_value, best_path, plots)
