@@ -17,10 +17,11 @@ from typing import Any
 import torch
 
 from kdistill.errors import BadInput
-from kdistill.evaluate.paired import compare_outcomes, outcomes_from_bits
+from kdistill.evaluate.paired import compare_outcomes
 from kdistill.report import read_result
 from kdistill.report_sections import percent, read_json
 from kdistill.results import ExperimentResult
+from kdistill.run.diagnostics import distilled_outcomes
 
 
 @dataclass
@@ -63,28 +64,21 @@ def summarise(run_dir: Path, label: str) -> RunSummary:
     return summary
 
 
-def distilled_outcomes(summary: RunSummary) -> tuple[str, torch.Tensor] | None:
+def distilled_outcomes_of(summary: RunSummary) -> tuple[str, torch.Tensor] | None:
     """(labels digest, right / wrong per test sample) of the run's distilled student, where kept."""
-    diagnostics = summary.diagnostics or {}
-    role = (diagnostics.get("roles") or {}).get("distilled")
-    model = diagnostics.get("models", {}).get(role) if role else None
-    if not model or "correct" not in model or "labels_digest" not in diagnostics:
-        return None
-    try:
-        return diagnostics["labels_digest"], outcomes_from_bits(model["correct"], diagnostics["test_samples"])
-    except (ValueError, TypeError):  # a damaged diagnostics.json (binascii.Error is a ValueError): no row
-        return None
+    found = distilled_outcomes(summary.diagnostics)
+    return found if found is not None and found[0] is not None else None
 
 
 def add_paired_row(summaries: list[RunSummary]) -> None:
     """Each run's distilled student against the first run's on the same test samples (McNemar), where
     both kept their outcomes over the same labels in the same order."""
-    first = distilled_outcomes(summaries[0])
+    first = distilled_outcomes_of(summaries[0])
     if first is None:
         return
     measure = f"distilled: right only here / only in {summaries[0].label}, McNemar p"
     for summary in summaries[1:]:
-        other = distilled_outcomes(summary)
+        other = distilled_outcomes_of(summary)
         if other is None or other[0] != first[0]:
             continue
         result = compare_outcomes(other[1], first[1])

@@ -94,10 +94,22 @@ def write_diagnostics(run_dir: Path, diagnostics: dict[str, Any]) -> Path | None
     return path
 
 
+def distilled_outcomes(diagnostics: dict[str, Any] | None) -> tuple[str | None, Any] | None:
+    """(labels digest, right / wrong per test sample) of the distilled student, where the run kept them
+    and they read back (None for an older or damaged file); the digest is None where not kept."""
+    from kdistill.evaluate.paired import outcomes_from_bits
+
+    try:
+        model = diagnostics["models"][diagnostics["roles"]["distilled"]]
+        return diagnostics.get("labels_digest"), outcomes_from_bits(model["correct"], diagnostics["test_samples"])
+    except (ValueError, KeyError, TypeError):  # binascii.Error is a ValueError
+        return None
+
+
 def read_diagnostics(run_dir: Path) -> dict[str, Any] | None:
     path = Path(run_dir) / DIAGNOSTICS_FILE
     return json.loads(path.read_text()) if path.exists() else None
 
 
-__all__ = ["DIAGNOSTICS_FILE", "ProfiledModels", "diagnostics_or_warning", "read_diagnostics",
+__all__ = ["DIAGNOSTICS_FILE", "ProfiledModels", "diagnostics_or_warning", "distilled_outcomes", "read_diagnostics",
            "run_diagnostics", "write_diagnostics"]

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from kdistill.evaluate.paired import ALPHA, compare_outcomes, holm_differs, outcomes_from_bits
+from kdistill.evaluate.paired import ALPHA, compare_outcomes, holm_differs
 
 
 def accuracy_standard_error(accuracy: float, samples: int) -> float:
@@ -72,7 +72,7 @@ def trial_outcomes(trials: list[dict[str, Any]], samples: int, metric: str, sear
     `diagnostics.json` (under `search_dir`, else where the trial recorded its run); None unless every
     trial has them and they give the trial's own score (top-1 accuracy over the same `samples`), so
     that a paired test compares what the search ranked."""
-    from kdistill.run.diagnostics import read_diagnostics
+    from kdistill.run.diagnostics import distilled_outcomes, read_diagnostics
     from kdistill.tune.objective import trial_dir
 
     if metric.split("/", 1)[-1] != "acc":
@@ -80,16 +80,14 @@ def trial_outcomes(trials: list[dict[str, Any]], samples: int, metric: str, sear
     found, digests = {}, set()
     for trial in trials:
         where = trial_dir(Path(search_dir), trial["number"]) if search_dir else trial.get("run_dir")
-        diagnostics = read_diagnostics(Path(where)) if where else None
-        role = ((diagnostics or {}).get("roles") or {}).get("distilled")
-        model = (diagnostics or {}).get("models", {}).get(role) if role else None
-        if not model or "correct" not in model or diagnostics.get("test_samples") != samples:
+        kept = distilled_outcomes(read_diagnostics(Path(where)) if where else None)
+        if kept is None or len(kept[1]) != samples:
             return None
-        outcomes = outcomes_from_bits(model["correct"], samples)
+        digest, outcomes = kept
         if abs(float(outcomes.float().mean()) - trial["value"]) > 0.5 / samples:  # another model than the one scored
             return None
         found[trial["number"]] = outcomes
-        digests.add(diagnostics.get("labels_digest"))
+        digests.add(digest)
     return found if len(digests - {None}) <= 1 else None  # one split, the same samples in the same order
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from kdistill.engine.checkpoint import atomic_write_text
 from kdistill.errors import BadInput
-from kdistill.evaluate.paired import compare_outcomes, outcomes_from_bits
+from kdistill.evaluate.paired import compare_outcomes
 from kdistill.tune.data import tuning_raw
 from kdistill.tune.pareto import CapacityGap, Point, capacity_gaps, noise_margin, pareto_front
 
@@ -210,12 +210,13 @@ def run_pair(plan: PairPlan, resume: bool = False, progress: bool = False,
 
 def _distilled_outcomes(run_dir: Path) -> tuple[str, Any] | None:
     """(labels digest, right / wrong per scored example) of a pairing's distilled student, where kept."""
+    from kdistill.run.diagnostics import distilled_outcomes, read_diagnostics
+
     try:
-        diagnostics = json.loads((run_dir / "diagnostics.json").read_text())
-        model = diagnostics["models"][diagnostics["roles"]["distilled"]]
-        return diagnostics["labels_digest"], outcomes_from_bits(model["correct"], diagnostics["test_samples"])
-    except (OSError, ValueError, KeyError, TypeError):
+        found = distilled_outcomes(read_diagnostics(run_dir))
+    except (OSError, ValueError):
         return None
+    return found if found is not None and found[0] is not None else None
 
 
 def _scored_samples(run_dir: Path) -> int | None:
