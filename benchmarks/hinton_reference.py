@@ -15,7 +15,10 @@ pixels in [0, 1]; distillation at T = 20, 0.9 * T^2 * KL(teacher || student) + 0
 the teacher's logits computed once on the un-jittered training images (what the one-view cache holds).
 Each epoch ends with a checkpoint, so an interrupted run resumes where it stopped.
 
-    python benchmarks/hinton_reference.py [--seeds 0 1 2] [--variants scratch distilled] [--threads 1]
+Variant "distilled-1000" teaches every student seed with teacher seed 1000, as hinton_mnist.py's
+main row "distilled" does, so the two tables compare seed for seed on one teacher.
+
+    python benchmarks/hinton_reference.py [--seeds 0 1 2] [--variants scratch distilled distilled-1000]
     python benchmarks/table.py hinton_reference
 """
 
@@ -38,6 +41,7 @@ from kdistill.models import build_model
 
 BENCHMARK = "hinton_reference"
 DISTILLED = "distilled (teacher of its own: seed 1000 + student seed)"
+DISTILLED_BY_1000 = "distilled (teacher seed 1000)"
 TEACHERS = WORK / "hinton_mnist"  # hinton_mnist.py --variants own-teacher writes them
 RECIPE = {"loop": "plain PyTorch", "model": [784, 800, 800, 10], "epochs": 50, "optimizer": "adam", "lr": 1e-3,
           "warmup_steps": 500, "schedule": "cosine to 0, per step", "batch_size": 128, "drop_last": True,
@@ -54,14 +58,13 @@ def student_net(seed: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(784, 800), nn.ReLU(), nn.Linear(800, 800), nn.ReLU(), nn.Linear(800, 10))
 
 
-def teacher_of(seed: int) -> nn.Module:
-    """Teacher seed 1000 + seed, as hinton_mnist.py saved it (the first teacher's file has no suffix)."""
-    teacher_seed = TEACHER_SEED + seed
+def teacher_of(teacher_seed: int) -> nn.Module:
+    """The teacher of this seed as hinton_mnist.py saved it (the first teacher's file has no suffix)."""
     suffix = "" if teacher_seed == TEACHER_SEED else f"-seed{teacher_seed}"
     path = TEACHERS / f"teacher-120ep{suffix}.pt"
     if not path.exists():
         raise SystemExit(f"{path} not found: run `python benchmarks/hinton_mnist.py --variants own-teacher "
-                         f"--seeds {seed}` first (it trains and keeps the teacher)")
+                         f"--seeds {teacher_seed - TEACHER_SEED}` first (it trains and keeps the teacher)")
     teacher = build_model("mlp", 10, (1, 28, 28), TEACHER)
     teacher.load_state_dict(torch.load(path, weights_only=True))
     return teacher.eval()
@@ -130,7 +133,8 @@ def train(seed: int, x: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="*", default=["scratch", "distilled"], choices=["scratch", "distilled"])
+    parser.add_argument("--variants", nargs="*", default=["scratch", "distilled"],
+                        choices=["scratch", "distilled", "distilled-1000"])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -140,23 +144,31 @@ def main() -> None:
     x, y = pixels(bundle.train)
     x_test, y_test = pixels(bundle.test)
     for seed in args.seeds:
-        teacher = teacher_of(seed) if "distilled" in args.variants else None  # scratch runs need no teacher
-        # one config for every seed (the table shows one config per variant); the weights' digest rides along
-        teacher_config = {"trained_by": "benchmarks/hinton_mnist.py", "model": TEACHER}
-        if teacher is not None and not records.find("teacher", TEACHER_SEED + seed, teacher_config):
-            with Timer() as timer:
-                found = test_errors(teacher, x_test, y_test)
-            records.append("teacher", TEACHER_SEED + seed, teacher_config,
-                           {"test_errors": found, "test_acc": 100 - found / 100}, timer.seconds,
-                           teacher_digest=model_digest(teacher))
         for variant in args.variants:
-            name = DISTILLED if variant == "distilled" else "scratch"
-            config = {**RECIPE, **KD, "teacher": "seed 1000 + student seed"} if variant == "distilled" else RECIPE
+            # which teacher seed teaches this student (None: labels only)
+            teacher_seed = {"scratch": None, "distilled": TEACHER_SEED + seed, "distilled-1000": TEACHER_SEED}[variant]
+            teacher = teacher_of(teacher_seed) if teacher_seed is not None else None
+            # one config for every seed (the table shows one config per variant); the weights' digest rides along
+            teacher_config = {"trained_by": "benchmarks/hinton_mnist.py", "model": TEACHER}
+            if teacher is not None and not records.find("teacher", teacher_seed, teacher_config):
+                with Timer() as timer:
+                    found = test_errors(teacher, x_test, y_test)
+                records.append("teacher", teacher_seed, teacher_config,
+                               {"test_errors": found, "test_acc": 100 - found / 100}, timer.seconds,
+                               teacher_digest=model_digest(teacher))
+            name, config = {
+                "scratch": ("scratch", RECIPE),
+                "distilled": (DISTILLED, {**RECIPE, **KD, "teacher": "seed 1000 + student seed"}),
+                "distilled-1000": (DISTILLED_BY_1000, {**RECIPE, **KD, "teacher": "seed 1000"}),
+            }[variant]
             if records.find(name, seed, config):
                 continue
-            soft = logits_of(teacher, x) if variant == "distilled" else None
+            soft = logits_of(teacher, x) if teacher is not None else None
+            # a student taught by teacher 1000 + seed is the same run under either distilled variant
+            stem = "scratch" if teacher is None else "distilled" + (
+                "" if teacher_seed == TEACHER_SEED + seed else f"-teacher{teacher_seed}")
             with Timer() as timer:
-                student = train(seed, x, y, soft, WORK / BENCHMARK / f"{variant}-seed{seed}.pt")
+                student = train(seed, x, y, soft, WORK / BENCHMARK / f"{stem}-seed{seed}.pt")
             found = test_errors(student, x_test, y_test)
             records.append(name, seed, config, {"test_errors": found, "test_acc": 100 - found / 100},
                            timer.seconds, params=sum(p.numel() for p in student.parameters()),
