@@ -36,7 +36,7 @@ from kdistill.engine.evaluation import evaluate_model
 from kdistill.engine.hooks import TrainingHooks
 from kdistill.engine.inputs import cached_teacher_outputs, check_cache_use, prepare_inputs
 from kdistill.engine.interrupt import TrainingInterrupted, stop_requests_on_signals
-from kdistill.engine.loaders import EvaluationLoaders, make_loader
+from kdistill.engine.loaders import EvaluationLoaders, first_batch, make_loader
 from kdistill.engine.loss import DistillationLoss, Participant, TeacherOutputs
 from kdistill.engine.metrics_log import epoch_record
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler, warmup_overrun
@@ -256,7 +256,7 @@ class Distiller:
         self.loss.attach()
         if isinstance(loader.batch_sampler, EpochBatchSampler):
             loader.batch_sampler.set_epoch(0)
-        inputs, labels, indices = self.prepare_inputs(next(iter(loader)), 0, train=True)
+        inputs, labels, indices = self.prepare_inputs(first_batch(loader), 0, train=True)
         ctx = self.loss.build(inputs, labels, indices, teacher=self.cached_teacher_outputs(indices, 0),
                               epoch=0, num_epochs=epochs, num_samples=self.num_samples)
         self._check_label_term(ctx, loader.dataset)

@@ -125,3 +125,20 @@ def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eva
         # mid-epoch would shift every later dropout mask by one draw
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def first_batch(loader: DataLoader):
+    """The loader's first batch, leaving its random generators as they were. Building the methods'
+    lazy parts needs one batch before training; a user's shuffled DataLoader draws its epoch's order
+    from its generator when iterated, so a plain peek would shift every epoch's order by one against
+    the same loader in the user's own loop (measured: a seeded loader gave the run other batches
+    than a hand-written loop over it)."""
+    generators = {id(g): g for g in (loader.generator, getattr(loader.sampler, "generator", None),
+                                      getattr(getattr(loader.batch_sampler, "sampler", None), "generator", None))
+                  if isinstance(g, torch.Generator)}
+    states = {key: g.get_state() for key, g in generators.items()}
+    try:
+        return next(iter(loader))
+    finally:
+        for key, g in generators.items():
+            g.set_state(states[key])
