@@ -21,6 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from kdistill import Distiller, OptimizerSettings, ScheduleSettings
+from kdistill.data.base import InMemoryDataset
+from kdistill.engine.sampler import EpochBatchSampler
 from kdistill.methods import HardLabel, SoftTarget
 from kdistill.settings import CacheSettings
 
@@ -56,10 +58,10 @@ def _models() -> tuple[nn.Module, nn.Module]:
     return teacher, student
 
 
-def _hand_loop(teacher: nn.Module, student: nn.Module, data: TensorDataset, warmup_offset: int = 0) -> nn.Module:
-    """Hinton's recipe in plain PyTorch; the warm-up multiplies the lr by (step + offset) / WARMUP."""
-    loader = _loader(data)
-    total = EPOCHS * len(loader)
+def _hand_loop(teacher: nn.Module, student: nn.Module, epochs: list, warmup_offset: int = 0) -> nn.Module:
+    """Hinton's recipe in plain PyTorch over `epochs`, each a list of (x, y) batches; the warm-up
+    multiplies the lr by (step + offset) / WARMUP."""
+    total = sum(len(batches) for batches in epochs)
     optimizer = torch.optim.Adam(student.parameters(), lr=LR)
 
     def factor(step: int) -> float:
@@ -69,9 +71,9 @@ def _hand_loop(teacher: nn.Module, student: nn.Module, data: TensorDataset, warm
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     teacher.eval()
-    for _ in range(EPOCHS):
+    for batches in epochs:
         student.train()
-        for x, y, _ in loader:
+        for x, y in batches:
             with torch.no_grad():
                 soft_targets = F.softmax(teacher(x) / TEMPERATURE, dim=1)
             logits = student(x)
@@ -82,6 +84,11 @@ def _hand_loop(teacher: nn.Module, student: nn.Module, data: TensorDataset, warm
             optimizer.step()
             schedule.step()
     return student
+
+
+def _user_loader_epochs(data: TensorDataset) -> list:
+    loader = _loader(data)
+    return [[(x, y) for x, y, _ in loader] for _ in range(EPOCHS)]
 
 
 def _kdistill(teacher: nn.Module, student: nn.Module, data: TensorDataset, cache: CacheSettings | None) -> nn.Module:
@@ -105,7 +112,7 @@ def test_a_distiller_run_equals_the_hand_written_loop(digits, tmp_path, cached):
 
     by_hand = copy.deepcopy(student)
     by_hand.load_state_dict(start)
-    by_hand = _hand_loop(copy.deepcopy(teacher), by_hand, data).state_dict()
+    by_hand = _hand_loop(copy.deepcopy(teacher), by_hand, _user_loader_epochs(data)).state_dict()
     assert not torch.equal(ours["2.weight"], start["2.weight"])  # it trained
     for name, value in by_hand.items():
         torch.testing.assert_close(ours[name], value, rtol=1e-4, atol=1e-6, msg=name)
@@ -113,8 +120,39 @@ def test_a_distiller_run_equals_the_hand_written_loop(digits, tmp_path, cached):
     # the comparison can fail: a warm-up that starts one step later moves the weights beyond the tolerance
     shifted = copy.deepcopy(student)
     shifted.load_state_dict(start)
-    shifted = _hand_loop(copy.deepcopy(teacher), shifted, data, warmup_offset=1).state_dict()
+    shifted = _hand_loop(copy.deepcopy(teacher), shifted, _user_loader_epochs(data), warmup_offset=1).state_dict()
     assert max((shifted[name] - by_hand[name]).abs().max().item() for name in by_hand) > 1e-4
+
+
+def test_the_benchmarks_path_equals_the_hand_written_loop(digits):
+    """hinton_mnist.py's path: uint8 images in kdistill's own data set and sampler (drop_last), turned
+    into [0, 1] floats by the engine. The hand loop takes the sampler's batches (their order is the
+    sampler's, tested in test_augment_randomness.py and the resume tests) and divides by 255 itself."""
+    _, train, _ = digits
+    images = (train.inputs * 255).round().to(torch.uint8)
+    dataset = InMemoryDataset(images, train.labels)
+    teacher, student = (nn.Sequential(nn.Flatten(), model) for model in _models())  # images in
+    start = copy.deepcopy(student.state_dict())
+    distiller = Distiller(copy.deepcopy(teacher), student, [SoftTarget(weight=SOFT, temperature=TEMPERATURE),
+                                                            HardLabel(weight=1 - SOFT)],
+                          optimizer=OptimizerSettings(name="adam", lr=LR),
+                          schedule=ScheduleSettings(name="cosine", warmup_steps=WARMUP),
+                          batch_size=BATCH, drop_last=True, seed=4, progress=False)
+    distiller.fit(dataset, epochs=EPOCHS)
+    ours = distiller.student.model.state_dict()
+
+    sampler = EpochBatchSampler(len(dataset), BATCH, shuffle=True, seed=4, drop_last=True)
+    epochs = []
+    for epoch in range(EPOCHS):
+        sampler.set_epoch(epoch)
+        epochs.append([(images[index].float() / 255, train.labels[index])
+                       for index in map(torch.as_tensor, sampler)])
+    assert all(len(batch[1]) == BATCH for batches in epochs for batch in batches)  # the partial one dropped
+    by_hand = copy.deepcopy(student)
+    by_hand.load_state_dict(start)
+    by_hand = _hand_loop(copy.deepcopy(teacher), by_hand, epochs).state_dict()
+    for name, value in by_hand.items():
+        torch.testing.assert_close(ours[name], value, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def _cnn(channels: int) -> nn.Sequential:
