@@ -70,21 +70,26 @@ def storage_url(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / DATABASE).resolve()}"
 
 
+def _sampler(spec: TuneSpec, seed: int) -> Any:
+    import optuna
+
+    if spec.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.random_trials)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
 def open_study(run_dir: Path, spec: TuneSpec, seed: int) -> Any:
     """The search's study in `run_dir` (created, or loaded with every trial it holds)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.random_trials) if spec.sampler == "tpe"
-               else optuna.samplers.RandomSampler(seed=seed))
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=spec.warmup_epochs)
               if spec.pruner == "median" else optuna.pruners.NopPruner())
     storage = optuna.storages.RDBStorage(storage_url(run_dir))
-    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner,
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=_sampler(spec, seed), pruner=pruner,
                                 direction=spec.resolved_direction(), load_if_exists=True)
     if study.trials:  # a resumed search: a fresh stream, or its first draws would repeat the first trials' values
-        study.sampler = (optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=spec.random_trials)
-                         if spec.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed + len(study.trials)))
+        study.sampler = _sampler(spec, seed + len(study.trials))
     return study
 
 
