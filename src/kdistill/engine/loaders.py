@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -127,7 +128,7 @@ def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eva
     )
 
 
-def first_batch(loader: DataLoader):
+def first_batch(loader: DataLoader) -> Any:
     """The loader's first batch, leaving its random generators as they were. Building the methods'
     lazy parts needs one batch before training; a user's shuffled DataLoader draws its epoch's order
     from its generator when iterated, so a plain peek would shift every epoch's order by one against
