@@ -96,3 +96,12 @@ def test_one_process_keeps_the_users_dataloader():
         assert "batch_size 65" in str(error) and "multiple of 2" in str(error)
     else:
         raise AssertionError("an indivisible global batch was accepted")
+
+
+def test_a_loader_without_a_batch_is_refused_with_the_fix():
+    """Fewer samples than the batch with drop_last: no step could be taken (it used to end in a bare
+    StopIteration out of fit())."""
+    loader = DataLoader(train_set().subset(torch.arange(10)), batch_size=BATCH, drop_last=True,
+                        collate_fn=batch_collate)
+    with pytest.raises(BadInput, match="gives no batch.*smaller batch size"):
+        fit(loader)

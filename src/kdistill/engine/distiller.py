@@ -36,7 +36,7 @@ from kdistill.engine.evaluation import evaluate_model
 from kdistill.engine.hooks import TrainingHooks
 from kdistill.engine.inputs import cached_teacher_outputs, check_cache_use, prepare_inputs
 from kdistill.engine.interrupt import TrainingInterrupted, stop_requests_on_signals
-from kdistill.engine.loaders import EvaluationLoaders, first_batch, make_loader
+from kdistill.engine.loaders import EvaluationLoaders, first_batch, make_loader, start_epoch
 from kdistill.engine.loss import DistillationLoss, Participant, TeacherOutputs
 from kdistill.engine.metrics_log import epoch_record
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler, warmup_overrun
@@ -348,6 +348,7 @@ class Distiller:
             torch.manual_seed(derive_seed(self.seed, epoch))
             running = {}
         sampler = loader.batch_sampler
+        start_epoch(loader, epoch)  # a user's DistributedSampler
         if isinstance(sampler, EpochBatchSampler):
             sampler.set_epoch(epoch, start_step)
         elif start_step:

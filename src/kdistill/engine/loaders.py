@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from kdistill.data.base import InMemoryDataset, batch_collate
 from kdistill.engine.distributed import World
@@ -128,18 +128,46 @@ def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eva
     )
 
 
+def _generators(loader: DataLoader) -> list[torch.Generator]:
+    """The torch generators a loader's order may draw from: its own, its sampler's, its batch sampler's."""
+    holders = (loader, loader.sampler, loader.batch_sampler, getattr(loader.batch_sampler, "sampler", None))
+    found = {id(g): g for g in (getattr(h, "generator", None) for h in holders) if isinstance(g, torch.Generator)}
+    return list(found.values())
+
+
 def first_batch(loader: DataLoader) -> Any:
     """The loader's first batch, leaving its random generators as they were. Building the methods'
     lazy parts needs one batch before training; a user's shuffled DataLoader draws its epoch's order
     from its generator when iterated, so a plain peek would shift every epoch's order by one against
     the same loader in the user's own loop (measured: a seeded loader gave the run other batches
-    than a hand-written loop over it)."""
-    generators = {id(g): g for g in (loader.generator, getattr(loader.sampler, "generator", None),
-                                      getattr(getattr(loader.batch_sampler, "sampler", None), "generator", None))
-                  if isinstance(g, torch.Generator)}
-    states = {key: g.get_state() for key, g in generators.items()}
+    than a hand-written loop over it). The peek goes through a worker-free twin of the loader: a
+    loader with persistent workers keeps the iterator of its first use, and its workers' seed,
+    drawn then, would not be drawn again.
+
+    An IterableDataset is read from its start: one that yields each sample only once (a stream)
+    loses the batch read here, and so does one that keeps its own random state outside torch
+    generators (Python's or NumPy's)."""
+    generators = _generators(loader)
+    states = [g.get_state() for g in generators]
     try:
-        return next(iter(loader))
+        if isinstance(loader.dataset, IterableDataset) or loader.num_workers == 0:
+            twin = loader
+        elif loader.batch_sampler is not None:
+            twin = DataLoader(loader.dataset, batch_sampler=loader.batch_sampler, collate_fn=loader.collate_fn)
+        else:
+            twin = DataLoader(loader.dataset, sampler=loader.sampler, batch_size=None, collate_fn=loader.collate_fn)
+        return next(iter(twin))
+    except StopIteration:
+        raise BadInput("the training data gives no batch: it is empty, or smaller than the batch size with "
+                       "drop_last; give more samples or a smaller batch size") from None
     finally:
-        for key, g in generators.items():
-            g.set_state(states[key])
+        for g, state in zip(generators, states, strict=True):
+            g.set_state(state)
+
+
+def start_epoch(loader: DataLoader, epoch: int) -> None:
+    """Tell a user loader's sampler the epoch, as torch's DistributedSampler needs (otherwise it
+    shuffles every epoch the same way); kdistill's own sampler is told by the Distiller, with the step."""
+    for sampler in {id(s): s for s in (loader.sampler, getattr(loader.batch_sampler, "sampler", None))}.values():
+        if not isinstance(sampler, EpochBatchSampler) and callable(getattr(sampler, "set_epoch", None)):
+            sampler.set_epoch(epoch)
