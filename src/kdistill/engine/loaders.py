@@ -129,8 +129,10 @@ def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eva
 
 
 def _generators(loader: DataLoader) -> list[torch.Generator]:
-    """The torch generators a loader's order may draw from: its own, its sampler's, its batch sampler's."""
-    holders = (loader, loader.sampler, loader.batch_sampler, getattr(loader.batch_sampler, "sampler", None))
+    """The torch generators a loader's order may draw from: its own, its sampler's, its batch sampler's
+    and the sampler inside that (also where a BatchSampler is passed as `sampler` with batch_size None)."""
+    holders = (loader, loader.sampler, loader.batch_sampler, getattr(loader.batch_sampler, "sampler", None),
+               getattr(loader.sampler, "sampler", None))
     found = {id(g): g for g in (getattr(h, "generator", None) for h in holders) if isinstance(g, torch.Generator)}
     return list(found.values())
 
