@@ -347,12 +347,7 @@ class Distiller:
         if start_step == 0:
             torch.manual_seed(derive_seed(self.seed, epoch))
             running = {}
-        sampler = loader.batch_sampler
-        start_epoch(loader, epoch)  # a user's DistributedSampler
-        if isinstance(sampler, EpochBatchSampler):
-            sampler.set_epoch(epoch, start_step)
-        elif start_step:
-            raise RuntimeError("mid-epoch resume needs kdistill's own loader; pass a Dataset to fit()")
+        start_epoch(loader, epoch, start_step)
         self.student.model.train()
         self.loss.methods.train()
         started = time.perf_counter()

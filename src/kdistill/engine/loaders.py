@@ -167,9 +167,15 @@ def first_batch(loader: DataLoader) -> Any:
             g.set_state(state)
 
 
-def start_epoch(loader: DataLoader, epoch: int) -> None:
-    """Tell a user loader's sampler the epoch, as torch's DistributedSampler needs (otherwise it
-    shuffles every epoch the same way); kdistill's own sampler is told by the Distiller, with the step."""
+def start_epoch(loader: DataLoader, epoch: int, start_step: int = 0) -> None:
+    """Tell the loader's sampler the epoch (and kdistill's own, the step to start from). A user's
+    sampler with `set_epoch` is told too, as torch's DistributedSampler needs: otherwise it
+    shuffles every epoch the same way."""
+    if isinstance(loader.batch_sampler, EpochBatchSampler):
+        loader.batch_sampler.set_epoch(epoch, start_step)
+        return
+    if start_step:
+        raise RuntimeError("mid-epoch resume needs kdistill's own loader; pass a Dataset to fit()")
     for sampler in {id(s): s for s in (loader.sampler, getattr(loader.batch_sampler, "sampler", None))}.values():
-        if not isinstance(sampler, EpochBatchSampler) and callable(getattr(sampler, "set_epoch", None)):
+        if callable(getattr(sampler, "set_epoch", None)):
             sampler.set_epoch(epoch)
