@@ -137,14 +137,27 @@ def _generators(loader: DataLoader) -> list[torch.Generator]:
     return list(found.values())
 
 
+def _peek_twin(loader: DataLoader) -> DataLoader:
+    """The loader with the same data, batches and workers, but without persistent workers: a loader
+    with persistent workers keeps the iterator of its first use, and its workers' seed, drawn then,
+    would not be drawn again where the user's own loop draws it. The workers and their
+    worker_init_fn stay (a data set may need what that function sets up)."""
+    if not loader.persistent_workers or isinstance(loader.dataset, IterableDataset):
+        return loader
+    batching = ({"batch_sampler": loader.batch_sampler} if loader.batch_sampler is not None
+                else {"sampler": loader.sampler, "batch_size": None})
+    return StopSafeLoader(loader.dataset, **batching, collate_fn=loader.collate_fn, num_workers=loader.num_workers,
+                          worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
+                          timeout=loader.timeout)
+
+
 def first_batch(loader: DataLoader) -> Any:
     """The loader's first batch, leaving its random generators as they were. Building the methods'
     lazy parts needs one batch before training; a user's shuffled DataLoader draws its epoch's order
     from its generator when iterated, so a plain peek would shift every epoch's order by one against
     the same loader in the user's own loop (measured: a seeded loader gave the run other batches
-    than a hand-written loop over it). The peek goes through a worker-free twin of the loader: a
-    loader with persistent workers keeps the iterator of its first use, and its workers' seed,
-    drawn then, would not be drawn again.
+    than a hand-written loop over it). A loader with persistent workers is read through a twin
+    (`_peek_twin`).
 
     An IterableDataset is read from its start: one that yields each sample only once (a stream)
     loses the batch read here, and so does one that keeps its own random state outside torch
@@ -152,13 +165,7 @@ def first_batch(loader: DataLoader) -> Any:
     generators = _generators(loader)
     states = [g.get_state() for g in generators]
     try:
-        if isinstance(loader.dataset, IterableDataset) or loader.num_workers == 0:
-            twin = loader
-        elif loader.batch_sampler is not None:
-            twin = DataLoader(loader.dataset, batch_sampler=loader.batch_sampler, collate_fn=loader.collate_fn)
-        else:
-            twin = DataLoader(loader.dataset, sampler=loader.sampler, batch_size=None, collate_fn=loader.collate_fn)
-        return next(iter(twin))
+        return next(iter(_peek_twin(loader)))
     except StopIteration:
         raise BadInput("the training data gives no batch: it is empty, or smaller than the batch size with "
                        "drop_last; give more samples or a smaller batch size") from None
