@@ -139,10 +139,13 @@ def _generators(loader: DataLoader) -> list[torch.Generator]:
 
 def _peek_twin(loader: DataLoader) -> DataLoader:
     """The loader with the same data, batches and workers, but without persistent workers: a loader
-    with persistent workers keeps the iterator of its first use, and its workers' seed, drawn then,
-    would not be drawn again where the user's own loop draws it. The workers and their
-    worker_init_fn stay (a data set may need what that function sets up)."""
-    if not loader.persistent_workers or isinstance(loader.dataset, IterableDataset):
+    with persistent workers keeps the iterator of its first use, whose workers' seed is drawn from
+    the generator its sampler shuffles with; restored after the peek, that generator would give the
+    first epoch another order than the user's own loop gets. The workers and their worker_init_fn
+    stay (a data set may need what that function sets up). kdistill's own sampler orders by (seed,
+    epoch) alone, so its loader is read as it is (no second set of workers forked)."""
+    if (not loader.persistent_workers or isinstance(loader.dataset, IterableDataset)
+            or isinstance(loader.batch_sampler, EpochBatchSampler)):
         return loader
     batching = ({"batch_sampler": loader.batch_sampler} if loader.batch_sampler is not None
                 else {"sampler": loader.sampler, "batch_size": None})
