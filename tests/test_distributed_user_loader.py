@@ -105,3 +105,40 @@ def test_a_loader_without_a_batch_is_refused_with_the_fix():
                         collate_fn=batch_collate)
     with pytest.raises(BadInput, match="gives no batch.*smaller batch size"):
         fit(loader)
+
+
+def test_peeking_a_loader_with_persistent_workers_draws_nothing_it_would_not():
+    """The Distiller reads one batch before training. Through a loader with persistent workers that
+    read must leave the global RNG (the methods' parts are initialised from it next) and the order
+    of the first epoch as they were: the same batches as the user's own loop over the loader."""
+    from kdistill.engine.loaders import first_batch
+
+    def loader():
+        return DataLoader(train_set(), batch_size=BATCH, shuffle=True, collate_fn=batch_collate, num_workers=1,
+                          persistent_workers=True, generator=torch.Generator().manual_seed(11))
+
+    peeked, own = loader(), loader()
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    first_batch(peeked)
+    assert torch.equal(torch.get_rng_state(), before)
+    for _ in range(2):  # two epochs through the same persistent workers
+        assert [b["index"].tolist() for b in peeked] == [b["index"].tolist() for b in own]
+
+
+def test_a_batch_sampler_with_set_epoch_is_told_the_epoch():
+    """Bucketing batch samplers reshuffle in set_epoch, as torch's DistributedSampler does."""
+    from torch.utils.data import BatchSampler, SequentialSampler
+
+    from kdistill.engine.loaders import start_epoch
+
+    class Bucketing(BatchSampler):
+        epoch = -1
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+    data = train_set()
+    batches = Bucketing(SequentialSampler(data), BATCH, drop_last=False)
+    start_epoch(DataLoader(data, batch_sampler=batches, collate_fn=batch_collate), 3)
+    assert batches.epoch == 3

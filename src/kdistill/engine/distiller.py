@@ -304,24 +304,24 @@ class Distiller:
             claim_run_dir(self.run_dir, fit_identity(self, loader, epochs), self.world)
         self.evaluation_loaders.open(val, lambda: self.make_loader(val, False), self.num_workers)
         self._build(loader, epochs)
-        start_epoch, start_step, running = 0, 0, {}
+        first_epoch, start_step, running = 0, 0, {}
         if resume:
             if self.checkpoint_path is None or not self.checkpoint_path.exists():
                 raise MissingFile(self.checkpoint_path or "run_dir=None",
                                   "nothing to resume: no checkpoint there; fit without resume=True")
-            start_epoch, start_step, running = self.load_state_dict(load_checkpoint(self.checkpoint_path))
+            first_epoch, start_step, running = self.load_state_dict(load_checkpoint(self.checkpoint_path))
         if self.run_dir is not None and self.world.is_main and self.notes:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "notes.json").write_text(json.dumps(self.notes, indent=1))
         self._stop_requested = False
-        self.hooks.start(self, val, self.global_step(start_epoch, start_step) if resume else None)
+        self.hooks.start(self, val, self.global_step(first_epoch, start_step) if resume else None)
         with stop_requests_on_signals(lambda: self._stop_requested, self.request_stop), \
                 progress_bar(self.progress and self.world.is_main) as progress:
             try:
-                for epoch in range(start_epoch, epochs):
+                for epoch in range(first_epoch, epochs):
                     if self.hooks.stopped:  # early stopping
                         break
-                    first = epoch == start_epoch
+                    first = epoch == first_epoch
                     self._run_epoch(loader, val, epoch, epochs, start_step if first else 0,
                                     running if first else {}, progress)
             finally:

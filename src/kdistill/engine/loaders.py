@@ -138,20 +138,23 @@ def _generators(loader: DataLoader) -> list[torch.Generator]:
 
 
 def _peek_twin(loader: DataLoader) -> DataLoader:
-    """The loader with the same data, batches and workers, but without persistent workers: a loader
-    with persistent workers keeps the iterator of its first use, whose workers' seed is drawn from
-    the generator its sampler shuffles with; restored after the peek, that generator would give the
-    first epoch another order than the user's own loop gets. The workers and their worker_init_fn
-    stay (a data set may need what that function sets up). kdistill's own sampler orders by (seed,
-    epoch) alone, so its loader is read as it is (no second set of workers forked)."""
-    if (not loader.persistent_workers or isinstance(loader.dataset, IterableDataset)
-            or isinstance(loader.batch_sampler, EpochBatchSampler)):
+    """The loader with the same data, batches, workers and generator, but without persistent
+    workers: a loader with persistent workers keeps the iterator of its first use, whose workers'
+    seed is drawn from the generator its sampler shuffles with; restored after the peek, that
+    generator would give the first epoch another order than the user's own loop gets. The workers
+    and their worker_init_fn stay (a data set may need what that function sets up), and the
+    generator is the loader's (restored after the peek), so the global RNG, which the methods'
+    parts are initialised from next, is not drawn. kdistill's own sampler orders by (seed, epoch)
+    alone, so its loader is read as it is (no second set of workers forked); so is a DataLoader
+    subclass, whose batches may be its own."""
+    if (not loader.persistent_workers or type(loader) is not DataLoader
+            or isinstance(loader.dataset, IterableDataset) or isinstance(loader.batch_sampler, EpochBatchSampler)):
         return loader
     batching = ({"batch_sampler": loader.batch_sampler} if loader.batch_sampler is not None
                 else {"sampler": loader.sampler, "batch_size": None})
-    return StopSafeLoader(loader.dataset, **batching, collate_fn=loader.collate_fn, num_workers=loader.num_workers,
-                          worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
-                          timeout=loader.timeout)
+    return DataLoader(loader.dataset, **batching, collate_fn=loader.collate_fn, num_workers=loader.num_workers,
+                      worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
+                      timeout=loader.timeout, generator=loader.generator, prefetch_factor=loader.prefetch_factor)
 
 
 def first_batch(loader: DataLoader) -> Any:
@@ -179,13 +182,14 @@ def first_batch(loader: DataLoader) -> Any:
 
 def start_epoch(loader: DataLoader, epoch: int, start_step: int = 0) -> None:
     """Tell the loader's sampler the epoch (and kdistill's own, the step to start from). A user's
-    sampler with `set_epoch` is told too, as torch's DistributedSampler needs: otherwise it
-    shuffles every epoch the same way."""
+    sampler or batch sampler with `set_epoch` is told too, as torch's DistributedSampler (and
+    bucketing batch samplers) need: otherwise they shuffle every epoch the same way."""
     if isinstance(loader.batch_sampler, EpochBatchSampler):
         loader.batch_sampler.set_epoch(epoch, start_step)
         return
     if start_step:
         raise RuntimeError("mid-epoch resume needs kdistill's own loader; pass a Dataset to fit()")
-    for sampler in {id(s): s for s in (loader.sampler, getattr(loader.batch_sampler, "sampler", None))}.values():
+    candidates = (loader.sampler, loader.batch_sampler, getattr(loader.batch_sampler, "sampler", None))
+    for sampler in {id(s): s for s in candidates}.values():
         if callable(getattr(sampler, "set_epoch", None)):
             sampler.set_epoch(epoch)
