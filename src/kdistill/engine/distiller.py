@@ -42,7 +42,6 @@ from kdistill.engine.metrics_log import epoch_record
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler, warmup_overrun
 from kdistill.engine.progress import bar_task, progress_bar
 from kdistill.engine.run_record import claim_run_dir, fit_identity
-from kdistill.engine.sampler import EpochBatchSampler
 from kdistill.engine.seed import derive_seed
 from kdistill.engine.tracking import EarlyStoppingSettings, MetricGoal
 from kdistill.engine.wrapping import wrap_student
@@ -254,8 +253,7 @@ class Distiller:
                                             self.augment, epochs, self.device, self.world, self.progress, self.note)
         self.hooks.build(self.student.model)  # the EMA's copy is made before the taps are attached
         self.loss.attach()
-        if isinstance(loader.batch_sampler, EpochBatchSampler):
-            loader.batch_sampler.set_epoch(0)
+        start_epoch(loader, 0)
         inputs, labels, indices = self.prepare_inputs(first_batch(loader), 0, train=True)
         ctx = self.loss.build(inputs, labels, indices, teacher=self.cached_teacher_outputs(indices, 0),
                               epoch=0, num_epochs=epochs, num_samples=self.num_samples)
