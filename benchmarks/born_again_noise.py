@@ -88,8 +88,10 @@ def runcell(records: Records, rate: float, seed: int, args: argparse.Namespace) 
 
 
 def table(rates: list[float]) -> str:
-    """Mean +- std test accuracy per noise level and role; generation - teacher per seed, then averaged."""
+    """Mean +- std test accuracy per noise level and role; each generation against the model that taught it
+    (generation 1: the teacher; generation k: generation k - 1), per seed, then averaged."""
     runs, _ = latest_runs(load(BENCHMARK))  # per variant, its latest config's runs: no mixing across configs
+    last, before_last = f"generation {GENERATIONS}", f"generation {GENERATIONS - 1}"
     rows = []
     for rate in rates:
         by_role = {name: {r["seed"]: r["metrics"]["test_acc"]
@@ -97,14 +99,14 @@ def table(rates: list[float]) -> str:
         if not by_role["teacher"]:
             continue
         row = [f"{round(100 * rate)} %"] + [cell(list(by_role[name].values())) for name in ROLES.values()]
-        for generation in ("generation 1", f"generation {GENERATIONS}"):
-            seeds = sorted(set(by_role["teacher"]) & set(by_role[generation]))
-            gains = [by_role[generation][s] - by_role["teacher"][s] for s in seeds]
+        for student, its_teacher in (("generation 1", "teacher"), (last, before_last)):
+            seeds = sorted(set(by_role[its_teacher]) & set(by_role[student]))
+            gains = [by_role[student][s] - by_role[its_teacher][s] for s in seeds]
             row += [cell(gains), f"{sum(g > 0 for g in gains)} of {len(gains)}"]
         rows.append(row)
     header = (["noise"] + [f"{name} acc %" for name in ROLES.values()]
-              + ["gen 1 - teacher", "gen 1 above teacher", f"gen {GENERATIONS} - teacher",
-                 f"gen {GENERATIONS} above teacher"])
+              + ["gen 1 - teacher", "gen 1 above teacher", f"gen {GENERATIONS} - gen {GENERATIONS - 1} (its teacher)",
+                 f"gen {GENERATIONS} above gen {GENERATIONS - 1}"])
     return markdown_table(header, rows)
 
 

@@ -229,7 +229,8 @@ def main() -> None:
             # the same two students trained for longer (the schedule stretched to the new length): at 50
             # epochs the distilled student's soft-target loss is still falling when the cosine reaches 0,
             # and Hinton et al.'s students were not trained on a 50-epoch budget
-            long_scratch, long_distilled = longer("scratch", args.longer_epochs), longer("distilled", args.longer_epochs)
+            long_scratch = longer("scratch", args.longer_epochs)
+            long_distilled = longer("distilled", args.longer_epochs)
             long_recipe = {**recipe(args.longer_epochs), "model": STUDENT}
             run_student(records, bundle, long_scratch, seed, long_recipe, [HardLabel()], None, args,
                         epochs=args.longer_epochs, baseline=long_scratch)

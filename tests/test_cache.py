@@ -207,6 +207,13 @@ def test_a_shorter_cycle_of_views_is_noted_in_the_run(digits, tmp_path):
     assert distiller.cache.settings.views == 2
     notes = json.loads((tmp_path / "run" / "notes.json").read_text())
     assert any("teacher.cache.views = 2 < 3 epochs" in note for note in notes)
+    # and the run's report says so, under its warnings
+    from kdistill.report import render_reports
+    from kdistill.results import ExperimentResult
+
+    report = render_reports(tmp_path, "cycle", "", ExperimentResult(tmp_path, [])).read_text()
+    warnings = report.split("## Warnings", 1)[1]
+    assert "`run`: " in warnings and "teacher.cache.views = 2 < 3 epochs" in warnings
 
 
 def test_extra_taps_let_runs_of_other_methods_share_one_cache(digits, tmp_path, monkeypatch):

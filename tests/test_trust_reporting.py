@@ -44,6 +44,25 @@ def test_a_student_above_its_teacher_is_said_in_words():
     assert "above its teacher" not in _result(0.90, 0.80, 0.85).gap_summary()
 
 
+def test_a_born_again_chain_is_compared_with_the_generation_that_taught_it():
+    # MNIST under 40 % label noise, seed 0: generation 2 is above the original teacher but not
+    # above generation 1, which taught it; "above its teacher" alone would mislead
+    result = _result(0.9422, 0.9397, 0.9451)
+    result.rows.insert(2, ModelResult("born-again generation 1", 0.9453, 1, 1, 1.0))
+    text = result.gap_summary()
+    assert "above the original teacher (+0.29 points)" in text and "above its teacher" not in text
+    assert "It learned from born-again generation 1 (94.53 %): -0.02 points against the model that taught it" in text
+    assert "It learned from" not in _result(0.9422, 0.9397, 0.9451).gap_summary()
+
+
+def test_the_compare_table_cell_says_no_gap_and_flags_a_worse_student():
+    assert _result(0.90, 0.80, 0.85).gap_cell() == "50.0"
+    no_gap = "none: teacher not above scratch (WORSE than scratch: -2.80 points)"
+    assert _result(0.700, 0.720, 0.692).gap_cell() == no_gap
+    assert _result(0.90, 0.80, 0.78).gap_cell() == "-20.0 (WORSE than scratch: -2.00 points)"
+    assert ExperimentResult(Path("."), []).gap_cell() == "n/a"
+
+
 def test_worse_than_scratch_is_flagged_with_a_real_gap_too():
     text = _result(0.90, 0.80, 0.78).gap_summary()
     assert "recovered -20.0 %" in text and "WARNING" in text

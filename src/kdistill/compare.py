@@ -48,8 +48,7 @@ def summarise(run_dir: Path, label: str) -> RunSummary:
     values = summary.values
     for row in summary.result.rows:
         values[f"{row.role}: test acc %"] = percent(row.accuracy)
-    gap = summary.result.gap_recovered
-    values["gap recovered %"] = "n/a" if gap is None else f"{100 * gap:.1f}"
+    values["gap recovered %"] = summary.result.gap_cell()
     values["label noise realised %"] = percent(summary.noise["realised_rate"]) if summary.noise else "none"
     if summary.diagnostics:
         for role, model in summary.diagnostics["models"].items():

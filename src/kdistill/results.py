@@ -14,6 +14,7 @@ from typing import Any
 
 DISTILLED = "student (distilled)"
 SCRATCH = "student (scratch)"
+GENERATION = "born-again generation "  # + k: the rows of a chain before its last generation (DISTILLED)
 
 
 @dataclass
@@ -34,7 +35,7 @@ class ExperimentResult:
     def by_role(self, role: str) -> ModelResult:
         return next(r for r in self.rows if r.role == role)
 
-    def _gap_parts(self) -> tuple[float, float, float] | None:
+    def gap_parts(self) -> tuple[float, float, float] | None:
         """(best teacher, scratch, distilled) accuracies, where the run has all three."""
         roles = {r.role for r in self.rows}
         if not {SCRATCH, DISTILLED} <= roles:
@@ -44,6 +45,14 @@ class ExperimentResult:
             return None
         return max(teachers), self.by_role(SCRATCH).accuracy, self.by_role(DISTILLED).accuracy
 
+    def _previous_generation(self) -> tuple[str, float] | None:
+        """(role, accuracy) of the generation that taught the distilled row, in a born-again chain."""
+        chain = [r for r in self.rows if r.role.startswith(GENERATION) and r.role[len(GENERATION):].isdigit()]
+        if not chain:
+            return None
+        last = max(chain, key=lambda r: int(r.role[len(GENERATION):]))
+        return last.role, last.accuracy
+
     @property
     def gap_recovered(self) -> float | None:
         """(distilled - scratch) / (teacher - scratch): the share of the gap distillation closed.
@@ -51,16 +60,28 @@ class ExperimentResult:
         None where it means nothing: no teacher, scratch or distilled row, or a teacher that is
         not better than the scratch student (then there is no gap; a ratio would read as nonsense
         such as "138 %" for a student that lost accuracy)."""
-        parts = self._gap_parts()
+        parts = self.gap_parts()
         if parts is None:
             return None
         teacher, scratch, distilled = parts
         gap = teacher - scratch
         return (distilled - scratch) / gap if gap > 1e-12 else None
 
+    def gap_cell(self) -> str:
+        """The gap recovered in a table cell (`kdistill compare`): a number only where there is a gap,
+        and a flag where distillation made the student worse."""
+        parts = self.gap_parts()
+        if parts is None:
+            return "n/a"
+        teacher, scratch, distilled = parts
+        text = "none: teacher not above scratch" if self.gap_recovered is None else f"{100 * self.gap_recovered:.1f}"
+        if distilled < scratch:
+            text += f" (WORSE than scratch: {100 * (distilled - scratch):+.2f} points)"
+        return text
+
     def gap_summary(self) -> str:
         """The gap in words, with a flag where distillation made the student worse."""
-        parts = self._gap_parts()
+        parts = self.gap_parts()
         if parts is None:
             return ("Gap recovered: n/a (needs a teacher, a scratch student and a distilled student; the scratch "
                     "student is trained with `baseline: true` or `kdistill run --baseline`).")
@@ -72,9 +93,15 @@ class ExperimentResult:
         else:
             text = (f"Distillation recovered {100 * self.gap_recovered:.1f} % of the teacher-student accuracy gap "
                     f"({scratch:.2f} % scratch, {distilled:.2f} % distilled, {teacher:.2f} % teacher).")
+        previous = self._previous_generation()
         if distilled > teacher and teacher - scratch > 1e-10:
-            text += (f" The distilled student is above its teacher ({distilled - teacher:+.2f} points), so the share "
+            whose = "its teacher" if previous is None else "the original teacher"
+            text += (f" The distilled student is above {whose} ({distilled - teacher:+.2f} points), so the share "
                      "exceeds 100 %.")
+        if previous is not None:  # in a chain the last generation learned from the one before, not the teacher
+            role, accuracy = previous
+            text += (f" It learned from {role} ({100 * accuracy:.2f} %): {distilled - 100 * accuracy:+.2f} points "
+                     "against the model that taught it.")
         if distilled < scratch:
             text += f" WARNING: the distilled student is worse than the one trained from scratch ({change})."
         return text

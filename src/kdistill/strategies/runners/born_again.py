@@ -4,7 +4,7 @@ the table shows every generation and their ensemble (`strategy.generations`)."""
 from __future__ import annotations
 
 from kdistill.methods import HardLabel
-from kdistill.results import DISTILLED, ModelResult
+from kdistill.results import DISTILLED, GENERATION, ModelResult
 from kdistill.run.context import StrategyContext
 from kdistill.strategies.born_again import born_again
 from kdistill.strategies.registry import strategy
@@ -32,7 +32,7 @@ def run_born_again(ctx: StrategyContext) -> list[ModelResult]:
     if not ctx.is_main:
         return []
     generations = result.generations
-    rows = [ctx.profile(DISTILLED if k == len(generations) else f"born-again generation {k}", model)
+    rows = [ctx.profile(DISTILLED if k == len(generations) else f"{GENERATION}{k}", model)
             for k, model in enumerate(generations, start=1)]
     accuracy = result.evaluate_ensemble(ctx.bundle.test, ctx.student_norm)["acc"]
     rows.append(ModelResult(f"ensemble of {len(generations)} generations", accuracy,
