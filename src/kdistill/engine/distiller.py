@@ -36,7 +36,7 @@ from kdistill.engine.evaluation import evaluate_model
 from kdistill.engine.hooks import TrainingHooks
 from kdistill.engine.inputs import cached_teacher_outputs, check_cache_use, prepare_inputs
 from kdistill.engine.interrupt import TrainingInterrupted, stop_requests_on_signals
-from kdistill.engine.loaders import EvaluationLoaders, first_batch, make_loader, start_epoch
+from kdistill.engine.loaders import EvaluationLoaders, batches_per_epoch, first_batch, make_loader, start_epoch
 from kdistill.engine.loss import DistillationLoss, Participant, TeacherOutputs
 from kdistill.engine.metrics_log import epoch_record
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler, warmup_overrun
@@ -259,7 +259,7 @@ class Distiller:
                               epoch=0, num_epochs=epochs, num_samples=self.num_samples)
         self._check_label_term(ctx, loader.dataset)
         self.optimizer = build_optimizer(self.trainable_parameters(), self.optimizer_settings)
-        self.steps_per_epoch = optimizer_steps(len(loader), self.accumulate_steps)  # what the schedule counts
+        self.steps_per_epoch = optimizer_steps(batches_per_epoch(loader), self.accumulate_steps)
         self.scheduler = build_scheduler(self.optimizer, self.schedule_settings, epochs, self.steps_per_epoch)
         self.note(warmup_overrun(self.schedule_settings, epochs, self.steps_per_epoch))
         if self.precision == "fp16" and self.device.type == "cuda":
@@ -297,6 +297,7 @@ class Distiller:
         """Train for `epochs` (fewer when early stopping ends it); with `resume`, continue from `run_dir`'s
         last checkpoint. Returns the epoch records."""
         loader = self.make_loader(train, train=True)
+        batches_per_epoch(loader)  # a stream without a length is refused before any work
         self.num_samples = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
         if not resume:  # before any work: another run's directory is refused, never overwritten
             claim_run_dir(self.run_dir, fit_identity(self, loader, epochs), self.world)

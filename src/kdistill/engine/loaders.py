@@ -180,16 +180,30 @@ def first_batch(loader: DataLoader) -> Any:
             g.set_state(state)
 
 
+def batches_per_epoch(loader: DataLoader) -> int:
+    """The number of batches an epoch gives, which the learning-rate schedule, the progress bar and
+    the fractional epoch that methods' schedules read all count in."""
+    try:
+        return len(loader)
+    except TypeError:  # an IterableDataset without __len__: torch's DataLoader asks the data set
+        raise BadInput(f"the training data has no length ({type(loader.dataset).__name__} is an IterableDataset "
+                       "without __len__): kdistill counts the learning-rate schedule and the progress of an epoch "
+                       "in batches; give the data set a __len__ (its samples per epoch), or pass a map-style "
+                       "Dataset") from None
+
+
 def start_epoch(loader: DataLoader, epoch: int, start_step: int = 0) -> None:
     """Tell the loader's sampler the epoch (and kdistill's own, the step to start from). A user's
     sampler or batch sampler with `set_epoch` is told too, as torch's DistributedSampler (and
-    bucketing batch samplers) need: otherwise they shuffle every epoch the same way."""
+    bucketing batch samplers) need: otherwise they shuffle every epoch the same way; so is an
+    IterableDataset with `set_epoch` (Hugging Face's streaming data sets reshuffle through it)."""
     if isinstance(loader.batch_sampler, EpochBatchSampler):
         loader.batch_sampler.set_epoch(epoch, start_step)
         return
     if start_step:
         raise RuntimeError("mid-epoch resume needs kdistill's own loader; pass a Dataset to fit()")
-    candidates = (loader.sampler, loader.batch_sampler, getattr(loader.batch_sampler, "sampler", None))
+    candidates = (loader.sampler, loader.batch_sampler, getattr(loader.batch_sampler, "sampler", None),
+                  loader.dataset if isinstance(loader.dataset, IterableDataset) else None)
     for sampler in {id(s): s for s in candidates}.values():
         if callable(getattr(sampler, "set_epoch", None)):
             sampler.set_epoch(epoch)

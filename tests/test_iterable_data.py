@@ -1,0 +1,61 @@
+"""A user's DataLoader over an IterableDataset (a stream): one with set_epoch is told each epoch, as
+Hugging Face's streaming data sets need to reshuffle; one without a length is refused with the fix
+before any work (kdistill counts the schedule in batches per epoch)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from kdistill import Distiller
+from kdistill.errors import BadInput
+from kdistill.methods import HardLabel
+from kdistill.models import build_model
+
+SAMPLES, BATCH = 96, 32
+
+
+class Stream(IterableDataset):
+    """Random digits-shaped samples in an order shuffled by the epoch it was last told."""
+
+    def __init__(self) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.inputs = torch.randn(SAMPLES, 1, 8, 8, generator=generator)
+        self.labels = torch.randint(0, 10, (SAMPLES,), generator=generator)
+        self.epoch = -1
+        self.iterations: list[int] = []  # the epoch in force at each pass over the stream
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.iterations.append(self.epoch)
+        order = torch.randperm(SAMPLES, generator=torch.Generator().manual_seed(100 + self.epoch))
+        for i in order.tolist():
+            yield self.inputs[i], self.labels[i]
+
+
+class SizedStream(Stream):
+    def __len__(self) -> int:
+        return SAMPLES
+
+
+def distiller(run_dir=None) -> Distiller:
+    torch.manual_seed(0)
+    student = build_model("mlp", 10, (1, 8, 8), {"hidden": [16]})
+    return Distiller(None, student, [HardLabel()], batch_size=BATCH, progress=False, device="cpu", run_dir=run_dir)
+
+
+def test_a_stream_with_set_epoch_is_told_every_epoch():
+    stream = SizedStream()
+    distiller().fit(DataLoader(stream, batch_size=BATCH), epochs=3)
+    # the first pass is the one batch read to build the methods' parts, in epoch 0
+    assert stream.iterations == [0, 0, 1, 2]
+
+
+def test_a_stream_without_a_length_is_refused_before_any_work(tmp_path):
+    stream = Stream()
+    with pytest.raises(BadInput, match=r"Stream is an IterableDataset without __len__.*give the data set a __len__"):
+        distiller(tmp_path / "run").fit(DataLoader(stream, batch_size=BATCH), epochs=1)
+    assert stream.iterations == [] and not (tmp_path / "run").exists()
