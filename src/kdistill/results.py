@@ -35,7 +35,7 @@ class ExperimentResult:
     def by_role(self, role: str) -> ModelResult:
         return next(r for r in self.rows if r.role == role)
 
-    def gap_parts(self) -> tuple[float, float, float] | None:
+    def _gap_parts(self) -> tuple[float, float, float] | None:
         """(best teacher, scratch, distilled) accuracies, where the run has all three."""
         roles = {r.role for r in self.rows}
         if not {SCRATCH, DISTILLED} <= roles:
@@ -60,7 +60,7 @@ class ExperimentResult:
         None where it means nothing: no teacher, scratch or distilled row, or a teacher that is
         not better than the scratch student (then there is no gap; a ratio would read as nonsense
         such as "138 %" for a student that lost accuracy)."""
-        parts = self.gap_parts()
+        parts = self._gap_parts()
         if parts is None:
             return None
         teacher, scratch, distilled = parts
@@ -70,10 +70,10 @@ class ExperimentResult:
     def gap_cell(self) -> str:
         """The gap recovered in a table cell (`kdistill compare`): a number only where there is a gap,
         and a flag where distillation made the student worse."""
-        parts = self.gap_parts()
+        parts = self._gap_parts()
         if parts is None:
             return "n/a"
-        teacher, scratch, distilled = parts
+        _, scratch, distilled = parts
         text = "none: teacher not above scratch" if self.gap_recovered is None else f"{100 * self.gap_recovered:.1f}"
         if distilled < scratch:
             text += f" (WORSE than scratch: {100 * (distilled - scratch):+.2f} points)"
@@ -81,7 +81,7 @@ class ExperimentResult:
 
     def gap_summary(self) -> str:
         """The gap in words, with a flag where distillation made the student worse."""
-        parts = self.gap_parts()
+        parts = self._gap_parts()
         if parts is None:
             return ("Gap recovered: n/a (needs a teacher, a scratch student and a distilled student; the scratch "
                     "student is trained with `baseline: true` or `kdistill run --baseline`).")
