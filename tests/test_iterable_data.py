@@ -1,6 +1,6 @@
 """A user's DataLoader over an IterableDataset (a stream): one with set_epoch is told each epoch, as
-Hugging Face's streaming data sets need to reshuffle; one without a length is refused with the fix
-before any work (kdistill counts the schedule in batches per epoch)."""
+Hugging Face's streaming data sets need to reshuffle; one without a length, or one given with the
+teacher cache (which keys outputs by sample index), is refused with the fix before any work."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from kdistill import Distiller
+from kdistill.engine.cache import CacheSettings
 from kdistill.errors import BadInput
-from kdistill.methods import HardLabel
+from kdistill.methods import HardLabel, SoftTarget
 from kdistill.models import build_model
 
 SAMPLES, BATCH = 96, 32
@@ -41,10 +42,13 @@ class SizedStream(Stream):
         return SAMPLES
 
 
-def distiller(run_dir=None) -> Distiller:
+def distiller(run_dir=None, cache=None) -> Distiller:
     torch.manual_seed(0)
     student = build_model("mlp", 10, (1, 8, 8), {"hidden": [16]})
-    return Distiller(None, student, [HardLabel()], batch_size=BATCH, progress=False, device="cpu", run_dir=run_dir)
+    teacher = build_model("mlp", 10, (1, 8, 8), {"hidden": [32]}) if cache else None
+    methods = [SoftTarget(weight=0.9), HardLabel(weight=0.1)] if cache else [HardLabel()]
+    return Distiller(teacher, student, methods, batch_size=BATCH, progress=False, device="cpu", run_dir=run_dir,
+                     teacher_cache=cache)
 
 
 def test_a_stream_with_set_epoch_is_told_every_epoch():
@@ -59,3 +63,10 @@ def test_a_stream_without_a_length_is_refused_before_any_work(tmp_path):
     with pytest.raises(BadInput, match=r"Stream is an IterableDataset without __len__.*give the data set a __len__"):
         distiller(tmp_path / "run").fit(DataLoader(stream, batch_size=BATCH), epochs=1)
     assert stream.iterations == [] and not (tmp_path / "run").exists()
+
+
+def test_a_stream_with_the_teacher_cache_is_refused_before_any_work(tmp_path):
+    stream = SizedStream()
+    with pytest.raises(BadInput, match=r"SizedStream\) is an IterableDataset.*run without the cache"):
+        distiller(tmp_path / "run", CacheSettings(tmp_path / "cache")).fit(DataLoader(stream, batch_size=BATCH))
+    assert stream.iterations == [] and not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

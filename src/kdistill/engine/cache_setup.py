@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from kdistill.data.transforms import Augment, to_float
 from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
@@ -14,7 +14,16 @@ from kdistill.engine.cache import CacheSettings, TeacherCache, open_cache
 from kdistill.engine.distributed import World
 from kdistill.engine.loss import DistillationLoss
 from kdistill.engine.progress import progress_bar
+from kdistill.errors import BadInput
 from kdistill.taps import LayerTaps
+
+
+def check_cacheable(dataset: Dataset) -> None:
+    """The cache keeps the teacher's outputs per sample index; a stream has no indices to key them by."""
+    if isinstance(dataset, IterableDataset):
+        raise BadInput(f"the teacher cache keeps the teacher's outputs per sample index, and the training data "
+                       f"({type(dataset).__name__}) is an IterableDataset, whose samples have none: run without "
+                       "the cache (teacher_cache=None; in a config, no teacher.cache), or pass a map-style Dataset")
 
 
 def cache_views(settings: CacheSettings, augment: Augment, epochs: int, note: Callable[[str], None]) -> int:

@@ -26,7 +26,7 @@ from kdistill.data.transforms import Augment, Normalize
 from kdistill.engine.accumulation import check_steps, micro_batch_groups, no_sync, optimizer_steps
 from kdistill.engine.batch import batch_size_of, correct_count
 from kdistill.engine.cache import CacheSettings, TeacherCache
-from kdistill.engine.cache_setup import open_teacher_cache
+from kdistill.engine.cache_setup import check_cacheable, open_teacher_cache
 from kdistill.engine.callbacks import Callback, StepInfo
 from kdistill.engine.checkpoint import atomic_save, distiller_state, load_checkpoint, restore_distiller_state
 from kdistill.engine.device import autocast_for, resolve_device
@@ -298,6 +298,8 @@ class Distiller:
         last checkpoint. Returns the epoch records."""
         loader = self.make_loader(train, train=True)
         batches_per_epoch(loader)  # a stream without a length is refused before any work
+        if self.cache_settings is not None:
+            check_cacheable(loader.dataset)  # and one the teacher cache cannot key
         self.num_samples = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
         if not resume:  # before any work: another run's directory is refused, never overwritten
             claim_run_dir(self.run_dir, fit_identity(self, loader, epochs), self.world)
