@@ -70,3 +70,12 @@ def test_a_stream_with_the_teacher_cache_is_refused_before_any_work(tmp_path):
     with pytest.raises(BadInput, match=r"SizedStream\) is an IterableDataset.*run without the cache"):
         distiller(tmp_path / "run", CacheSettings(tmp_path / "cache")).fit(DataLoader(stream, batch_size=BATCH))
     assert stream.iterations == [] and not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_data_set_without_a_fingerprint_with_the_teacher_cache_is_refused_before_any_work(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    data = TensorDataset(torch.randn(SAMPLES, 1, 8, 8), torch.randint(0, 10, (SAMPLES,)))
+    with pytest.raises(BadInput, match=r"TensorDataset has no fingerprint\(\)\. Use an InMemoryDataset"):
+        distiller(tmp_path / "run", CacheSettings(tmp_path / "cache")).fit(DataLoader(data, batch_size=BATCH))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

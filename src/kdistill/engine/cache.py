@@ -47,13 +47,17 @@ from kdistill.settings import CacheSettings  # the cache's settings live with th
 CACHE_FORMAT = 1
 
 
+def require_fingerprint(dataset: Any) -> None:
+    """The cache is keyed by the data set's identity (contents and order), which it must be able to give."""
+    if not hasattr(dataset, "fingerprint"):
+        raise BadInput(f"the teacher cache needs to identify the data set; {type(dataset).__name__} has no "
+                       "fingerprint(). Use an InMemoryDataset or give your data set a fingerprint() method (a digest "
+                       "of contents and order)")
+
+
 def dataset_digest(dataset: Any) -> str:
-    if hasattr(dataset, "fingerprint"):
-        return dataset.fingerprint()
-    raise ValueError(
-        f"the teacher cache needs to identify the data set; {type(dataset).__name__} has no fingerprint(). "
-        "Use an InMemoryDataset or give your data set a fingerprint() method (a digest of contents and order)"
-    )
+    require_fingerprint(dataset)
+    return dataset.fingerprint()
 
 
 class TeacherCache:

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from kdistill.data.transforms import Augment, to_float
 from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
-from kdistill.engine.cache import CacheSettings, TeacherCache, open_cache
+from kdistill.engine.cache import CacheSettings, TeacherCache, open_cache, require_fingerprint
 from kdistill.engine.distributed import World
 from kdistill.engine.loss import DistillationLoss
 from kdistill.engine.progress import progress_bar
@@ -18,12 +18,22 @@ from kdistill.errors import BadInput
 from kdistill.taps import LayerTaps
 
 
-def check_cacheable(dataset: Dataset) -> None:
-    """The cache keeps the teacher's outputs per sample index; a stream has no indices to key them by."""
+def replayable(augment: Augment) -> bool:
+    """Whether a cached view could be replayed: not for augmentation drawn per batch (MixUp)."""
+    return not augment.active or getattr(augment, "replayable", True)
+
+
+def check_cacheable(dataset: Dataset, augment: Augment) -> None:
+    """The cache keeps the teacher's outputs per sample index of an identified data set: a stream has
+    no indices, and a data set without a fingerprint no identity; both are refused before any work
+    (where the cache would be used at all: not under augmentation it cannot replay)."""
+    if not replayable(augment):
+        return
     if isinstance(dataset, IterableDataset):
         raise BadInput(f"the teacher cache keeps the teacher's outputs per sample index, and the training data "
                        f"({type(dataset).__name__}) is an IterableDataset, whose samples have none: run without "
                        "the cache (teacher_cache=None; in a config, no teacher.cache), or pass a map-style Dataset")
+    require_fingerprint(dataset)
 
 
 def cache_views(settings: CacheSettings, augment: Augment, epochs: int, note: Callable[[str], None]) -> int:
@@ -46,7 +56,7 @@ def open_teacher_cache(loss: DistillationLoss, settings: CacheSettings, in_order
     process builds its share of the batches, so no process waits long in a collective). None,
     noted, when the augmentation's views depend on the batch (mixing ops such as MixUp): no cache
     could replay them, so the teacher runs live."""
-    if augment.active and not getattr(augment, "replayable", True):
+    if not replayable(augment):
         note(f"teacher.cache is off for this run: the augmentation {augment!r} draws per batch (it mixes samples "
              "or is batch-level), so no cached view can be replayed exactly; the teacher runs live every step")
         return None

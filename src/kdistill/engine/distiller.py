@@ -299,7 +299,7 @@ class Distiller:
         loader = self.make_loader(train, train=True)
         batches_per_epoch(loader)  # a stream without a length is refused before any work
         if self.cache_settings is not None:
-            check_cacheable(loader.dataset)  # and one the teacher cache cannot key
+            check_cacheable(loader.dataset, self.augment)  # and one the teacher cache cannot key
         self.num_samples = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
         if not resume:  # before any work: another run's directory is refused, never overwritten
             claim_run_dir(self.run_dir, fit_identity(self, loader, epochs), self.world)
