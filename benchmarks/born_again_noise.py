@@ -92,6 +92,7 @@ def table(rates: list[float]) -> str:
     (generation 1: the teacher; generation k: generation k - 1), per seed, then averaged."""
     runs, _ = latest_runs(load(BENCHMARK))  # per variant, its latest config's runs: no mixing across configs
     last, before_last = f"generation {GENERATIONS}", f"generation {GENERATIONS - 1}"
+    assert before_last in ROLES.values(), "ROLES names the generation before the last (the last one's teacher)"
     rows = []
     for rate in rates:
         by_role = {name: {r["seed"]: r["metrics"]["test_acc"]

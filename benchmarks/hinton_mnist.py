@@ -152,6 +152,8 @@ def main() -> None:
     args = parser.parse_args()
     if "tuned" in args.variants and (args.tuned_temperature is None or args.tuned_hard_weight is None):
         parser.error("--variants tuned needs --tuned-temperature and --tuned-hard-weight (from the search's best.yaml)")
+    if "longer" in args.variants and args.longer_epochs == args.student_epochs:
+        parser.error("--longer-epochs equals --student-epochs: the 'longer' students would be the plain ones")
     torch.set_num_threads(args.threads)
     keep_freed_memory()
     records = Records(BENCHMARK)

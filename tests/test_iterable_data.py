@@ -79,3 +79,16 @@ def test_a_data_set_without_a_fingerprint_with_the_teacher_cache_is_refused_befo
     with pytest.raises(BadInput, match=r"TensorDataset has no fingerprint\(\)\. Use an InMemoryDataset"):
         distiller(tmp_path / "run", CacheSettings(tmp_path / "cache")).fit(DataLoader(data, batch_size=BATCH))
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_sampler_without_a_length_is_named_in_the_refusal():
+    from torch.utils.data import Sampler, TensorDataset
+
+    class Endless(Sampler):
+        def __iter__(self):
+            while True:
+                yield 0
+
+    data = TensorDataset(torch.randn(SAMPLES, 1, 8, 8), torch.randint(0, 10, (SAMPLES,)))
+    with pytest.raises(BadInput, match=r"its BatchSampler has no __len__ \(an endless sampler\?\)"):
+        distiller().fit(DataLoader(data, batch_size=BATCH, sampler=Endless()))

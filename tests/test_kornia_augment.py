@@ -158,6 +158,20 @@ def test_mixup_with_a_cache_runs_the_teacher_live_and_says_so(digits, tmp_path):
     assert any("mixes images" in note for note in distiller.notes)
 
 
+def test_a_data_set_without_a_fingerprint_is_not_refused_where_the_cache_would_be_off():
+    """The cache's fingerprint check applies only where the cache would be used: under MixUp the teacher
+    runs live, so a data set the cache could not identify is fine there (and refused otherwise)."""
+    from torch.utils.data import TensorDataset
+
+    from kdistill.engine.cache_setup import check_cacheable
+    from kdistill.errors import BadInput
+
+    data = TensorDataset(torch.randn(8, 1, 8, 8), torch.zeros(8, dtype=torch.long))
+    check_cacheable(data, KorniaAugment([{"name": "RandomMixUpV2"}], seed=2))
+    with pytest.raises(BadInput, match="has no fingerprint"):
+        check_cacheable(data, Augment(1, True, 1))
+
+
 def _problems(pipeline) -> list[str]:
     raw = load_raw(None)
     raw["data"]["augment"] = {"pipeline": pipeline}

@@ -73,14 +73,17 @@ class ExperimentResult:
         parts = self._gap_parts()
         if parts is None:
             return "n/a"
+        gap = self.gap_recovered
         _, scratch, distilled = parts
-        text = "none: teacher not above scratch" if self.gap_recovered is None else f"{100 * self.gap_recovered:.1f}"
+        text = "none: teacher not above scratch" if gap is None else f"{100 * gap:.1f}"
         if distilled < scratch:
             text += f" (WORSE than scratch: {100 * (distilled - scratch):+.2f} points)"
         return text
 
     def gap_summary(self) -> str:
-        """The gap in words, with a flag where distillation made the student worse."""
+        """The gap in words, with a flag where distillation made the student worse; in a born-again chain,
+        the last generation also against the generation that taught it (the teacher row is the chain's
+        original teacher)."""
         parts = self._gap_parts()
         if parts is None:
             return ("Gap recovered: n/a (needs a teacher, a scratch student and a distilled student; the scratch "

@@ -26,14 +26,14 @@ def replayable(augment: Augment) -> bool:
 def check_cacheable(dataset: Dataset, augment: Augment) -> None:
     """The cache keeps the teacher's outputs per sample index of an identified data set: a stream has
     no indices, and a data set without a fingerprint no identity; both are refused before any work
-    (where the cache would be used at all: not under augmentation it cannot replay)."""
-    if not replayable(augment):
-        return
+    (the fingerprint only where the cache would be used: not under augmentation it cannot replay,
+    where the teacher runs live)."""
     if isinstance(dataset, IterableDataset):
         raise BadInput(f"the teacher cache keeps the teacher's outputs per sample index, and the training data "
                        f"({type(dataset).__name__}) is an IterableDataset, whose samples have none: run without "
                        "the cache (teacher_cache=None; in a config, no teacher.cache), or pass a map-style Dataset")
-    require_fingerprint(dataset)
+    if replayable(augment):
+        require_fingerprint(dataset)
 
 
 def cache_views(settings: CacheSettings, augment: Augment, epochs: int, note: Callable[[str], None]) -> int:

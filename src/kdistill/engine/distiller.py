@@ -297,9 +297,9 @@ class Distiller:
         """Train for `epochs` (fewer when early stopping ends it); with `resume`, continue from `run_dir`'s
         last checkpoint. Returns the epoch records."""
         loader = self.make_loader(train, train=True)
-        batches_per_epoch(loader)  # a stream without a length is refused before any work
-        if self.cache_settings is not None:
-            check_cacheable(loader.dataset, self.augment)  # and one the teacher cache cannot key
+        if self.cache_settings is not None:  # data the teacher cache cannot key is refused before any work
+            check_cacheable(loader.dataset, self.augment)
+        batches_per_epoch(loader)  # and so is a stream without a length
         self.num_samples = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
         if not resume:  # before any work: another run's directory is refused, never overwritten
             claim_run_dir(self.run_dir, fit_identity(self, loader, epochs), self.world)

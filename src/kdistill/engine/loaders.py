@@ -185,11 +185,16 @@ def batches_per_epoch(loader: DataLoader) -> int:
     the fractional epoch that methods' schedules read all count in."""
     try:
         return len(loader)
-    except TypeError:  # an IterableDataset without __len__: torch's DataLoader asks the data set
-        raise BadInput(f"the training data has no length ({type(loader.dataset).__name__} is an IterableDataset "
-                       "without __len__): kdistill counts the learning-rate schedule and the progress of an epoch "
-                       "in batches; give the data set a __len__ (its samples per epoch), or pass a map-style "
-                       "Dataset") from None
+    except TypeError:  # torch's DataLoader asks the data set (a stream) or the sampler for the length
+        if isinstance(loader.dataset, IterableDataset):
+            what = (f"{type(loader.dataset).__name__} is an IterableDataset without __len__; give the data set a "
+                    "__len__ (its samples per epoch), or pass a map-style Dataset")
+        else:
+            sampler = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
+            what = (f"its {type(sampler).__name__} has no __len__ (an endless sampler?); give it one (the samples "
+                    "or batches per epoch)")
+        raise BadInput(f"the training data has no length: {what}. kdistill counts the learning-rate schedule and "
+                       "the progress of an epoch in batches") from None
 
 
 def start_epoch(loader: DataLoader, epoch: int, start_step: int = 0) -> None:
