@@ -15,6 +15,7 @@ Every finished run is a record in benchmarks/results/hinton_mnist.jsonl; recorde
     python benchmarks/hinton_mnist.py --variants own-teacher  # + teachers of seeds 1001, 1002, one per student seed
     python benchmarks/hinton_mnist.py --variants jittered  # + students on jittered views, the teacher on each
     python benchmarks/hinton_mnist.py --variants longer [--longer-epochs 200]  # + scratch and distilled, trained longer
+    python benchmarks/hinton_mnist.py --variants ensemble  # + students taught by the mean of teachers 1000-1002
     python benchmarks/hinton_mnist.py --variants tuned --tuned-temperature T --tuned-hard-weight W
         # + students distilled at the T and label weight `kdistill tune benchmarks/hinton_mnist_tune.yaml`
         # chose on a validation split (soft weight 0.9 as searched)
@@ -38,6 +39,7 @@ from kdistill.engine.cache import CacheSettings
 from kdistill.evaluate import count_parameters
 from kdistill.methods import HardLabel, SoftTarget
 from kdistill.models import build_model
+from kdistill.strategies import TeacherEnsemble, evaluate_ensemble
 
 BENCHMARK = "hinton_mnist"
 TEACHER_SEED = 1000
@@ -47,6 +49,8 @@ OWN_TEACHER = "distilled (teacher of its own: seed 1000 + student seed)"
 JITTERED_SCRATCH = "scratch (jittered)"
 JITTERED_DISTILLED = "distilled (jittered: the teacher on every view)"
 TUNED = "distilled (T and label weight chosen on validation)"
+ENSEMBLE = "teacher ensemble (seeds 1000-1002, mean of probabilities)"
+ENSEMBLE_DISTILLED = "distilled (teacher: the ensemble of seeds 1000-1002)"
 
 
 def longer(variant: str, epochs: int) -> str:
@@ -105,6 +109,22 @@ def train_teacher(records: Records, bundle, epochs: int, seed: int = TEACHER_SEE
     return teacher.eval()
 
 
+def record_ensemble(records: Records, bundle, teachers, temperature: float) -> None:
+    """The ensemble's own test errors: the mean of the teachers' probabilities (at T = 1, the usual
+    ensemble; at the distillation's T too, the mixture the students are taught)."""
+    config = {"teachers": [model_digest(t) for t in teachers], "combination": "mean of probabilities"}
+    if records.find(ENSEMBLE, TEACHER_SEED, config):
+        return
+    with Timer() as timer:
+        found = round((1 - evaluate_ensemble(teachers, bundle.test)["acc"]) * len(bundle.test))
+        mixture = TeacherEnsemble(teachers, temperature=temperature)
+        at_t = round((1 - evaluate_ensemble([mixture], bundle.test)["acc"]) * len(bundle.test))
+    records.append(ENSEMBLE, TEACHER_SEED, config, {"test_errors": found, "test_acc": 100 - found / 100,
+                                                    f"test_errors_mixture_at_T{temperature:g}": at_t},
+                   timer.seconds, params=sum(count_parameters(t) for t in teachers), teacher_row=ENSEMBLE)
+    print(f"{ENSEMBLE}: {found} errors ({at_t} for the mixture at T = {temperature:g})", flush=True)
+
+
 def run_student(records: Records, bundle, variant: str, seed: int, config: dict, methods, teacher, args,
                 architecture: dict = STUDENT, epochs: int | None = None, augment: Augment | None = None,
                 **extra):
@@ -148,7 +168,8 @@ def main() -> None:
                              "'own-teacher' distils student seed k from a teacher of its own, seed 1000 + k; "
                              "'jittered' trains scratch and distilled students on +-2 px jittered views; "
                              "'tuned' distils at --tuned-temperature and --tuned-hard-weight; "
-                             "'longer' trains scratch and distilled for --longer-epochs")
+                             "'longer' trains scratch and distilled for --longer-epochs; "
+                             "'ensemble' distils from the mean of teachers 1000-1002 (trained if missing)")
     args = parser.parse_args()
     if "tuned" in args.variants and (args.tuned_temperature is None or args.tuned_hard_weight is None):
         parser.error("--variants tuned needs --tuned-temperature and --tuned-hard-weight (from the search's best.yaml)")
@@ -238,6 +259,17 @@ def main() -> None:
                         epochs=args.longer_epochs, baseline=long_scratch)
             run_student(records, bundle, long_distilled, seed, {**long_recipe, **kd, "teacher": model_digest(teacher)},
                         distill(), teacher, args, epochs=args.longer_epochs, baseline=long_scratch)
+        if "ensemble" in args.variants:
+            # a stronger teacher than any one of them: the three teachers' mean distribution at T, as one
+            # model (TeacherEnsemble), so the cache holds it; the gap is measured to the ensemble's errors
+            members = [teacher] + [train_teacher(records, bundle, args.teacher_epochs, TEACHER_SEED + k)
+                                   for k in (1, 2)]
+            record_ensemble(records, bundle, members, args.temperature)
+            ensemble = TeacherEnsemble(members, temperature=args.temperature).eval()
+            run_student(records, bundle, ENSEMBLE_DISTILLED, seed,
+                        {**scratch_config, **kd, "teacher": [model_digest(t) for t in members],
+                         "combination": f"mean of probabilities at T = {args.temperature:g}"},
+                        distill(), ensemble, args, teacher_row=ENSEMBLE)
     print(render(BENCHMARK))
 
 

@@ -8,7 +8,8 @@ difference of means; "gap recovered" is (variant - baseline) / (teacher - baseli
 where the teacher is better than the baseline by more than the baseline's seed spread (a share of
 a smaller gap is noise). A record may name its own baseline (`"baseline":
 "scratch (jittered)"`): its row is compared with that variant instead, and the cell says so; a
-row that is its own baseline shows no comparison.
+row that is its own baseline shows no comparison. Likewise a record may name its own teacher row
+(`"teacher_row": "teacher ensemble (...)"`): its share is of the gap to that row, and says so.
 """
 
 from __future__ import annotations
@@ -75,14 +76,15 @@ def render(benchmark: str, baseline: str = "scratch", teacher: str = "teacher") 
     metric = metric_of(records[0])[0]
     digits = 1 if metric == "test_errors" else 2
     lower_is_better = metric in ("test_errors", "perplexity")
-    top = [metric_of(r)[1] for r in runs.get(teacher, [])]
     rows = []
     for variant, variant_runs in runs.items():
         values = [metric_of(r)[1] for r in variant_runs]
         own_baseline = variant_runs[-1].get("baseline", baseline)
+        own_teacher = variant_runs[-1].get("teacher_row", teacher)
         base = [metric_of(r)[1] for r in runs.get(own_baseline, [])]
+        top = [metric_of(r)[1] for r in runs.get(own_teacher, [])]
         delta = gap = ""
-        if base and variant not in (own_baseline, teacher):
+        if base and variant not in (own_baseline, own_teacher):
             delta = f"{statistics.mean(values) - statistics.mean(base):+.2f}"
             if own_baseline != baseline:
                 delta += f" (vs {own_baseline})"
@@ -92,8 +94,10 @@ def render(benchmark: str, baseline: str = "scratch", teacher: str = "teacher") 
                 spread = statistics.stdev(base) if len(base) > 1 else 0.0
                 if better and abs(span) > spread:
                     gap = f"{100 * (statistics.mean(values) - statistics.mean(base)) / span:.0f} %"
+                    if own_teacher != teacher:
+                        gap += f" (of {own_teacher})"
                 elif better:  # a share of a gap smaller than the baseline's own seed spread is noise
-                    notes.append(f"{variant}: no gap recovered: the {teacher} leads {own_baseline} by "
+                    notes.append(f"{variant}: no gap recovered: the {own_teacher} leads {own_baseline} by "
                                  f"{abs(span):.2f}, less than {own_baseline}'s seed spread ({spread:.2f})")
         seconds = statistics.mean(r["seconds"] for r in variant_runs)
         rows.append([variant, cell(values, digits), str(len(values)), delta, gap, f"{seconds:.0f}"])

@@ -111,3 +111,15 @@ def test_the_table_keeps_the_latest_run_of_a_seed_and_says_what_it_left_out(reco
     assert [run["metrics"]["test_errors"] for run in chosen["teacher"]] == [81]
     assert notes == ["teacher: 1 run(s) under an older config not shown",
                      "teacher: 1 earlier run(s) of the same seed and config not shown (the latest is)"]
+
+
+def test_a_row_taught_by_another_teacher_row_shares_out_that_teachers_gap(records_module, table_module):
+    records = records_module.Records("demo")
+    for variant, errors, extra in [("teacher", 80, {}), ("scratch", 140, {}),
+                                   ("ensemble", 60, {"teacher_row": "ensemble"}),
+                                   ("distilled (ensemble)", 100, {"teacher_row": "ensemble"})]:
+        records.append(variant, 0, {}, {"test_errors": errors}, 1.0, **extra)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table_module.render("demo").splitlines()}
+    # (100 - 140) / (60 - 140) = 50 %, where the plain teacher's gap would give 67 %
+    assert rows["distilled (ensemble)"][3:5] == ["-40.00", "50 % (of ensemble)"]
+    assert rows["ensemble"][3:5] == ["", ""]  # a teacher row is not a student with a share of its own gap

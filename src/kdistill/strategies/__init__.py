@@ -1,6 +1,7 @@
 """Strategies: who teaches whom, and when. Every strategy drives the same `Distiller` loop.
 
-- multi-teacher: `teacher_aggregator=` aggregators (`mean`, `weighted`, `confidence`) in `AGGREGATORS`;
+- multi-teacher: `teacher_aggregator=` aggregators (`mean`, `weighted`, `confidence`) in `AGGREGATORS`, and
+  `TeacherEnsemble` (fixed teachers as one model, which the teacher cache can hold);
 - born-again networks: `born_again` (generation k+1 learns from generation k) and `evaluate_ensemble`;
 - deep mutual learning: a `Cohort` of peers with the `MutualLearning` method (registered as `mutual`);
 - teacher-assistant chains: `teacher_assistant_chain` (teacher -> assistant(s) -> student);
@@ -46,12 +47,13 @@ from kdistill.strategies.stages import (
     run_chain,
     weights_digest,
 )
+from kdistill.strategies.teacher_ensemble import TeacherEnsemble
 
 __all__ = [
-    "AGGREGATORS", "STRATEGIES", "Aggregator", "AssistantChainResult", "BornAgainResult", "ChainResult", "ChainStage",
-    "Cohort", "ConfidenceAggregator", "MeanAggregator", "MutualLearning", "StageExists", "StageMismatch",
-    "StageOutcome", "StageResult", "Strategy", "WeightedAggregator", "ban_methods", "born_again", "build_aggregator",
-    "check_label_spaces", "check_teachers", "ensemble_logits", "evaluate_ensemble", "fit_or_load", "kd_methods",
-    "mixture_logits", "mutual_learning", "resolve_strategy", "run_chain", "strategy", "teacher_assistant_chain",
-    "weights_digest",
+    "AGGREGATORS", "STRATEGIES", "Aggregator", "AssistantChainResult", "BornAgainResult", "ChainResult",
+    "ChainStage", "Cohort", "ConfidenceAggregator", "MeanAggregator", "MutualLearning", "StageExists",
+    "StageMismatch", "StageOutcome", "StageResult", "Strategy", "TeacherEnsemble", "WeightedAggregator",
+    "ban_methods", "born_again", "build_aggregator", "check_label_spaces", "check_teachers", "ensemble_logits",
+    "evaluate_ensemble", "fit_or_load", "kd_methods", "mixture_logits", "mutual_learning", "resolve_strategy",
+    "run_chain", "strategy", "teacher_assistant_chain", "weights_digest",
 ]
