@@ -62,6 +62,11 @@ def test_demo_preset_is_valid():
     (lambda r: r.update(teacher=None, teachers=[r["teacher"], r["teacher"]],
                         strategy={"aggregate": {"name": "weighted", "weights": 0.5}}),
      "strategy.aggregate.weights: must be a list"),
+    (lambda r: r.update(teacher=None, teachers=[r["teacher"], {**r["teacher"], "cache": True}],
+                        strategy={"aggregate": {"name": "mean"}}),
+     "teachers[1].cache: the cache holds one teacher's outputs and this run has 2 teachers"),
+    (lambda r: (r["teacher"].update(cache=True), r.update(strategy={"name": "born_again"})),
+     "teacher.cache: strategy 'born_again' does not use the teacher cache"),
 ])
 def test_each_bad_field_is_named(edit, expected):
     raw = demo_raw()

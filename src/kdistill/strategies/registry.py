@@ -88,8 +88,15 @@ def strategy_problems(config: ExperimentConfig) -> list[str]:
     if not teachers and chosen.needs_teacher:
         problems.append(f"teacher: required (or teachers: [...]); strategy '{spec.name}' needs one (only a strategy "
                         "without teachers, such as mutual, runs without)")
-    if any(t.cache_spec() is not None for t in teachers) and (len(teachers) > 1 or not chosen.teacher_cache):
-        problems.append("teacher.cache: the cache serves one teacher in the standard strategy; turn it off here")
+    cached = [i for i, t in enumerate(teachers) if t.cache_spec() is not None]
+    where = f"teachers[{cached[0]}].cache" if cached and config.teachers else "teacher.cache"
+    if cached and len(teachers) > 1:
+        problems.append(f"{where}: the cache holds one teacher's outputs and this run has {len(teachers)} teachers; "
+                        "turn it off, or (in Python) pass fixed teachers as one model the cache can hold: "
+                        "kdistill.strategies.TeacherEnsemble(teachers, temperature=T)")
+    elif cached and not chosen.teacher_cache:
+        problems.append(f"{where}: strategy '{spec.name}' does not use the teacher cache (the standard strategy "
+                        "does); turn it off")
     if chosen.check is not None:
         problems += chosen.check(config)
     return problems
