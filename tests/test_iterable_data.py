@@ -4,11 +4,16 @@ teacher cache (which keys outputs by sample index), is refused with the fix befo
 
 from __future__ import annotations
 
+import copy
+import itertools
+
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from kdistill import Distiller
+from kdistill import Distiller, OptimizerSettings, ScheduleSettings
 from kdistill.engine.cache import CacheSettings
 from kdistill.errors import BadInput
 from kdistill.methods import HardLabel, SoftTarget
@@ -54,8 +59,8 @@ def distiller(run_dir=None, cache=None) -> Distiller:
 def test_a_stream_with_set_epoch_is_told_every_epoch():
     stream = SizedStream()
     distiller().fit(DataLoader(stream, batch_size=BATCH), epochs=3)
-    # the first pass is the one batch read to build the methods' parts, in epoch 0
-    assert stream.iterations == [0, 0, 1, 2]
+    # one pass an epoch: epoch 0 goes on from the batch read to build the methods' parts
+    assert stream.iterations == [0, 1, 2]
 
 
 def test_a_stream_without_a_length_is_refused_before_any_work(tmp_path):
@@ -92,3 +97,37 @@ def test_a_sampler_without_a_length_is_named_in_the_refusal():
     data = TensorDataset(torch.randn(SAMPLES, 1, 8, 8), torch.randint(0, 10, (SAMPLES,)))
     with pytest.raises(BadInput, match=r"its BatchSampler has no __len__ \(an endless sampler\?\)"):
         distiller().fit(DataLoader(data, batch_size=BATCH, sampler=Endless()))
+
+
+class OneShotStream(SizedStream):
+    """A stream that yields each sample once (a socket, a queue, a generator): a second pass is empty."""
+
+    def __iter__(self):
+        if self.iterations:
+            return iter(())
+        return super().__iter__()
+
+
+def test_a_one_shot_stream_trains_on_every_batch_as_a_hand_written_loop_does():
+    torch.manual_seed(0)
+    start = build_model("mlp", 10, (1, 8, 8), {"hidden": [16]})
+    ours = copy.deepcopy(start)
+    Distiller(None, ours, [HardLabel()], optimizer=OptimizerSettings(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0),
+              schedule=ScheduleSettings(name="constant"), progress=False,
+              device="cpu").fit(DataLoader(OneShotStream(), batch_size=BATCH), epochs=1)
+
+    def hand_loop(skip: int) -> nn.Module:
+        model, stream = copy.deepcopy(start), OneShotStream()
+        stream.set_epoch(0)  # as the user's loop over a reshuffling stream does, and kdistill
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in itertools.islice(DataLoader(stream, batch_size=BATCH), skip, None):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return model
+
+    for (name, value), by_hand in zip(ours.state_dict().items(), hand_loop(0).state_dict().values(), strict=True):
+        torch.testing.assert_close(value, by_hand, msg=name)
+    # what the build's read used to cost: training on the stream without its first batch
+    lost = hand_loop(1).state_dict()
+    assert max((lost[name] - value).abs().max().item() for name, value in ours.state_dict().items()) > 1e-4

@@ -14,13 +14,13 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from kdistill.data.transforms import Augment, Normalize
 from kdistill.engine.accumulation import check_steps, micro_batch_groups, no_sync, optimizer_steps
@@ -36,7 +36,14 @@ from kdistill.engine.evaluation import evaluate_model
 from kdistill.engine.hooks import TrainingHooks
 from kdistill.engine.inputs import cached_teacher_outputs, check_cache_use, prepare_inputs
 from kdistill.engine.interrupt import TrainingInterrupted, stop_requests_on_signals
-from kdistill.engine.loaders import EvaluationLoaders, batches_per_epoch, first_batch, make_loader, start_epoch
+from kdistill.engine.loaders import (
+    EvaluationLoaders,
+    batches_per_epoch,
+    first_batch,
+    first_stream_batch,
+    make_loader,
+    start_epoch,
+)
 from kdistill.engine.loss import DistillationLoss, Participant, TeacherOutputs
 from kdistill.engine.metrics_log import epoch_record
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler, warmup_overrun
@@ -130,6 +137,7 @@ class Distiller:
         self._student_ddp: nn.Module | None = None  # what training steps call: DDP and/or compiled
         self._teacher_grad_flags: list[list[bool]] = []
         self._method_parameters: list[nn.Parameter] = []
+        self._stream_epoch_zero: Iterator[Any] | None = None  # a stream's first pass, begun by the build
         self.cache_settings = teacher_cache
         self.cache: TeacherCache | None = None
         check_cache_use(teacher_cache, self.teachers, self.methods)
@@ -254,7 +262,11 @@ class Distiller:
         self.hooks.build(self.student.model)  # the EMA's copy is made before the taps are attached
         self.loss.attach()
         start_epoch(loader, 0)
-        inputs, labels, indices = self.prepare_inputs(first_batch(loader), 0, train=True)
+        if isinstance(loader.dataset, IterableDataset):  # read once: epoch 0 goes on from this batch
+            batch, self._stream_epoch_zero = first_stream_batch(loader)
+        else:
+            batch = first_batch(loader)
+        inputs, labels, indices = self.prepare_inputs(batch, 0, train=True)
         ctx = self.loss.build(inputs, labels, indices, teacher=self.cached_teacher_outputs(indices, 0),
                               epoch=0, num_epochs=epochs, num_samples=self.num_samples)
         self._check_label_term(ctx, loader.dataset)
@@ -349,12 +361,16 @@ class Distiller:
             torch.manual_seed(derive_seed(self.seed, epoch))
             running = {}
         start_epoch(loader, epoch, start_step)
+        # a stream's epoch 0 continues the pass that gave the build its batch; a later first epoch (a
+        # resumed run) starts a fresh pass, as the stream's own loop would
+        begun_pass = self._stream_epoch_zero if epoch == 0 else None
+        batches, self._stream_epoch_zero = (loader if begun_pass is None else begun_pass), None
         self.student.model.train()
         self.loss.methods.train()
         started = time.perf_counter()
         step = start_step
         with bar_task(progress, f"{self.description} epoch {epoch + 1}/{epochs}", len(loader), start_step) as advance:
-            for group in micro_batch_groups(loader, self.accumulate_steps, self.device):  # [(batch, weight)]
+            for group in micro_batch_groups(batches, self.accumulate_steps, self.device):  # [(batch, weight)]
                 sums, samples = {}, 0
                 for index, (batch, weight) in enumerate(group):  # one batch with weight None without accumulation
                     terms, correct, size = self.train_step(batch, epoch, epochs, epoch + step / len(loader),

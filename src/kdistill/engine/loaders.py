@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -165,9 +166,7 @@ def first_batch(loader: DataLoader) -> Any:
     than a hand-written loop over it). A loader with persistent workers is read through a twin
     (`_peek_twin`).
 
-    An IterableDataset is read from its start: one that yields each sample only once (a stream)
-    loses the batch read here, and so does one that keeps its own random state outside torch
-    generators (Python's or NumPy's)."""
+    An IterableDataset is not peeked here: `first_stream_batch` keeps its batch for training."""
     generators = _generators(loader)
     states = [g.get_state() for g in generators]
     try:
@@ -178,6 +177,21 @@ def first_batch(loader: DataLoader) -> Any:
     finally:
         for g, state in zip(generators, states, strict=True):
             g.set_state(state)
+
+
+def first_stream_batch(loader: DataLoader) -> tuple[Any, Iterator[Any]]:
+    """An IterableDataset's first batch, and the first epoch's batches with that one put back in front.
+    A stream cannot be rewound as a sampler can: one that yields each sample once would lose the batch
+    read to build the methods' parts, and one that keeps its own random state (Python's, NumPy's)
+    would give training other batches than the user's own loop over it gets. Training epoch 0 from
+    this iterator reads the stream exactly once, as that loop does."""
+    iterator = iter(loader)
+    try:
+        batch = next(iterator)
+    except StopIteration:
+        raise BadInput("the training data gives no batch: the stream is empty, or smaller than the batch size "
+                       "with drop_last") from None
+    return batch, itertools.chain([batch], iterator)
 
 
 def batches_per_epoch(loader: DataLoader) -> int:
