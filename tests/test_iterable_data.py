@@ -112,8 +112,8 @@ def test_a_one_shot_stream_trains_on_every_batch_as_a_hand_written_loop_does():
     torch.manual_seed(0)
     start = build_model("mlp", 10, (1, 8, 8), {"hidden": [16]})
     ours = copy.deepcopy(start)
-    Distiller(None, ours, [HardLabel()], optimizer=OptimizerSettings(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0),
-              schedule=ScheduleSettings(name="constant"), progress=False,
+    sgd = OptimizerSettings(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0)
+    Distiller(None, ours, [HardLabel()], optimizer=sgd, schedule=ScheduleSettings(name="constant"), progress=False,
               device="cpu").fit(DataLoader(OneShotStream(), batch_size=BATCH), epochs=1)
 
     def hand_loop(skip: int) -> nn.Module:

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from kdistill import Distiller, OptimizerSettings
+from kdistill.digest import model_digest
 from kdistill.methods import HardLabel, SoftTarget
 from kdistill.settings import CacheSettings
 from kdistill.strategies import MeanAggregator, TeacherEnsemble
@@ -55,6 +56,19 @@ def test_softmax_of_the_ensemble_is_the_mixture_by_hand():
 def test_bad_ensembles_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TeacherEnsemble(**kwargs)
+
+
+def test_another_temperature_or_weighting_is_another_teacher_to_the_cache():
+    # the cache keys a teacher's outputs by its state-dict digest
+    members = [_Fixed([0.0, 1.0]), _Fixed([1.0, 0.0])]
+    digests = {model_digest(TeacherEnsemble(members, temperature=t, weights=w))
+               for t, w in [(4.0, None), (2.0, None), (4.0, [1, 3])]}
+    assert len(digests) == 3
+    assert model_digest(TeacherEnsemble(members, temperature=4.0)) == model_digest(TeacherEnsemble(members, 4.0))
+    # a saved ensemble loaded into one built at another temperature mixes at the saved one
+    loaded = TeacherEnsemble(members, temperature=1.0)
+    loaded.load_state_dict(TeacherEnsemble(members, temperature=4.0).state_dict())
+    torch.testing.assert_close(loaded(torch.zeros(1, 3)), TeacherEnsemble(members, temperature=4.0)(torch.zeros(1, 3)))
 
 
 def test_teachers_over_other_classes_are_refused():

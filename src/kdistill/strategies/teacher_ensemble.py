@@ -43,7 +43,11 @@ class TeacherEnsemble(nn.Module):
             raise ValueError(f"weights: {len(values)} weights for {count} teachers; give one per teacher")
         if any(not torch.isfinite(torch.tensor(w)) or w < 0 for w in values) or sum(values) <= 0:
             raise ValueError(f"weights: must be finite, >= 0 and not all zero (got {values})")
-        self.register_buffer("weights", torch.tensor(values) / sum(values), persistent=False)
+        # in the state dict: the teacher cache keys outputs by the teacher's state-dict digest, so an
+        # ensemble of the same members at another temperature or weighting must not share its entries
+        self.register_buffer("weights", torch.tensor(values) / sum(values))
+        self.register_buffer("mixture_temperature", torch.tensor(self.temperature))
+        self.register_load_state_dict_post_hook(_loaded_temperature)
 
     def forward(self, *inputs: Any, **kwargs: Any) -> torch.Tensor:
         logits = [logits_of(member(*inputs, **kwargs)) for member in self.members]
@@ -55,6 +59,11 @@ class TeacherEnsemble(nn.Module):
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, weights={[round(w, 6) for w in self.weights.tolist()]}"
+
+
+def _loaded_temperature(module: TeacherEnsemble, incompatible_keys: Any) -> None:
+    """A loaded state dict brings its temperature: keep the float forward reads in step with it."""
+    module.temperature = float(module.mixture_temperature)
 
 
 __all__ = ["TeacherEnsemble"]
