@@ -53,6 +53,10 @@ def test_a_born_again_chain_is_compared_with_the_generation_that_taught_it():
     assert "above the original teacher (+0.29 points)" in text and "above its teacher" not in text
     assert "It learned from born-again generation 1 (94.53 %): -0.02 points against the model that taught it" in text
     assert "It learned from" not in _result(0.9422, 0.9397, 0.9451).gap_summary()
+    # without a scratch student there is no gap, and the chain is still compared with its teacher
+    result.rows = [r for r in result.rows if r.role != "student (scratch)"]
+    text = result.gap_summary()
+    assert text.startswith("Gap recovered: n/a") and "-0.02 points against the model that taught it" in text
 
 
 def test_the_compare_table_cell_says_no_gap_and_flags_a_worse_student():

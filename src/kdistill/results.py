@@ -85,9 +85,13 @@ class ExperimentResult:
         the last generation also against the generation that taught it (the teacher row is the chain's
         original teacher)."""
         parts = self._gap_parts()
+        previous = self._previous_generation()
         if parts is None:
-            return ("Gap recovered: n/a (needs a teacher, a scratch student and a distilled student; the scratch "
+            text = ("Gap recovered: n/a (needs a teacher, a scratch student and a distilled student; the scratch "
                     "student is trained with `baseline: true` or `kdistill run --baseline`).")
+            if previous is not None and any(r.role == DISTILLED for r in self.rows):
+                text += " " + self._against_previous(previous, 100 * self.by_role(DISTILLED).accuracy)
+            return text
         teacher, scratch, distilled = (100 * p for p in parts)
         change = f"{distilled - scratch:+.2f} points against scratch"
         if teacher - scratch <= 1e-10:
@@ -96,18 +100,21 @@ class ExperimentResult:
         else:
             text = (f"Distillation recovered {100 * self.gap_recovered:.1f} % of the teacher-student accuracy gap "
                     f"({scratch:.2f} % scratch, {distilled:.2f} % distilled, {teacher:.2f} % teacher).")
-        previous = self._previous_generation()
         if distilled > teacher and teacher - scratch > 1e-10:
             whose = "its teacher" if previous is None else "the original teacher"
             text += (f" The distilled student is above {whose} ({distilled - teacher:+.2f} points), so the share "
                      "exceeds 100 %.")
         if previous is not None:  # in a chain the last generation learned from the one before, not the teacher
-            role, accuracy = previous
-            text += (f" It learned from {role} ({100 * accuracy:.2f} %): {distilled - 100 * accuracy:+.2f} points "
-                     "against the model that taught it.")
+            text += " " + self._against_previous(previous, distilled)
         if distilled < scratch:
             text += f" WARNING: the distilled student is worse than the one trained from scratch ({change})."
         return text
+
+    @staticmethod
+    def _against_previous(previous: tuple[str, float], distilled: float) -> str:
+        role, accuracy = previous
+        return (f"It learned from {role} ({100 * accuracy:.2f} %): {distilled - 100 * accuracy:+.2f} points against "
+                "the model that taught it.")
 
 
 def write_results(result: ExperimentResult) -> None:
