@@ -112,7 +112,8 @@ def train_teacher(records: Records, bundle, epochs: int, seed: int = TEACHER_SEE
 def record_ensemble(records: Records, bundle, teachers, temperature: float) -> None:
     """The ensemble's own test errors: the mean of the teachers' probabilities (at T = 1, the usual
     ensemble; at the distillation's T too, the mixture the students are taught)."""
-    config = {"teachers": [model_digest(t) for t in teachers], "combination": "mean of probabilities"}
+    config = {"teachers": [model_digest(t) for t in teachers], "combination": "mean of probabilities",
+              "mixture_temperature": temperature}
     if records.find(ENSEMBLE, TEACHER_SEED, config):
         return
     with Timer() as timer:

@@ -131,3 +131,32 @@ def test_a_one_shot_stream_trains_on_every_batch_as_a_hand_written_loop_does():
     # what the build's read used to cost: training on the stream without its first batch
     lost = hand_loop(1).state_dict()
     assert max((lost[name] - value).abs().max().item() for name, value in ours.state_dict().items()) > 1e-4
+
+
+class GlobalShuffle(SizedStream):
+    """A stream that shuffles with torch's global generator when a pass starts (a common pattern)."""
+
+    def __iter__(self):
+        self.iterations.append(self.epoch)
+        for i in torch.randperm(SAMPLES).tolist():
+            yield self.inputs[i], self.labels[i]
+
+
+def test_a_stream_shuffled_by_the_global_generator_follows_the_runs_seed_not_what_ran_before_fit():
+    torch.manual_seed(0)
+    start = build_model("mlp", 10, (1, 8, 8), {"hidden": [16]})
+
+    def train(before: int, seed: int = 0) -> dict[str, torch.Tensor]:
+        model = copy.deepcopy(start)
+        run = Distiller(None, model, [HardLabel()], seed=seed, progress=False, device="cpu",
+                        optimizer=OptimizerSettings(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0))
+        torch.manual_seed(before)  # whatever the user's script did before fit()
+        run.fit(DataLoader(GlobalShuffle(), batch_size=BATCH), epochs=2)
+        assert run._stream_epoch_zero is None  # the begun pass ends with the fit
+        return model.state_dict()
+
+    first, second = train(1), train(2)
+    for name, value in first.items():
+        torch.testing.assert_close(second[name], value, rtol=0, atol=0, msg=name)
+    other_seed = train(1, seed=1)  # and the run's seed does decide the order
+    assert max((other_seed[name] - value).abs().max().item() for name, value in first.items()) > 1e-4

@@ -263,7 +263,7 @@ class Distiller:
         self.loss.attach()
         start_epoch(loader, 0)
         if isinstance(loader.dataset, IterableDataset):  # read once: epoch 0 goes on from this batch
-            batch, self._stream_epoch_zero = first_stream_batch(loader)
+            batch, self._stream_epoch_zero = first_stream_batch(loader, derive_seed(self.seed, 0))
         else:
             batch = first_batch(loader)
         inputs, labels, indices = self.prepare_inputs(batch, 0, train=True)
@@ -315,13 +315,13 @@ class Distiller:
         self.num_samples = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
         if not resume:  # before any work: another run's directory is refused, never overwritten
             claim_run_dir(self.run_dir, fit_identity(self, loader, epochs), self.world)
+        if resume and (self.checkpoint_path is None or not self.checkpoint_path.exists()):
+            raise MissingFile(self.checkpoint_path or "run_dir=None",
+                              "nothing to resume: no checkpoint there; fit without resume=True")
         self.evaluation_loaders.open(val, lambda: self.make_loader(val, False), self.num_workers)
         self._build(loader, epochs)
         first_epoch, start_step, running = 0, 0, {}
         if resume:
-            if self.checkpoint_path is None or not self.checkpoint_path.exists():
-                raise MissingFile(self.checkpoint_path or "run_dir=None",
-                                  "nothing to resume: no checkpoint there; fit without resume=True")
             first_epoch, start_step, running = self.load_state_dict(load_checkpoint(self.checkpoint_path))
         if self.run_dir is not None and self.world.is_main and self.notes:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -338,6 +338,7 @@ class Distiller:
                     self._run_epoch(loader, val, epoch, epochs, start_step if first else 0,
                                     running if first else {}, progress)
             finally:
+                self._stream_epoch_zero = None  # a stream's begun pass (and its workers) ends with the fit
                 self.detach_taps()  # the user's models leave fit() as they came, also on Ctrl-C or error
                 self.evaluation_loaders.close()  # their workers end with the fit
                 self._student_ddp = None

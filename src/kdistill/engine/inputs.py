@@ -53,8 +53,9 @@ def check_cache_use(settings: CacheSettings | None, teachers: Sequence[Participa
         return
     if len(teachers) != 1:
         raise ValueError(f"the teacher cache holds one teacher's outputs; this run has {len(teachers)}. Turn the "
-                         "cache off, or, when only the teachers' mixture is read (logit methods), pass them as one "
-                         "teacher: kdistill.strategies.TeacherEnsemble(teachers, temperature=T)")
+                         "cache off, or, when only the teachers' mixture is read (logit methods) and they take the "
+                         "same normalised input, pass them as one teacher: "
+                         "kdistill.strategies.TeacherEnsemble(teachers, temperature=T)")
     tapping = [m.label for m in methods if m.teacher_taps()]
     if tapping and not settings.features:
         raise ValueError(f"the teacher cache holds logits only, but {tapping} read teacher layers; "

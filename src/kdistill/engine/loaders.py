@@ -179,18 +179,25 @@ def first_batch(loader: DataLoader) -> Any:
             g.set_state(state)
 
 
-def first_stream_batch(loader: DataLoader) -> tuple[Any, Iterator[Any]]:
+def first_stream_batch(loader: DataLoader, epoch_seed: int) -> tuple[Any, Iterator[Any]]:
     """An IterableDataset's first batch, and the first epoch's batches with that one put back in front.
     A stream cannot be rewound as a sampler can: one that yields each sample once would lose the batch
     read to build the methods' parts, and one that keeps its own random state (Python's, NumPy's)
     would give training other batches than the user's own loop over it gets. Training epoch 0 from
-    this iterator reads the stream exactly once, as that loop does."""
-    iterator = iter(loader)
+    this iterator reads the stream exactly once, as that loop does. The pass begins under the epoch's
+    seed, as an epoch's own pass does (a stream that shuffles with torch's global generator, and the
+    workers' seeds, follow the run's seed, not what ran before fit), and the global generator is then
+    put back as it was for the build."""
+    state = torch.get_rng_state()
+    torch.manual_seed(epoch_seed)
     try:
+        iterator = iter(loader)
         batch = next(iterator)
     except StopIteration:
         raise BadInput("the training data gives no batch: the stream is empty, or smaller than the batch size "
                        "with drop_last") from None
+    finally:
+        torch.set_rng_state(state)
     return batch, itertools.chain([batch], iterator)
 
 

@@ -10,7 +10,10 @@ gives one model whose logits x satisfy softmax(x / T) = sum_i w_i softmax(z_i / 
 targets the aggregator gives, computed once per image and view by the cache instead of K forwards a
 step. A logit method must read it at the same T (its softmax at another temperature is not the
 mixture at that temperature). Feature methods still reach a member's layers by name
-(`members.0.<layer>`).
+(`members.0.<layer>`). The ensemble is one participant with one input normalisation
+(`teacher_normalization`): members that need different inputs are not expressed by it. As a
+classifier its argmax is the mixture's at T; the usual ensemble accuracy (mean of probabilities
+at T = 1) is `strategies.evaluate_ensemble(members, data)`.
 """
 
 from __future__ import annotations
