@@ -86,3 +86,15 @@ def test_a_directory_with_a_checkpoint_but_no_record_is_refused(digits, small, t
     with pytest.raises(BadInput, match="no fit.json says what ran"):
         make(digits, tmp_path).fit(small, epochs=1)
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == b"someone's checkpoint"
+
+
+def test_resume_without_a_checkpoint_is_refused_before_any_work(digits, tmp_path):
+    from kdistill.file_checks import MissingFile
+
+    bundle, _, _ = digits
+    distiller = make(digits, tmp_path / "run")
+    built = []
+    distiller._build = lambda *args: built.append(args)  # the work the refusal must precede
+    with pytest.raises(MissingFile, match="nothing to resume"):
+        distiller.fit(bundle.train, epochs=1, resume=True)
+    assert built == [] and not (tmp_path / "run").exists()
