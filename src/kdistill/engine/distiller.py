@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
 from kdistill.data.transforms import Augment, Normalize
 from kdistill.engine.accumulation import check_steps, micro_batch_groups, no_sync, optimizer_steps
@@ -36,18 +36,12 @@ from kdistill.engine.evaluation import evaluate_model
 from kdistill.engine.hooks import TrainingHooks
 from kdistill.engine.inputs import cached_teacher_outputs, check_cache_use, prepare_inputs
 from kdistill.engine.interrupt import TrainingInterrupted, stop_requests_on_signals
-from kdistill.engine.loaders import (
-    EvaluationLoaders,
-    batches_per_epoch,
-    first_batch,
-    first_stream_batch,
-    make_loader,
-    start_epoch,
-)
+from kdistill.engine.loaders import EvaluationLoaders, batches_per_epoch, build_batch, make_loader, start_epoch
 from kdistill.engine.loss import DistillationLoss, Participant, TeacherOutputs
 from kdistill.engine.metrics_log import epoch_record
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler, warmup_overrun
 from kdistill.engine.progress import bar_task, progress_bar
+from kdistill.engine.recipe_notes import recipe_notes
 from kdistill.engine.run_record import claim_run_dir, fit_identity
 from kdistill.engine.seed import derive_seed
 from kdistill.engine.tracking import EarlyStoppingSettings, MetricGoal
@@ -166,19 +160,6 @@ class Distiller:
             if self.world.is_main:
                 LOG.warning("kdistill: %s", message)
 
-    def _check_label_term(self, ctx: StepContext, data: Any) -> None:
-        """Distillation on labelled data with no loss on the labels departs from every paper's recipe
-        (not on a transfer set, whose copies' labels are placeholders: `placeholder_labels`)."""
-        if self.teachers and ctx.labels is not None and not any(m.supervises_labels for m in self.methods) \
-                and not getattr(data, "placeholder_labels", False):
-            self.note(f"methods {[m.label for m in self.methods]} have no label term: the student learns without "
-                      "cross-entropy on the labels, unlike most papers (DKD, CRD, AT and FitNets add it with weight "
-                      "1, KD mixes it in; born-again networks are the exception); add a hard_label method unless "
-                      "this is intended")
-        if getattr(self.augment, "mixes_samples", False) and any(m.supervises_labels for m in self.methods):
-            self.note("the augmentation mixes images (MixUp / CutMix) but not their labels: a label term trains on "
-                      "each mixed image's first label; prefer soft targets alone with mixing augmentations")
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast_for(self.device, self.precision)
 
@@ -262,14 +243,13 @@ class Distiller:
         self.hooks.build(self.student.model)  # the EMA's copy is made before the taps are attached
         self.loss.attach()
         start_epoch(loader, 0)
-        if isinstance(loader.dataset, IterableDataset):  # read once: epoch 0 goes on from this batch
-            batch, self._stream_epoch_zero = first_stream_batch(loader, derive_seed(self.seed, 0))
-        else:
-            batch = first_batch(loader)
+        batch, self._stream_epoch_zero = build_batch(loader, derive_seed(self.seed, 0))
         inputs, labels, indices = self.prepare_inputs(batch, 0, train=True)
         ctx = self.loss.build(inputs, labels, indices, teacher=self.cached_teacher_outputs(indices, 0),
                               epoch=0, num_epochs=epochs, num_samples=self.num_samples)
-        self._check_label_term(ctx, loader.dataset)
+        for message in recipe_notes(bool(self.teachers), self.methods, ctx.labels is not None, loader.dataset,
+                                    self.augment):
+            self.note(message)
         self.optimizer = build_optimizer(self.trainable_parameters(), self.optimizer_settings)
         self.steps_per_epoch = optimizer_steps(batches_per_epoch(loader), self.accumulate_steps)
         self.scheduler = build_scheduler(self.optimizer, self.schedule_settings, epochs, self.steps_per_epoch)
@@ -362,10 +342,9 @@ class Distiller:
             torch.manual_seed(derive_seed(self.seed, epoch))
             running = {}
         start_epoch(loader, epoch, start_step)
-        # a stream's epoch 0 continues the pass that gave the build its batch; a later first epoch (a
-        # resumed run) starts a fresh pass, as the stream's own loop would
-        begun_pass = self._stream_epoch_zero if epoch == 0 else None
-        batches, self._stream_epoch_zero = (loader if begun_pass is None else begun_pass), None
+        # a stream's epoch 0 continues the pass the build began; a resumed run's first epoch starts anew
+        batches = (self._stream_epoch_zero if epoch == 0 else None) or loader
+        self._stream_epoch_zero = None
         self.student.model.train()
         self.loss.methods.train()
         started = time.perf_counter()

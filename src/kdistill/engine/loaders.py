@@ -201,6 +201,14 @@ def first_stream_batch(loader: DataLoader, epoch_seed: int) -> tuple[Any, Iterat
     return batch, itertools.chain([batch], iterator)
 
 
+def build_batch(loader: DataLoader, epoch_seed: int) -> tuple[Any, Iterator[Any] | None]:
+    """The batch the Distiller builds the methods' parts from; for a stream, also the pass it began,
+    which epoch 0 continues (None for data that can be read again from the start)."""
+    if isinstance(loader.dataset, IterableDataset):
+        return first_stream_batch(loader, epoch_seed)
+    return first_batch(loader), None
+
+
 def batches_per_epoch(loader: DataLoader) -> int:
     """The number of batches an epoch gives, which the learning-rate schedule, the progress bar and
     the fractional epoch that methods' schedules read all count in."""
