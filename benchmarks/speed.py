@@ -3,9 +3,11 @@
 For each pair, three variants train the same student for two epochs on the same data (no
 augmentation): the student alone (labels only), distillation running the teacher every step,
 and distillation from the cache (built in epoch 1, read in epoch 2). The second epoch's time is
-compared; each variant runs in its own process so its peak memory (max RSS) is its own.
+compared; each variant runs in its own process so its peak memory (max RSS) is its own. The pair
+`mlp-ensemble` has three MLP teachers: every step runs all three (mean aggregator), the cache holds
+their mixture once (`TeacherEnsemble`).
 
-    python benchmarks/speed.py [--pairs mlp resnet] [--train-limit 5000]
+    python benchmarks/speed.py [--pairs mlp resnet mlp-ensemble] [--train-limit 5000]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from kdistill.data import limit_samples, load_image_folder_bundle, load_mnist_bu
 from kdistill.engine.cache import CacheSettings
 from kdistill.methods import HardLabel, SoftTarget
 from kdistill.models import build_model, load_weights
+from kdistill.strategies import MeanAggregator, TeacherEnsemble
 
 VARIANTS = ("student only", "distill, teacher every step", "distill, cached teacher")
 
@@ -33,9 +36,11 @@ VARIANTS = ("student only", "distill, teacher every step", "distill, cached teac
 def load_pair(pair: str, train_limit: int):
     root = shared_data()
     torch.manual_seed(0)
-    if pair == "mlp":
+    if pair in ("mlp", "mlp-ensemble"):
         bundle = load_mnist_bundle(root / "mnist")
         teacher = build_model("mlp", 10, (1, 28, 28), {"hidden": [1200, 1200]})
+        if pair == "mlp-ensemble":
+            teacher = [teacher] + [build_model("mlp", 10, (1, 28, 28), {"hidden": [1200, 1200]}) for _ in range(2)]
         student = build_model("mlp", 10, (1, 28, 28), {"hidden": [800, 800]})
         return bundle, bundle.train, teacher, student, 128
     bundle = load_image_folder_bundle(root / "cifar10-jpeg.tar.gz")
@@ -52,11 +57,17 @@ def run_one(pair: str, variant: str, train_limit: int, cache_dir: Path) -> dict:
     norm = (bundle.mean, bundle.std)
     distill = variant != "student only"
     cache = CacheSettings(cache_dir, dtype="float16") if variant == "distill, cached teacher" else None
+    aggregator, teacher_norm = None, norm if distill else None
+    if distill and isinstance(teacher, list):  # several teachers: one mixture, cached as one model or run every step
+        if cache is not None:
+            teacher = TeacherEnsemble(teacher, temperature=4.0)
+        else:
+            aggregator, teacher_norm = MeanAggregator(temperature=4.0), [norm] * len(teacher)
     distiller = Distiller(teacher if distill else None, student,
                           [SoftTarget(0.9, 4.0), HardLabel(0.1)] if distill else [HardLabel()],
                           optimizer=OptimizerSettings(name="sgd", lr=0.05), batch_size=batch, progress=False,
-                          device="cpu", student_normalization=norm, teacher_normalization=norm if distill else None,
-                          teacher_cache=cache)
+                          device="cpu", student_normalization=norm, teacher_normalization=teacher_norm,
+                          teacher_aggregator=aggregator, teacher_cache=cache)
     started = time.perf_counter()
     history = distiller.fit(train, epochs=2)
     total = time.perf_counter() - started
@@ -67,7 +78,7 @@ def run_one(pair: str, variant: str, train_limit: int, cache_dir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", nargs="+", default=["mlp", "resnet"], choices=["mlp", "resnet"])
+    parser.add_argument("--pairs", nargs="+", default=["mlp", "resnet"], choices=["mlp", "resnet", "mlp-ensemble"])
     parser.add_argument("--train-limit", type=int, default=5000, help="CIFAR-10 training images for the ResNet pair")
     parser.add_argument("--one", nargs=2, metavar=("PAIR", "VARIANT"), help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
