@@ -107,23 +107,26 @@ def test_a_loader_without_a_batch_is_refused_with_the_fix():
         fit(loader)
 
 
-def test_peeking_a_loader_with_persistent_workers_draws_nothing_it_would_not():
+def test_the_build_reads_a_loader_with_persistent_workers_as_the_users_own_loop_does():
     """The Distiller reads one batch before training. Through a loader with persistent workers that
-    read must leave the global RNG (the methods' parts are initialised from it next) and the order
-    of the first epoch as they were: the same batches as the user's own loop over the loader."""
-    from kdistill.engine.loaders import first_batch
+    read must leave the global RNG (the methods' parts are initialised from it next) as it was, and
+    the epochs' batches must be the user's own loop's: the build's batch is the first of epoch 0's
+    pass, which training continues."""
+    from kdistill.engine.loaders import build_batch
 
     def loader():
         return DataLoader(train_set(), batch_size=BATCH, shuffle=True, collate_fn=batch_collate, num_workers=1,
                           persistent_workers=True, generator=torch.Generator().manual_seed(11))
 
-    peeked, own = loader(), loader()
+    ours, own = loader(), loader()
     torch.manual_seed(0)
     before = torch.get_rng_state()
-    first_batch(peeked)
+    batch, begun = build_batch(ours, epoch_seed=5)
     assert torch.equal(torch.get_rng_state(), before)
-    for _ in range(2):  # two epochs through the same persistent workers
-        assert [b["index"].tolist() for b in peeked] == [b["index"].tolist() for b in own]
+    epochs = [list(begun), list(ours)]  # epoch 0 goes on from the build's batch; epoch 1 through the same workers
+    assert torch.equal(epochs[0][0]["index"], batch["index"])
+    for ours_epoch in epochs:
+        assert [b["index"].tolist() for b in ours_epoch] == [b["index"].tolist() for b in own]
 
 
 def test_a_batch_sampler_with_set_epoch_is_told_the_epoch():

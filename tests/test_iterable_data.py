@@ -152,7 +152,7 @@ def test_a_stream_shuffled_by_the_global_generator_follows_the_runs_seed_not_wha
                         optimizer=OptimizerSettings(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0))
         torch.manual_seed(before)  # whatever the user's script did before fit()
         run.fit(DataLoader(GlobalShuffle(), batch_size=BATCH), epochs=2)
-        assert run._stream_epoch_zero is None  # the begun pass ends with the fit
+        assert run._begun_pass is None  # the begun pass ends with the fit
         return model.state_dict()
 
     first, second = train(1), train(2)

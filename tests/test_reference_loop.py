@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import random
 
 import pytest
 import torch
@@ -264,3 +265,47 @@ def test_attention_transfer_through_hooks_equals_a_loop_that_splits_the_forward(
     assert not torch.equal(ours["1.weight"], start["1.weight"])
     for name, value in by_hand.state_dict().items():
         torch.testing.assert_close(ours[name], value, rtol=1e-5, atol=5e-6, msg=name)
+
+
+class _PythonNoise(_Samples):
+    """Samples with noise drawn from Python's random module in __getitem__, as many augmentation
+    libraries draw: the run must read the loader as the user's loop does, not one batch ahead."""
+
+    def __getitem__(self, index):
+        x, y, i = super().__getitem__(index)
+        return x + random.gauss(0.0, 0.2), y, i
+
+
+def test_a_data_set_drawing_pythons_random_state_trains_as_the_hand_written_loop(digits):
+    data = _PythonNoise(*_data(digits).tensors)
+    _, student = _models()
+    start = copy.deepcopy(student.state_dict())
+
+    def loader() -> DataLoader:
+        return DataLoader(data, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(LOADER_SEED))
+
+    random.seed(3)
+    sgd = OptimizerSettings(name="sgd", lr=0.05, momentum=0.0, weight_decay=0.0)
+    Distiller(None, student, [HardLabel()], optimizer=sgd, schedule=ScheduleSettings(name="constant"),
+              progress=False).fit(loader(), epochs=2)
+
+    def hand_loop(skip_first: bool) -> dict[str, torch.Tensor]:
+        model = copy.deepcopy(student)
+        model.load_state_dict(start)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        random.seed(3)
+        if skip_first:  # what a separate read of one batch before training did to the draws
+            next(iter(loader()))
+        batches = loader()
+        for _ in range(2):
+            for x, y, _ in batches:
+                optimizer.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+                optimizer.step()
+        return model.state_dict()
+
+    ours, by_hand = student.state_dict(), hand_loop(False)
+    for name, value in by_hand.items():
+        torch.testing.assert_close(ours[name], value, rtol=1e-6, atol=1e-7, msg=name)
+    ahead = hand_loop(True)
+    assert max((ahead[name] - value).abs().max().item() for name, value in by_hand.items()) > 1e-4

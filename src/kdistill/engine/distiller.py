@@ -131,7 +131,7 @@ class Distiller:
         self._student_ddp: nn.Module | None = None  # what training steps call: DDP and/or compiled
         self._teacher_grad_flags: list[list[bool]] = []
         self._method_parameters: list[nn.Parameter] = []
-        self._stream_epoch_zero: Iterator[Any] | None = None  # a stream's first pass, begun by the build
+        self._begun_pass: Iterator[Any] | None = None  # a user loader's epoch-0 pass, begun by the build
         self.cache_settings = teacher_cache
         self.cache: TeacherCache | None = None
         check_cache_use(teacher_cache, self.teachers, self.methods)
@@ -243,7 +243,7 @@ class Distiller:
         self.hooks.build(self.student.model)  # the EMA's copy is made before the taps are attached
         self.loss.attach()
         start_epoch(loader, 0)
-        batch, self._stream_epoch_zero = build_batch(loader, derive_seed(self.seed, 0))
+        batch, self._begun_pass = build_batch(loader, derive_seed(self.seed, 0))
         inputs, labels, indices = self.prepare_inputs(batch, 0, train=True)
         ctx = self.loss.build(inputs, labels, indices, teacher=self.cached_teacher_outputs(indices, 0),
                               epoch=0, num_epochs=epochs, num_samples=self.num_samples)
@@ -318,7 +318,7 @@ class Distiller:
                     self._run_epoch(loader, val, epoch, epochs, start_step if first else 0,
                                     running if first else {}, progress)
             finally:
-                self._stream_epoch_zero = None  # a stream's begun pass (and its workers) ends with the fit
+                self._begun_pass = None  # the begun pass (and its workers) ends with the fit
                 self.detach_taps()  # the user's models leave fit() as they came, also on Ctrl-C or error
                 self.evaluation_loaders.close()  # their workers end with the fit
                 self._student_ddp = None
@@ -342,9 +342,9 @@ class Distiller:
             torch.manual_seed(derive_seed(self.seed, epoch))
             running = {}
         start_epoch(loader, epoch, start_step)
-        # a stream's epoch 0 continues the pass the build began; a resumed run's first epoch starts anew
-        batches = (self._stream_epoch_zero if epoch == 0 else None) or loader
-        self._stream_epoch_zero = None
+        # a user loader's epoch 0 continues the pass the build began; a resumed run's starts anew
+        batches = (self._begun_pass if epoch == 0 else None) or loader
+        self._begun_pass = None
         self.student.model.train()
         self.loss.methods.train()
         started = time.perf_counter()

@@ -138,75 +138,54 @@ def _generators(loader: DataLoader) -> list[torch.Generator]:
     return list(found.values())
 
 
-def _peek_twin(loader: DataLoader) -> DataLoader:
-    """The loader with the same data, batches, workers and generator, but without persistent
-    workers: a loader with persistent workers keeps the iterator of its first use, whose workers'
-    seed is drawn from the generator its sampler shuffles with; restored after the peek, that
-    generator would give the first epoch another order than the user's own loop gets. The workers
-    and their worker_init_fn stay (a data set may need what that function sets up), and the
-    generator is the loader's (restored after the peek), so the global RNG, which the methods'
-    parts are initialised from next, is not drawn. kdistill's own sampler orders by (seed, epoch)
-    alone, so its loader is read as it is (no second set of workers forked); so is a DataLoader
-    subclass, whose batches may be its own."""
-    if (not loader.persistent_workers or type(loader) is not DataLoader
-            or isinstance(loader.dataset, IterableDataset) or isinstance(loader.batch_sampler, EpochBatchSampler)):
-        return loader
-    batching = ({"batch_sampler": loader.batch_sampler} if loader.batch_sampler is not None
-                else {"sampler": loader.sampler, "batch_size": None})
-    return DataLoader(loader.dataset, **batching, collate_fn=loader.collate_fn, num_workers=loader.num_workers,
-                      worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
-                      timeout=loader.timeout, generator=loader.generator, prefetch_factor=loader.prefetch_factor)
+NO_BATCH = ("the training data gives no batch: it is empty, or smaller than the batch size with drop_last; give "
+            "more samples or a smaller batch size")
 
 
 def first_batch(loader: DataLoader) -> Any:
-    """The loader's first batch, leaving its random generators as they were. Building the methods'
-    lazy parts needs one batch before training; a user's shuffled DataLoader draws its epoch's order
-    from its generator when iterated, so a plain peek would shift every epoch's order by one against
-    the same loader in the user's own loop (measured: a seeded loader gave the run other batches
-    than a hand-written loop over it). A loader with persistent workers is read through a twin
-    (`_peek_twin`).
-
-    An IterableDataset is not peeked here: `first_stream_batch` keeps its batch for training."""
+    """kdistill's own loader's first batch, leaving its generator (the workers' seeds) as it was: its
+    sampler orders by (seed, epoch) alone, so reading a batch before training changes no epoch's
+    order, and a run resumed mid-epoch starts its pass where it stopped."""
     generators = _generators(loader)
     states = [g.get_state() for g in generators]
     try:
-        return next(iter(_peek_twin(loader)))
+        return next(iter(loader))
     except StopIteration:
-        raise BadInput("the training data gives no batch: it is empty, or smaller than the batch size with "
-                       "drop_last; give more samples or a smaller batch size") from None
+        raise BadInput(NO_BATCH) from None
     finally:
         for g, state in zip(generators, states, strict=True):
             g.set_state(state)
 
 
-def first_stream_batch(loader: DataLoader, epoch_seed: int) -> tuple[Any, Iterator[Any]]:
-    """An IterableDataset's first batch, and the first epoch's batches with that one put back in front.
-    A stream cannot be rewound as a sampler can: one that yields each sample once would lose the batch
-    read to build the methods' parts, and one that keeps its own random state (Python's, NumPy's)
-    would give training other batches than the user's own loop over it gets. Training epoch 0 from
-    this iterator reads the stream exactly once, as that loop does. The pass begins under the epoch's
-    seed, as an epoch's own pass does (a stream that shuffles with torch's global generator, and the
-    workers' seeds, follow the run's seed, not what ran before fit), and the global generator is then
-    put back as it was for the build."""
+def first_pass_batch(loader: DataLoader, epoch_seed: int) -> tuple[Any, Iterator[Any]]:
+    """A user's loader's first batch, and epoch 0's batches with that one put back in front: the
+    batch the methods' parts are built from is the first of the pass epoch 0 trains on, so the run
+    reads the loader exactly as the user's own loop over it does. A separate read before training
+    would not: a shuffled loader draws its epoch's order from its generator when iterated (every
+    epoch one permutation ahead), persistent workers keep the seed of their first iterator, a
+    one-shot stream (a queue, a socket) would lose that batch, and a data set drawing from Python's
+    or NumPy's random state would be one batch of draws ahead. The pass begins under the epoch's
+    seed, as an epoch's own pass does (a loader or stream that draws from torch's global generator,
+    and the workers' seeds where the loader has no generator, follow the run's seed, not what ran
+    before fit), and the global generator is then put back as it was for the build."""
     state = torch.get_rng_state()
     torch.manual_seed(epoch_seed)
     try:
         iterator = iter(loader)
         batch = next(iterator)
     except StopIteration:
-        raise BadInput("the training data gives no batch: the stream is empty, or smaller than the batch size "
-                       "with drop_last") from None
+        raise BadInput(NO_BATCH) from None
     finally:
         torch.set_rng_state(state)
     return batch, itertools.chain([batch], iterator)
 
 
 def build_batch(loader: DataLoader, epoch_seed: int) -> tuple[Any, Iterator[Any] | None]:
-    """The batch the Distiller builds the methods' parts from; for a stream, also the pass it began,
-    which epoch 0 continues (None for data that can be read again from the start)."""
-    if isinstance(loader.dataset, IterableDataset):
-        return first_stream_batch(loader, epoch_seed)
-    return first_batch(loader), None
+    """The batch the Distiller builds the methods' parts from, and for a user's loader the pass it
+    began, which epoch 0 continues (None for kdistill's own loader, which can be read again)."""
+    if isinstance(loader.batch_sampler, EpochBatchSampler):
+        return first_batch(loader), None
+    return first_pass_batch(loader, epoch_seed)
 
 
 def batches_per_epoch(loader: DataLoader) -> int:
