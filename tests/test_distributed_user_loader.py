@@ -123,7 +123,8 @@ def test_the_build_reads_a_loader_with_persistent_workers_as_the_users_own_loop_
     before = torch.get_rng_state()
     batch, begun = build_batch(ours, epoch_seed=5)
     assert torch.equal(torch.get_rng_state(), before)
-    epochs = [list(begun), list(ours)]  # epoch 0 goes on from the build's batch; epoch 1 through the same workers
+    # epoch 0 goes on from the build's batch; epoch 1 runs through the same workers
+    epochs = [list(begun.batches), list(ours)]
     assert torch.equal(epochs[0][0]["index"], batch["index"])
     for ours_epoch in epochs:
         assert [b["index"].tolist() for b in ours_epoch] == [b["index"].tolist() for b in own]

@@ -160,3 +160,12 @@ def test_a_stream_shuffled_by_the_global_generator_follows_the_runs_seed_not_wha
         torch.testing.assert_close(second[name], value, rtol=0, atol=0, msg=name)
     other_seed = train(1, seed=1)  # and the run's seed does decide the order
     assert max((other_seed[name] - value).abs().max().item() for name, value in first.items()) > 1e-4
+
+
+def test_a_fit_that_fails_in_its_set_up_ends_the_pass_it_began():
+    # the best-checkpoint metric needs validation data: refused once the methods' parts are built
+    run = Distiller(None, build_model("mlp", 10, (1, 8, 8), {"hidden": [16]}), [HardLabel()], progress=False,
+                    device="cpu", best_metric="val/acc")
+    with pytest.raises(ValueError, match="validation"):
+        run.fit(DataLoader(SizedStream(), batch_size=BATCH), epochs=1)
+    assert run._begun_pass is None

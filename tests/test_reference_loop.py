@@ -309,3 +309,32 @@ def test_a_data_set_drawing_pythons_random_state_trains_as_the_hand_written_loop
         torch.testing.assert_close(ours[name], value, rtol=1e-6, atol=1e-7, msg=name)
     ahead = hand_loop(True)
     assert max((ahead[name] - value).abs().max().item() for name, value in by_hand.items()) > 1e-4
+
+
+class _TorchNoise(torch.utils.data.Dataset):
+    """Features drawn from torch's global generator in __getitem__ (random transforms draw so)."""
+
+    def __init__(self) -> None:
+        self.drawn: list[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return 48
+
+    def __getitem__(self, index):
+        x = torch.rand(4)
+        self.drawn.append(x)
+        return x, index % 3
+
+
+def test_torch_draws_in_a_data_set_go_on_past_the_build_batch_as_in_the_users_loop():
+    # each epoch draws from the run's (seed, epoch) seed; epoch 0 from where the build's batch left it
+    from kdistill.engine.seed import derive_seed
+
+    data = _TorchNoise()
+    Distiller(None, nn.Linear(4, 3), [HardLabel()], seed=0, progress=False,
+              device="cpu").fit(DataLoader(data, batch_size=8), epochs=2)
+    users = _TorchNoise()
+    for epoch in range(2):
+        torch.manual_seed(derive_seed(0, epoch))
+        list(DataLoader(users, batch_size=8))
+    assert torch.equal(torch.stack(data.drawn), torch.stack(users.drawn))

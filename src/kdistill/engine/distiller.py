@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,14 @@ from kdistill.engine.evaluation import evaluate_model
 from kdistill.engine.hooks import TrainingHooks
 from kdistill.engine.inputs import cached_teacher_outputs, check_cache_use, prepare_inputs
 from kdistill.engine.interrupt import TrainingInterrupted, stop_requests_on_signals
-from kdistill.engine.loaders import EvaluationLoaders, batches_per_epoch, build_batch, make_loader, start_epoch
+from kdistill.engine.loaders import (
+    BegunPass,
+    EvaluationLoaders,
+    batches_per_epoch,
+    build_batch,
+    epoch_batches,
+    make_loader,
+)
 from kdistill.engine.loss import DistillationLoss, Participant, TeacherOutputs
 from kdistill.engine.metrics_log import epoch_record
 from kdistill.engine.optim import OptimizerSettings, ScheduleSettings, build_optimizer, build_scheduler, warmup_overrun
@@ -131,7 +138,7 @@ class Distiller:
         self._student_ddp: nn.Module | None = None  # what training steps call: DDP and/or compiled
         self._teacher_grad_flags: list[list[bool]] = []
         self._method_parameters: list[nn.Parameter] = []
-        self._begun_pass: Iterator[Any] | None = None  # a user loader's epoch-0 pass, begun by the build
+        self._begun_pass: BegunPass | None = None  # a user loader's epoch-0 pass, begun by the build
         self.cache_settings = teacher_cache
         self.cache: TeacherCache | None = None
         check_cache_use(teacher_cache, self.teachers, self.methods)
@@ -242,7 +249,6 @@ class Distiller:
                                             self.augment, epochs, self.device, self.world, self.progress, self.note)
         self.hooks.build(self.student.model)  # the EMA's copy is made before the taps are attached
         self.loss.attach()
-        start_epoch(loader, 0)
         batch, self._begun_pass = build_batch(loader, derive_seed(self.seed, 0))
         inputs, labels, indices = self.prepare_inputs(batch, 0, train=True)
         ctx = self.loss.build(inputs, labels, indices, teacher=self.cached_teacher_outputs(indices, 0),
@@ -299,32 +305,32 @@ class Distiller:
             raise MissingFile(self.checkpoint_path or "run_dir=None",
                               "nothing to resume: no checkpoint there; fit without resume=True")
         self.evaluation_loaders.open(val, lambda: self.make_loader(val, False), self.num_workers)
-        self._build(loader, epochs)
-        first_epoch, start_step, running = 0, 0, {}
-        if resume:
-            first_epoch, start_step, running = self.load_state_dict(load_checkpoint(self.checkpoint_path))
-        if self.run_dir is not None and self.world.is_main and self.notes:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "notes.json").write_text(json.dumps(self.notes, indent=1))
-        self._stop_requested = False
-        self.hooks.start(self, val, self.global_step(first_epoch, start_step) if resume else None)
-        with stop_requests_on_signals(lambda: self._stop_requested, self.request_stop), \
-                progress_bar(self.progress and self.world.is_main) as progress:
-            try:
+        try:  # from here on, whatever ends the fit (Ctrl-C, an error in the set-up too) cleans up
+            self._build(loader, epochs)
+            first_epoch, start_step, running = 0, 0, {}
+            if resume:
+                first_epoch, start_step, running = self.load_state_dict(load_checkpoint(self.checkpoint_path))
+            if self.run_dir is not None and self.world.is_main and self.notes:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                (self.run_dir / "notes.json").write_text(json.dumps(self.notes, indent=1))
+            self._stop_requested = False
+            self.hooks.start(self, val, self.global_step(first_epoch, start_step) if resume else None)
+            with stop_requests_on_signals(lambda: self._stop_requested, self.request_stop), \
+                    progress_bar(self.progress and self.world.is_main) as progress:
                 for epoch in range(first_epoch, epochs):
                     if self.hooks.stopped:  # early stopping
                         break
                     first = epoch == first_epoch
                     self._run_epoch(loader, val, epoch, epochs, start_step if first else 0,
                                     running if first else {}, progress)
-            finally:
-                self._begun_pass = None  # the begun pass (and its workers) ends with the fit
-                self.detach_taps()  # the user's models leave fit() as they came, also on Ctrl-C or error
-                self.evaluation_loaders.close()  # their workers end with the fit
-                self._student_ddp = None
-                for teacher, flags in zip(self.teachers, self._teacher_grad_flags, strict=False):
-                    for parameter, flag in zip(teacher.model.parameters(), flags, strict=True):
-                        parameter.requires_grad_(flag)
+        finally:
+            self._begun_pass = None  # the begun pass (and its workers) ends with the fit
+            self.detach_taps()  # the user's models leave fit() as they came, also on Ctrl-C or error
+            self.evaluation_loaders.close()  # their workers end with the fit
+            self._student_ddp = None
+            for teacher, flags in zip(self.teachers, self._teacher_grad_flags, strict=False):
+                for parameter, flag in zip(teacher.model.parameters(), flags, strict=True):
+                    parameter.requires_grad_(flag)
         self.hooks.finish(self)  # the EMA's weights into the student when on; rank 0's buffers on every rank
         if self.run_dir is not None and self.world.is_main:
             atomic_save(self.student.model.state_dict(), self.run_dir / "student.pt")
@@ -341,10 +347,7 @@ class Distiller:
         if start_step == 0:
             torch.manual_seed(derive_seed(self.seed, epoch))
             running = {}
-        start_epoch(loader, epoch, start_step)
-        # a user loader's epoch 0 continues the pass the build began; a resumed run's starts anew
-        batches = (self._begun_pass if epoch == 0 else None) or loader
-        self._begun_pass = None
+        batches, self._begun_pass = epoch_batches(loader, epoch, start_step, self._begun_pass), None
         self.student.model.train()
         self.loss.methods.train()
         started = time.perf_counter()

@@ -6,7 +6,8 @@ import contextlib
 import itertools
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -157,35 +158,59 @@ def first_batch(loader: DataLoader) -> Any:
             g.set_state(state)
 
 
-def first_pass_batch(loader: DataLoader, epoch_seed: int) -> tuple[Any, Iterator[Any]]:
-    """A user's loader's first batch, and epoch 0's batches with that one put back in front: the
+@dataclass
+class BegunPass:
+    """Epoch 0's pass over a user's loader, begun by the build: its batches (the build's first, then
+    the rest) and the global RNG state its first batch left, where epoch 0's training goes on."""
+
+    batches: Iterator[Any]
+    rng_state: torch.Tensor
+
+
+def first_pass_batch(loader: DataLoader, epoch_seed: int) -> tuple[Any, BegunPass]:
+    """A user's loader's first batch, and epoch 0's pass with that batch put back in front: the
     batch the methods' parts are built from is the first of the pass epoch 0 trains on, so the run
     reads the loader exactly as the user's own loop over it does. A separate read before training
     would not: a shuffled loader draws its epoch's order from its generator when iterated (every
     epoch one permutation ahead), persistent workers keep the seed of their first iterator, a
     one-shot stream (a queue, a socket) would lose that batch, and a data set drawing from Python's
     or NumPy's random state would be one batch of draws ahead. The pass begins under the epoch's
-    seed, as an epoch's own pass does (a loader or stream that draws from torch's global generator,
-    and the workers' seeds where the loader has no generator, follow the run's seed, not what ran
-    before fit), and the global generator is then put back as it was for the build."""
+    seed, as an epoch's own pass does (the epoch told to the sampler, then torch's global generator
+    for what draws from it: a shuffle without a generator, the workers' seeds, random transforms),
+    and epoch 0 goes on from the state its first batch left; the build gets the global generator
+    back as it was."""
     state = torch.get_rng_state()
     torch.manual_seed(epoch_seed)
     try:
+        start_epoch(loader, 0)
         iterator = iter(loader)
         batch = next(iterator)
+        begun = BegunPass(itertools.chain([batch], iterator), torch.get_rng_state())
     except StopIteration:
         raise BadInput(NO_BATCH) from None
     finally:
         torch.set_rng_state(state)
-    return batch, itertools.chain([batch], iterator)
+    return batch, begun
 
 
-def build_batch(loader: DataLoader, epoch_seed: int) -> tuple[Any, Iterator[Any] | None]:
+def build_batch(loader: DataLoader, epoch_seed: int) -> tuple[Any, BegunPass | None]:
     """The batch the Distiller builds the methods' parts from, and for a user's loader the pass it
     began, which epoch 0 continues (None for kdistill's own loader, which can be read again)."""
     if isinstance(loader.batch_sampler, EpochBatchSampler):
+        start_epoch(loader, 0)
         return first_batch(loader), None
     return first_pass_batch(loader, epoch_seed)
+
+
+def epoch_batches(loader: DataLoader, epoch: int, start_step: int, begun: BegunPass | None) -> Iterable[Any]:
+    """One epoch's batches. Epoch 0 of a user's loader goes on from the pass the build began, with the
+    global RNG where that pass's first batch left it; any other epoch, and a resumed run's first,
+    starts a pass of its own, the sampler told the epoch (and kdistill's own, the step)."""
+    if begun is None or epoch != 0:
+        start_epoch(loader, epoch, start_step)
+        return loader
+    torch.set_rng_state(begun.rng_state)
+    return begun.batches
 
 
 def batches_per_epoch(loader: DataLoader) -> int:
