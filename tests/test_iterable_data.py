@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from kdistill import Distiller, OptimizerSettings, ScheduleSettings
 from kdistill.engine.cache import CacheSettings
+from kdistill.engine.interrupt import TrainingInterrupted
 from kdistill.errors import BadInput
 from kdistill.methods import HardLabel, SoftTarget
 from kdistill.models import build_model
@@ -169,3 +170,22 @@ def test_a_fit_that_fails_in_its_set_up_ends_the_pass_it_began():
     with pytest.raises(ValueError, match="validation"):
         run.fit(DataLoader(SizedStream(), batch_size=BATCH), epochs=1)
     assert run._begun_pass is None
+
+
+def test_a_users_loader_stopped_mid_epoch_0_is_refused_on_resume_not_replayed_from_its_start(tmp_path):
+    from kdistill.engine.callbacks import Callback
+
+    class StopAtStep2(Callback):
+        def on_step_end(self, distiller, step_info):
+            if step_info.global_step == 2:
+                distiller.request_stop()
+
+    def run(callbacks=()) -> Distiller:
+        torch.manual_seed(0)
+        return Distiller(None, build_model("mlp", 10, (1, 8, 8), {"hidden": [16]}), [HardLabel()], progress=False,
+                         device="cpu", run_dir=tmp_path / "run", callbacks=list(callbacks))
+
+    with pytest.raises(TrainingInterrupted):
+        run([StopAtStep2()]).fit(DataLoader(SizedStream(), batch_size=BATCH), epochs=1)
+    with pytest.raises(RuntimeError, match="mid-epoch resume needs kdistill's own loader"):
+        run().fit(DataLoader(SizedStream(), batch_size=BATCH), epochs=1, resume=True)

@@ -205,8 +205,9 @@ def build_batch(loader: DataLoader, epoch_seed: int) -> tuple[Any, BegunPass | N
 def epoch_batches(loader: DataLoader, epoch: int, start_step: int, begun: BegunPass | None) -> Iterable[Any]:
     """One epoch's batches. Epoch 0 of a user's loader goes on from the pass the build began, with the
     global RNG where that pass's first batch left it; any other epoch, and a resumed run's first,
-    starts a pass of its own, the sampler told the epoch (and kdistill's own, the step)."""
-    if begun is None or epoch != 0:
+    starts a pass of its own, the sampler told the epoch (and kdistill's own, the step; a user's
+    loader resumed mid-epoch is refused there)."""
+    if begun is None or epoch != 0 or start_step:
         start_epoch(loader, epoch, start_step)
         return loader
     torch.set_rng_state(begun.rng_state)
