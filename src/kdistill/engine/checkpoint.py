@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdistill.engine.loaders import restore_user_loader_rng, user_loader_rng
 from kdistill.errors import StorageFailure, UnreadableFile
 
 CHECKPOINT_FORMAT = 1
@@ -187,6 +188,8 @@ def restore_training_state(state: dict[str, Any], *, student: nn.Module, methods
 def distiller_state(distiller: Any, epoch: int, step_in_epoch: int, running: dict[str, torch.Tensor]) -> dict[str, Any]:
     """A `Distiller`'s training state, with its training features' (and the accumulation count when > 1)."""
     extra = distiller.hooks.state_dict()
+    if distiller.train_loader is not None:
+        extra["loader_rng"] = user_loader_rng(distiller.train_loader)
     if distiller.accumulate_steps > 1:
         extra["accumulate_steps"] = distiller.accumulate_steps
     return training_state(epoch=epoch, step_in_epoch=step_in_epoch, student=distiller.student.model,
@@ -204,6 +207,8 @@ def restore_distiller_state(distiller: Any, state: dict[str, Any]) -> tuple[int,
         state, student=distiller.student.model, methods=distiller.loss.methods, optimizer=distiller.optimizer,
         scheduler=distiller.scheduler, scaler=distiller.scaler)
     distiller.hooks.load_state_dict(state)
+    if distiller.train_loader is not None:
+        restore_user_loader_rng(distiller.train_loader, state.get("loader_rng"))
     # mid-epoch sums were reduced over processes before saving: rank 0 carries them alone
     device = distiller.device
     running = {k: v.to(device) if distiller.world.is_main else torch.zeros_like(v, device=device)

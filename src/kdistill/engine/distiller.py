@@ -139,6 +139,7 @@ class Distiller:
         self._teacher_grad_flags: list[list[bool]] = []
         self._method_parameters: list[nn.Parameter] = []
         self._begun_pass: BegunPass | None = None  # a user loader's epoch-0 pass, begun by the build
+        self.train_loader: DataLoader | None = None  # during fit: a user's keeps its generators in checkpoints
         self.cache_settings = teacher_cache
         self.cache: TeacherCache | None = None
         check_cache_use(teacher_cache, self.teachers, self.methods)
@@ -294,7 +295,7 @@ class Distiller:
             resume: bool = False) -> list[dict[str, Any]]:
         """Train for `epochs` (fewer when early stopping ends it); with `resume`, continue from `run_dir`'s
         last checkpoint. Returns the epoch records."""
-        loader = self.make_loader(train, train=True)
+        loader = self.train_loader = self.make_loader(train, train=True)
         if self.cache_settings is not None:  # data the teacher cache cannot key is refused before any work
             check_cacheable(loader.dataset, self.augment)
         batches_per_epoch(loader)  # and so is a stream without a length
@@ -324,7 +325,7 @@ class Distiller:
                     self._run_epoch(loader, val, epoch, epochs, start_step if first else 0,
                                     running if first else {}, progress)
         finally:
-            self._begun_pass = None  # the begun pass (and its workers) ends with the fit
+            self._begun_pass = self.train_loader = None  # the begun pass (and its workers) ends with the fit
             self.detach_taps()  # the user's models leave fit() as they came, also on Ctrl-C or error
             self.evaluation_loaders.close()  # their workers end with the fit
             self._student_ddp = None

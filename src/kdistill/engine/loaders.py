@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +20,7 @@ from kdistill.engine.sampler import EpochBatchSampler
 from kdistill.engine.user_loader import shard_user_loader
 from kdistill.errors import BadInput
 
+LOG = logging.getLogger("kdistill")
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
 
 
@@ -139,6 +141,33 @@ def _generators(loader: DataLoader) -> list[torch.Generator]:
     return list(found.values())
 
 
+def user_loader_rng(loader: DataLoader) -> list[torch.Tensor]:
+    """The states of a user's loader's generators, which a checkpoint keeps: the loader a resumed run
+    builds starts them from the user's seed again, and would replay the first epochs' shuffles and
+    workers' seeds. kdistill's own loader orders by (seed, epoch) and keeps none."""
+    if isinstance(loader.batch_sampler, EpochBatchSampler):
+        return []
+    return [g.get_state() for g in _generators(loader)]
+
+
+def restore_user_loader_rng(loader: DataLoader, states: list[torch.Tensor] | None) -> None:
+    """Put a user's loader's generators where the checkpoint left them (None: a checkpoint from before
+    they were kept, which resumes as it did)."""
+    if states is None or isinstance(loader.batch_sampler, EpochBatchSampler):
+        return
+    generators = _generators(loader)
+    if len(generators) != len(states):
+        raise ValueError(f"the checkpoint holds the state of {len(states)} generator(s) of the training DataLoader "
+                         f"(its own, its sampler's), this one has {len(generators)}: resume with the same DataLoader "
+                         "(shuffle and generator) the run was started with")
+    for generator, state in zip(generators, states, strict=True):
+        generator.set_state(state)
+    if loader.num_workers > 0 and loader.persistent_workers:
+        LOG.warning("kdistill: resuming with the training DataLoader's persistent workers started afresh: the order "
+                    "of the batches is the uninterrupted run's, but random draws inside the workers (random "
+                    "transforms in the data set) are not; without persistent_workers they are")
+
+
 NO_BATCH = ("the training data gives no batch: it is empty, or smaller than the batch size with drop_last; give "
             "more samples or a smaller batch size")
 
@@ -206,7 +235,10 @@ def epoch_batches(loader: DataLoader, epoch: int, start_step: int, begun: BegunP
     """One epoch's batches. Epoch 0 of a user's loader goes on from the pass the build began, with the
     global RNG where that pass's first batch left it; any other epoch, and a resumed run's first,
     starts a pass of its own, the sampler told the epoch (and kdistill's own, the step; a user's
-    loader resumed mid-epoch is refused there)."""
+    loader resumed mid-epoch is refused there, unless the stop came after the epoch's last step)."""
+    if start_step and not isinstance(loader.batch_sampler, EpochBatchSampler) \
+            and start_step == batches_per_epoch(loader):
+        return []  # stopped after the epoch's last step, before its end: no batch of the pass is left
     if begun is None or epoch != 0 or start_step:
         start_epoch(loader, epoch, start_step)
         return loader
