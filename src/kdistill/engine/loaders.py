@@ -144,7 +144,10 @@ def _generators(loader: DataLoader) -> list[torch.Generator]:
 def user_loader_rng(loader: DataLoader) -> list[torch.Tensor]:
     """The states of a user's loader's generators, which a checkpoint keeps: the loader a resumed run
     builds starts them from the user's seed again, and would replay the first epochs' shuffles and
-    workers' seeds. kdistill's own loader orders by (seed, epoch) and keeps none."""
+    workers' seeds. kdistill's own loader orders by (seed, epoch) and keeps none. Under DDP rank 0
+    writes the checkpoint, so every rank gets rank 0's states back: exact where each rank's loader
+    was given the same generator seed, as with torch's DistributedSampler (which draws its order from
+    seed and epoch, so the generator seeds only the workers)."""
     if isinstance(loader.batch_sampler, EpochBatchSampler):
         return []
     return [g.get_state() for g in _generators(loader)]
