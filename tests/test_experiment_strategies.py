@@ -39,6 +39,37 @@ def test_two_teachers_with_confidence_aggregation(tmp_path):
     assert "student (distilled)" in roles(result)
 
 
+def two_teachers(cache, aggregate, second=None):
+    teachers = [{**SMALL_TEACHER, "cache": cache}, {**SMALL_TEACHER, "options": {"hidden": [48]}, "cache": cache,
+                                                    **(second or {})}]
+    return config_with({"teacher": None, "teachers": teachers, "baseline": False,
+                        "strategy": {"name": "standard", "aggregate": aggregate}})
+
+
+def test_two_teachers_with_the_cache_teach_through_their_cached_mixture_as_the_live_run_does(tmp_path):
+    # the cache holds one model's outputs: the run caches the aggregator's mixture (a TeacherEnsemble)
+    aggregate = {"name": "weighted", "weights": [1, 3], "temperature": 4}
+    live = run_experiment(two_teachers(False, aggregate), tmp_path / "live", progress=False)
+    cached = run_experiment(two_teachers({"dtype": "float32"}, aggregate), tmp_path / "cached", progress=False)
+    entries = list((tmp_path / "cached" / "teacher-cache").rglob("*"))
+    assert any(path.is_file() for path in entries), "the teachers' mixture was not cached"
+    assert not (tmp_path / "live" / "teacher-cache").exists()
+    state = {name: torch.load(tmp_path / run / "student-distilled" / "student.pt", weights_only=True)
+             for name, run in (("live", "live"), ("cached", "cached"))}
+    for key, value in state["live"].items():
+        torch.testing.assert_close(state["cached"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    assert cached.by_role("student (distilled)").accuracy == live.by_role("student (distilled)").accuracy
+    record = json.loads((tmp_path / "cached" / "student-distilled" / "stage.json").read_text())
+    assert record["teacher"] == ["mlp", "mlp"]
+
+
+def test_a_cached_mixture_of_teachers_seeing_other_inputs_is_refused_before_they_train(tmp_path):
+    config = two_teachers(True, {"name": "mean"}, second={"normalize": "none"})
+    with pytest.raises(ConfigError, match=r"teachers\[\*\]\.normalize: a cached mixture is one model"):
+        run_experiment(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "teacher-1").exists()
+
+
 def test_born_again_generations_and_their_ensemble(tmp_path):
     config = config_with({"teacher": SMALL_TEACHER, "strategy": {"name": "born_again", "generations": 2}})
     result = run_experiment(config, tmp_path / "run", progress=False)

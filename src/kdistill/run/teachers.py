@@ -20,7 +20,9 @@ from kdistill.run.build import STAGE_SEEDS, build_methods, build_participant, di
 from kdistill.run.normalization import normalization_for
 from kdistill.settings import CacheSettings
 from kdistill.strategies.multi_teacher import build_aggregator, check_label_spaces
+from kdistill.strategies.registry import MIXTURE_HOLDS_NO_LAYERS
 from kdistill.strategies.stages import fit_or_load, weights_digest
+from kdistill.strategies.teacher_ensemble import TeacherEnsemble
 
 
 @dataclass
@@ -40,6 +42,16 @@ class Teachers:
     def normalization(self) -> Normalize | list[Normalize]:
         return self.norms[0] if len(self.norms) == 1 else self.norms
 
+    def as_cached_mixture(self) -> Teachers:
+        """Several fixed teachers as the one model whose outputs the teacher cache holds: their
+        mixture at the aggregator's temperature and weights (`TeacherEnsemble`), which a run from
+        the cache reads as the live run reads the aggregator's (`check_cached_mixture` first)."""
+        if len(self.models) == 1:
+            return self
+        weights = getattr(self.aggregator, "raw_weights", None)  # a weighted aggregate's; the mean's are equal
+        mixture = TeacherEnsemble(self.models, temperature=self.aggregator.temperature, weights=weights)
+        return Teachers(self.specs, [mixture], [self.norms[0]], aggregator=None)
+
     def record(self) -> dict[str, Any]:
         """Who teaches (for a stage's `stage.json`): their names and a digest of their weights."""
         if not self.models:
@@ -48,13 +60,29 @@ class Teachers:
 
 
 def teacher_cache_settings(config: ExperimentConfig, teachers: Teachers, run_dir: Path) -> CacheSettings | None:
-    """The teacher-output cache of a one-teacher run; without a directory, `<run dir>/teacher-cache`."""
-    if len(teachers.specs) != 1:
+    """The teacher-output cache (with several teachers, of their mixture: the config check asked for
+    the same settings on each); without a directory, `<run dir>/teacher-cache`."""
+    if not teachers.specs:
         return None
     cache = teachers.specs[0].cache_spec()
     if cache is None or cache.directory is not None:
         return cache
     return cache.model_copy(update={"directory": run_dir / "teacher-cache"})
+
+
+def check_cached_mixture(teachers: Teachers, methods: list[Method]) -> None:
+    """What caching several teachers' mixture needs of the built run, before anything trains (the
+    config check asked for the same cache on each and a mean or weighted aggregate): one input
+    normalisation for all, and no method reading a teacher's layers."""
+    problems = []
+    if not all(norm.same_as(teachers.norms[0]) for norm in teachers.norms):
+        problems.append("teachers[*].normalize: a cached mixture is one model with one input normalisation, and "
+                        "these teachers see different inputs; give them the same `normalize`, or turn the cache off")
+    readers = sorted({m.label for m in methods if m.teacher_taps()})
+    if readers:
+        problems.append(f"methods: {', '.join(readers)} {MIXTURE_HOLDS_NO_LAYERS}")
+    if problems:
+        raise ConfigError(problems)
 
 
 def prepare_teachers(config: ExperimentConfig, bundle: DataBundle, train: Any, val: Any, run_dir: Path, resume: bool,
@@ -74,6 +102,8 @@ def prepare_teachers(config: ExperimentConfig, bundle: DataBundle, train: Any, v
     teachers.aggregator = build_run_aggregator(config)
     methods = build_methods(config)
     check_teacher_labels(methods, teachers, bundle)
+    if len(specs) > 1 and teacher_cache_settings(config, teachers, run_dir) is not None:
+        check_cached_mixture(teachers, methods)
     check_before_training(config, bundle, train, val, run_dir, teachers, methods)
     for index, (spec, where, model, rng_state) in enumerate(built):
         if spec.checkpoint is None:

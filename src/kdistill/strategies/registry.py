@@ -90,16 +90,44 @@ def strategy_problems(config: ExperimentConfig) -> list[str]:
                         "without teachers, such as mutual, runs without)")
     cached = [i for i, t in enumerate(teachers) if t.cache_spec() is not None]
     where = f"teachers[{cached[0]}].cache" if cached and config.teachers else "teacher.cache"
-    if cached and len(teachers) > 1:
-        problems.append(f"{where}: the cache holds one teacher's outputs and this run has {len(teachers)} teachers; "
-                        "turn it off, or (in Python) pass fixed teachers as one model the cache can hold: "
-                        "kdistill.strategies.TeacherEnsemble(teachers, temperature=T)")
-    elif cached and not chosen.teacher_cache:
+    if cached and not chosen.teacher_cache:
         problems.append(f"{where}: strategy '{spec.name}' does not use the teacher cache (the standard strategy "
                         "does); turn it off")
+    elif cached and len(teachers) > 1:
+        problems += cached_mixture_problems(config, cached)
     if chosen.check is not None:
         problems += chosen.check(config)
     return problems
+
+
+def cached_mixture_problems(config: ExperimentConfig, cached: list[int]) -> list[str]:
+    """Several teachers with the cache: what caching their mixture needs of the config. The cache
+    holds one model's outputs, so the run caches the fixed mixture the aggregator gives
+    (`TeacherEnsemble`): the same cache on every teacher, and a mixture that depends on the image
+    alone (mean or weighted; confidence weighs each sample by its label)."""
+    teachers = config.teacher_specs()
+    problems = []
+    settings = {teachers[i].cache_spec().model_dump_json() for i in cached}
+    if len(cached) < len(teachers) or len(settings) > 1:
+        differ = ", with different settings" if len(settings) > 1 else ""
+        problems.append(f"teachers[{cached[0]}].cache: with several teachers the cache holds their mixture, so it "
+                        f"is on for all of them or none; give every teacher the same cache settings (now on for "
+                        f"teachers {cached} of {len(teachers)}{differ})")
+    aggregate = config.strategy.aggregate
+    if aggregate is None or aggregate.name not in CACHEABLE_AGGREGATES:
+        given = "none" if aggregate is None else f"'{aggregate.name}'"
+        problems.append(f"strategy.aggregate: caching several teachers caches their mixture, which must be fixed per "
+                        f"image: give aggregate {{name: mean}} or {{name: weighted, weights: [...]}} (given: {given}); "
+                        "or turn the teachers' cache off")
+    tapping = [m.name for m in config.methods if any(k in m.options() for k in ("teacher_layer", "teacher_layers"))]
+    if tapping:
+        problems.append(f"methods: {', '.join(tapping)} {MIXTURE_HOLDS_NO_LAYERS}")
+    return problems
+
+
+MIXTURE_HOLDS_NO_LAYERS = ("read teachers' layers, which a cached mixture of several teachers does not hold; cache one "
+                           "teacher, or turn the cache off")
+CACHEABLE_AGGREGATES = ("mean", "average", "weighted")  # fixed per image; kdistill.strategies.multi_teacher
 
 
 __all__ = ["SCHEMA_KEYS", "STRATEGIES", "Strategy", "resolve_strategy", "strategy", "strategy_problems"]

@@ -1,4 +1,5 @@
-"""`standard`: the teacher (or several teachers, through an aggregator) teaches one student, once."""
+"""`standard`: the teacher (or several teachers, through an aggregator) teaches one student, once;
+several teachers with the cache teach through their cached mixture (`Teachers.as_cached_mixture`)."""
 
 from __future__ import annotations
 
@@ -11,5 +12,7 @@ from kdistill.strategies.registry import strategy
 @strategy("standard", teacher_cache=True)
 def run_standard(ctx: StrategyContext) -> list[ModelResult]:
     student = ctx.build_student()
-    ctx.fit_stage("student-distilled", student, cache=teacher_cache_settings(ctx.config, ctx.teachers, ctx.run_dir))
+    cache = teacher_cache_settings(ctx.config, ctx.teachers, ctx.run_dir)
+    teachers = ctx.teachers.as_cached_mixture() if cache is not None else ctx.teachers
+    ctx.fit_stage("student-distilled", student, teacher=teachers, cache=cache)
     return [ctx.profile(DISTILLED, student)] if ctx.is_main else []
