@@ -58,7 +58,8 @@ def test_demo_preset_is_valid():
     (lambda r: (r["teacher"].update(cache=True), r["methods"].append(
         {"name": "hint", "student_layer": "hidden.0", "teacher_layer": "head:input"})),
      "teacher.cache: the cache holds logits only"),
-    (lambda r: r.update(strategy={"name": "mutual"}), "methods: strategy mutual trains its peers with its own loss"),
+    (lambda r: r.update(strategy={"name": "mutual"}, methods=[{"name": "soft_target", "temperature": 2}]),
+     "methods: strategy mutual trains its peers with its own loss"),
     (lambda r: r.update(teacher=None, teachers=[r["teacher"], r["teacher"]],
                         strategy={"aggregate": {"name": "weighted", "weights": 0.5}}),
      "strategy.aggregate.weights: must be a list"),

@@ -97,6 +97,10 @@ def test_mutual_learning_needs_no_teacher_and_peers_differ(tmp_path):
     assert roles(result) == ["student (scratch)", "student (distilled)", "mutual peer 2"]
     state = torch.load(tmp_path / "run" / "mutual" / "student.pt", weights_only=True)
     assert not torch.equal(state["peers.0.head.weight"], state["peers.1.head.weight"])
+    # `--resume` reads the config the run wrote, which spells the default methods out: still a mutual config
+    again = run_experiment(load_config(tmp_path / "run" / "config.yaml"), tmp_path / "run", resume=True,
+                           progress=False)
+    assert roles(again) == roles(result)
 
 
 def test_transfer_teacher_of_other_classes(tmp_path):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from kdistill.config import ExperimentConfig
+from kdistill.config import ExperimentConfig, default_methods
 from kdistill.results import DISTILLED, ModelResult
 from kdistill.run.context import StrategyContext
 from kdistill.strategies.mutual import mutual_learning
@@ -11,7 +11,9 @@ from kdistill.strategies.registry import strategy
 
 
 def own_loss_only(config: ExperimentConfig) -> list[str]:
-    if "methods" not in config.model_fields_set:
+    """Methods other than the defaults would be ignored: refused. Compared by value, not by whether the
+    field was set: the `config.yaml` a run writes (and `--resume` reads) spells the defaults out."""
+    if config.methods == default_methods():
         return []
     return ["methods: strategy mutual trains its peers with its own loss (CE + KL between peers); remove methods, "
             "or use another strategy"]
