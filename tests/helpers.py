@@ -69,3 +69,24 @@ def scheduled_lrs(settings, epochs: int, steps_per_epoch: int, lr: float = 0.1) 
         optimizer.step()
         scheduler.step()
     return lrs
+
+
+class StageSteps(Callback):
+    """Counts the optimiser steps it sees; each fit's end logs (its id, its count) in `StageSteps.log`."""
+
+    log: list[tuple[int, int]] = []
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_step_end(self, distiller, step_info):
+        self.steps += 1
+
+    def on_fit_end(self, distiller):
+        StageSteps.log.append((id(self), self.steps))
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.steps = state["steps"]

@@ -83,6 +83,22 @@ def test_born_again_generations_and_their_ensemble(tmp_path):
     assert not torch.allclose(first["head.weight"], second["head.weight"], atol=1e-3)
 
 
+@pytest.mark.parametrize("strategy", [{"name": "born_again", "generations": 2},
+                                      {"name": "teacher_assistant", "assistants": [{"name": "mlp",
+                                                                                    "options": {"hidden": [20]}}]}])
+def test_each_chained_stage_has_callbacks_of_its_own(tmp_path, strategy):
+    # shared ones carried a stage's state into the next, which a run resumed between stages does not
+    from helpers import StageSteps
+
+    StageSteps.log.clear()
+    config = config_with({"teacher": SMALL_TEACHER, "baseline": False, "strategy": strategy},
+                         ["training.callbacks=[helpers:StageSteps]"])
+    run_experiment(config, tmp_path / "run", progress=False)
+    chained = StageSteps.log[-2:]  # the teacher's own stage comes first
+    assert len({identity for identity, _ in chained}) == 2
+    assert chained[0][1] == chained[1][1], f"the second stage's callback saw the first's steps too: {chained}"
+
+
 def test_teacher_assistant_chain(tmp_path):
     config = config_with({"teacher": SMALL_TEACHER, "strategy": {
         "name": "teacher_assistant", "assistants": [{"name": "mlp", "options": {"hidden": [20]}}]}})

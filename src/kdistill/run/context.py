@@ -28,6 +28,7 @@ from kdistill.config import ExperimentConfig, ModelSpec, TrainingSpec
 from kdistill.data import DataBundle
 from kdistill.data.transforms import Normalize
 from kdistill.engine import Distiller
+from kdistill.engine.callbacks import build_callbacks
 from kdistill.methods import Method
 from kdistill.results import ModelResult
 from kdistill.run.build import build_participant, distiller_kwargs
@@ -108,10 +109,17 @@ class StrategyContext:
                                 description, self.progress)
 
     def chain_kwargs(self) -> dict[str, Any]:
-        """Distiller settings for chained stages, which name each stage and give its directory themselves."""
+        """Distiller settings for chained stages, which name each stage and give its directory themselves,
+        and get callbacks of their own through `stage_callbacks`."""
         kwargs = self.distiller_kwargs()
-        del kwargs["run_dir"], kwargs["description"]
+        del kwargs["run_dir"], kwargs["description"], kwargs["callbacks"]
         return kwargs
+
+    def stage_callbacks(self, _stage: str, distiller: Distiller) -> None:
+        """A chained stage's own callbacks, built anew from the config (a chain's `callback`). One set
+        shared by the stages carried a stage's state into the next, which a resumed run (the finished
+        stages loaded, not trained) does not: a stateful callback gave other weights after a resume."""
+        distiller.hooks.callbacks = build_callbacks(self.config.training.callbacks)
 
     def fit_stage(self, name: str, model: nn.Module, methods: Sequence[Method] | None = None, *,
                   teacher: Any = RUN_TEACHERS, teacher_name: str | None = None, cache: CacheSettings | None = None,

@@ -244,7 +244,8 @@ def run_chain(
     `distiller_kwargs` go to every stage's `Distiller` (optimizer, schedule, batch_size, seed,
     augment, student_normalization, device, progress, ...); a stage's teacher is seen through
     `student_normalization` (all stages share the data), the first teacher through
-    `teacher_normalization`. `callback(stage_name, distiller)` runs before each stage trains.
+    `teacher_normalization`. `callback(stage_name, distiller)` runs before each stage trains (callbacks
+    given in `distiller_kwargs` are the same objects in every stage; a stage's own are set there).
     The returned models are in eval mode (each served as the next stage's teacher).
     """
     if not stages:

@@ -28,7 +28,8 @@ def run_born_again(ctx: StrategyContext) -> list[ModelResult]:
                         initial_teacher=teachers.teacher if teachers else None,
                         teacher_normalization=teachers.normalization if teachers else None,
                         teacher_aggregator=ctx.teachers.aggregator, methods_factory=chain_methods(ctx),
-                        distiller_kwargs=ctx.chain_kwargs(), resume=ctx.resume)
+                        distiller_kwargs=ctx.chain_kwargs(), resume=ctx.resume,
+                        callback=ctx.stage_callbacks)
     if not ctx.is_main:
         return []
     generations = result.generations

@@ -25,7 +25,8 @@ def run_teacher_assistant(ctx: StrategyContext) -> list[ModelResult]:
                                      ctx.run_dir / "teacher-assistant", epochs=ctx.config.training.epochs,
                                      teacher_normalization=ctx.teachers.normalization,
                                      teacher_aggregator=ctx.teachers.aggregator, methods_factory=chain_methods(ctx),
-                                     distiller_kwargs=ctx.chain_kwargs(), resume=ctx.resume)
+                                     distiller_kwargs=ctx.chain_kwargs(), resume=ctx.resume,
+                                     callback=ctx.stage_callbacks)
     if not ctx.is_main:
         return []
     rows = [ctx.profile(f"assistant {k} ({spec.name})", model)
