@@ -8,12 +8,12 @@ replay and contrastive memories need). User data sets may yield anything; see `e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset, default_collate
 
 from kdistill.digest import tensors_digest
 from kdistill.errors import BadInput
@@ -59,8 +59,29 @@ def label_order(names: Sequence[str]) -> list[str]:
 
 
 def batch_collate(batch: object) -> object:
-    """`InMemoryDataset.__getitems__` already returns a batch; nothing to collate."""
-    return batch
+    """A batch a data set's `__getitems__` made whole (an `InMemoryDataset`'s, or torch's `Subset`
+    over one, which passes the call on) goes through as it is; a list of samples is collated as
+    torch's default does. torch's default alone fails on the former (`KeyError: 0`)."""
+    if isinstance(batch, Mapping):
+        return batch
+    return default_collate(batch)
+
+
+def in_memory_subset(data: Dataset) -> Dataset:
+    """torch's `Subset` (what `random_split` returns), nested or not, of an `InMemoryDataset` as the
+    `InMemoryDataset` of those samples; anything else as it is. Through a Subset each batch's `index`
+    would be the sample's position in the underlying data set, out of range for what is sized to
+    the subset (CRD's memory) and not what the teacher cache keys by; the copy numbers them from 0
+    and has a fingerprint."""
+    indices = None
+    base = data
+    while isinstance(base, Subset):
+        own = torch.as_tensor(list(base.indices), dtype=torch.long)
+        indices = own if indices is None else own[indices]
+        base = base.dataset
+    if indices is None or not isinstance(base, InMemoryDataset):
+        return data
+    return base.subset(indices)
 
 
 @dataclass

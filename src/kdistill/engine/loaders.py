@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, default_collate
 
-from kdistill.data.base import InMemoryDataset, batch_collate
+from kdistill.data.base import InMemoryDataset, batch_collate, in_memory_subset
 from kdistill.engine.distributed import World
 from kdistill.engine.sampler import EpochBatchSampler
 from kdistill.engine.user_loader import shard_user_loader
@@ -106,8 +106,10 @@ def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eva
     evaluation loader (in order; every process evaluates the whole set). A DataLoader passes through,
     except a training one under DDP, which is re-batched per process or refused (user_loader.py).
     `group_by_length` batches training samples of similar length together (the data set's `lengths`)."""
+    data = in_memory_subset(data)
     lengths = training_lengths(data) if train and group_by_length else None
     if isinstance(data, DataLoader):
+        check_collate(data)
         return shard_user_loader(data, seed=seed, world=world) if train else data
     if train:
         if batch_size % world.world_size:
@@ -121,7 +123,7 @@ def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eva
     return StopSafeLoader(
         data,
         batch_sampler=sampler,
-        collate_fn=batch_collate if isinstance(data, InMemoryDataset) else None,
+        collate_fn=batch_collate,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=num_workers > 0,
@@ -130,6 +132,18 @@ def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eva
         # mid-epoch would shift every later dropout mask by one draw
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def check_collate(loader: DataLoader) -> None:
+    """A user's DataLoader over a kdistill in-memory data set (or torch's Subset of one) with torch's
+    default collate_fn fails at its first batch with a bare `KeyError: 0`: say why, and the fix."""
+    base = loader.dataset
+    while isinstance(base, Subset):
+        base = base.dataset
+    if isinstance(base, InMemoryDataset) and loader.batch_size is not None and loader.collate_fn is default_collate:
+        raise BadInput("the DataLoader is over a kdistill in-memory data set, which makes each batch whole "
+                       "(__getitems__), and torch's default collate_fn cannot take a made batch; give "
+                       "DataLoader(..., collate_fn=kdistill.data.batch_collate), or pass the data set itself")
 
 
 def _generators(loader: DataLoader) -> list[torch.Generator]:
