@@ -78,6 +78,9 @@ def test_demo_preset_is_valid():
                          strategy={"aggregate": {"name": "mean"}}),
                 r["methods"].append({"name": "hint", "student_layer": "hidden.0", "teacher_layer": "head:input"})),
      "methods: hint read teachers' layers, which a cached mixture of several teachers does not hold"),
+    (lambda r: r["methods"][0].update(start_epoch=60), "methods[0].start_epoch: 60 >= training.epochs 60, so "
+                                                       "soft_target never runs; lower start_epoch or train longer"),
+    (lambda r: [m.update(weight=0) for m in r["methods"]], "methods: every method has weight 0"),
     (lambda r: (r["teacher"].update(cache=True), r.update(strategy={"name": "born_again"})),
      "teacher.cache: strategy 'born_again' does not use the teacher cache"),
 ])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from typing import Any
 
 from kdistill.config import ExperimentConfig
 from kdistill.option_types import option_type_problems
@@ -74,19 +75,21 @@ def semantic_problems(config: ExperimentConfig) -> list[str]:
                             "add features: true to cache them too, or turn the cache off")
     problems += strategy_problems(config)  # the strategy's name, options and what it needs (teachers, ...)
     problems += run_teacher_problems(config)  # `teacher_checkpoint: run`: a student cut from the run's teacher
+    built = []
     for index, spec in enumerate(config.methods):
         typed = method_type_problems(spec.name, spec.options())
         if typed:  # a wrong type would otherwise reach the method's own checks as a Python error
             problems += [f"methods[{index}].{problem}" for problem in typed]
             continue
         try:
-            build_method(spec.name, spec.options())
+            built.append((index, build_method(spec.name, spec.options())))
         except RegistryError as error:
             problems.append(f"methods[{index}].name: {error}")
         except ValueError as error:
             text = str(error)
             # "key: why" names an option; anything else is about the method as a whole
             problems.append(f"methods[{index}].{text}" if re.match(r"^\w+: ", text) else f"methods[{index}]: {text}")
+    problems += method_schedule_problems(built, config.training.epochs, len(built) == len(config.methods))
     aggregate = config.strategy.aggregate
     if aggregate is not None:
         from kdistill.strategies import build_aggregator
@@ -106,4 +109,17 @@ def semantic_problems(config: ExperimentConfig) -> list[str]:
             problems.append(f"strategy.aggregate: {error}")
     elif len(config.teacher_specs()) > 1:
         problems.append("strategy.aggregate: several teachers need an aggregation (mean, weighted or confidence)")
+    return problems
+
+
+def method_schedule_problems(built: list[tuple[int, Any]], epochs: int, complete: bool) -> list[str]:
+    """Methods that would never act: one starting at or after the last epoch (a run shortened with
+    `--set training.epochs=...` keeps its methods' `start_epoch`), and a list whose weights are all 0.
+    Either trains a "distilled" student that never saw the teacher, and exits 0."""
+    problems = [f"methods[{index}].start_epoch: {method.start_epoch} >= training.epochs {epochs}, so {method.name} "
+                f"never runs; lower start_epoch or train longer" for index, method in built
+                if method.start_epoch >= epochs]
+    if complete and built and all(method.weight == 0 for _, method in built):
+        problems.append("methods: every method has weight 0, so nothing trains the student; give the methods "
+                        "weights > 0")
     return problems
