@@ -1,19 +1,21 @@
-"""torch's Subset and random_split of a kdistill data set train and evaluate as the subset itself.
+"""torch's Subset, random_split and ConcatDataset of kdistill data sets train and evaluate as the
+data set of their samples.
 
 An `InMemoryDataset` makes each batch whole (`__getitems__`), and torch's Subset passes that call
 on: torch's default collate then failed with a bare `KeyError: 0`. Through a Subset, a batch's
 `index` is also the sample's position in the underlying data set, out of range for CRD's memory
-(sized to the subset). kdistill's loaders now take such a Subset as the data set of its samples."""
+(sized to the subset), and a ConcatDataset's parts repeat each other's. kdistill's loaders now take
+such wrappers as the data set of their samples (`data.base.as_in_memory`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Subset, random_split
+from torch.utils.data import ConcatDataset, DataLoader, Subset, random_split
 
 from kdistill import Distiller
 from kdistill.data import batch_collate
-from kdistill.data.base import in_memory_subset
+from kdistill.data.base import as_in_memory
 from kdistill.errors import BadInput
 from kdistill.methods import CRD, HardLabel
 from kdistill.models import build_model
@@ -46,10 +48,20 @@ def test_a_subset_trains_and_evaluates_as_the_data_set_of_its_samples(digits):
 def test_nested_subsets_compose_their_indices(digits):
     _, train, _ = digits
     outer = [5, 0, 7, 3]
-    nested = in_memory_subset(Subset(Subset(train, PICK.tolist()), outer))
+    nested = as_in_memory(Subset(Subset(train, PICK.tolist()), outer))
     assert torch.equal(nested.inputs, train.inputs[PICK[outer]])
     assert torch.equal(nested.labels, train.labels[PICK[outer]])
-    assert in_memory_subset(train) is train
+    assert as_in_memory(train) is train
+
+
+def test_a_concatenation_of_kdistill_data_sets_numbers_its_samples_once(digits):
+    bundle, train, _ = digits
+    joined = as_in_memory(ConcatDataset([train, Subset(bundle.test, [0, 1, 2])]))
+    assert torch.equal(joined.inputs, torch.cat([train.inputs, bundle.test.inputs[:3]]))
+    batch = joined.__getitems__(list(range(len(joined))))
+    assert torch.equal(batch["index"], torch.arange(len(train) + 3))  # one row each in CRD's memory
+    history = run().fit(ConcatDataset([train, bundle.test]), epochs=1)
+    assert torch.isfinite(torch.tensor(history[-1]["train/loss"]))
 
 
 def test_crd_on_a_subset_keys_its_memory_by_the_subsets_positions(digits):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Subset, default_collate
+from torch.utils.data import ConcatDataset, Dataset, Subset, default_collate
 
 from kdistill.digest import tensors_digest
 from kdistill.errors import BadInput
@@ -67,18 +67,28 @@ def batch_collate(batch: object) -> object:
     return default_collate(batch)
 
 
-def in_memory_subset(data: Dataset) -> Dataset:
-    """torch's `Subset` (what `random_split` returns), nested or not, of an `InMemoryDataset` as the
-    `InMemoryDataset` of those samples; anything else as it is. Through a Subset each batch's `index`
-    would be the sample's position in the underlying data set, out of range for what is sized to
-    the subset (CRD's memory) and not what the teacher cache keys by; the copy numbers them from 0
-    and has a fingerprint."""
+def as_in_memory(data: Dataset) -> Dataset:
+    """torch's `Subset` (what `random_split` returns) and `ConcatDataset` of kdistill's in-memory data
+    sets, nested or not, as the `InMemoryDataset` of their samples; anything else as it is. Through
+    torch's wrappers each batch's `index` would be a sample's position in its own underlying data set:
+    out of range for what is sized to the whole (CRD's memory), repeated across a ConcatDataset's
+    parts (two samples sharing one memory row), and not what the teacher cache keys by. The copy
+    numbers the samples from 0 and has a fingerprint."""
+    if isinstance(data, ConcatDataset):
+        parts = [as_in_memory(part) for part in data.datasets]
+        if not parts or not all(isinstance(part, InMemoryDataset) for part in parts):
+            return data
+        if len({(tuple(p.inputs.shape[1:]), p.inputs.dtype) for p in parts}) > 1:
+            return data  # parts of other shapes cannot be one tensor; torch's own path reports it
+        classes = parts[0].classes if all(p.classes == parts[0].classes for p in parts) else None
+        return InMemoryDataset(torch.cat([p.inputs for p in parts]), torch.cat([p.labels for p in parts]), classes)
     indices = None
     base = data
     while isinstance(base, Subset):
         own = torch.as_tensor(list(base.indices), dtype=torch.long)
         indices = own if indices is None else own[indices]
         base = base.dataset
+    base = as_in_memory(base) if isinstance(base, ConcatDataset) else base
     if indices is None or not isinstance(base, InMemoryDataset):
         return data
     return base.subset(indices)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, default_collate
 
-from kdistill.data.base import InMemoryDataset, batch_collate, in_memory_subset
+from kdistill.data.base import InMemoryDataset, as_in_memory, batch_collate
 from kdistill.engine.distributed import World
 from kdistill.engine.sampler import EpochBatchSampler
 from kdistill.engine.user_loader import shard_user_loader
@@ -106,7 +106,7 @@ def make_loader(data: Dataset | DataLoader, *, train: bool, batch_size: int, eva
     evaluation loader (in order; every process evaluates the whole set). A DataLoader passes through,
     except a training one under DDP, which is re-batched per process or refused (user_loader.py).
     `group_by_length` batches training samples of similar length together (the data set's `lengths`)."""
-    data = in_memory_subset(data)
+    data = as_in_memory(data)
     lengths = training_lengths(data) if train and group_by_length else None
     if isinstance(data, DataLoader):
         check_collate(data)

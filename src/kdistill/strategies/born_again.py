@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from kdistill.data.base import batch_collate, in_memory_subset
+from kdistill.data.base import as_in_memory, batch_collate
 from kdistill.data.transforms import as_normalize, to_float
 from kdistill.engine import Distiller
 from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
@@ -115,7 +115,7 @@ def born_again(
 def _eval_loader(data: Dataset | DataLoader, batch_size: int) -> DataLoader:
     if isinstance(data, DataLoader):
         return data
-    return DataLoader(in_memory_subset(data), batch_size=batch_size, shuffle=False, collate_fn=batch_collate)
+    return DataLoader(as_in_memory(data), batch_size=batch_size, shuffle=False, collate_fn=batch_collate)
 
 
 @torch.no_grad()
