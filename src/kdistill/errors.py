@@ -42,6 +42,11 @@ class UnreadableFile(BadInput):
         super().__init__(f"{path}: {what}")
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: the weights are lost, so the run stops before it
+    writes them as a checkpoint (the last one kept is the last finite epoch's)."""
+
+
 class StorageFailure(OSError):
     """Writing failed (disk full, read-only, permission): says what was being written and what is
     intact, e.g. 'no space left on device while writing the checkpoint; the last good checkpoint

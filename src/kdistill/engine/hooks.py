@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,12 +38,27 @@ from kdistill.engine.distributed import broadcast_object, broadcast_tensors, red
 from kdistill.engine.ema import EMASettings, ModelEMA
 from kdistill.engine.metrics_log import append_record
 from kdistill.engine.tracking import EarlyStopper, EarlyStoppingSettings, MetricGoal, MetricTracker, metric_value
+from kdistill.errors import TrainingDiverged
 
 if TYPE_CHECKING:
     from kdistill.engine.distiller import Distiller
 
 LOG = logging.getLogger("kdistill")
 POSITION_KEYS = ("stage", "epoch", "step")  # of an evaluation's metrics, besides the metrics themselves
+
+
+def check_finite_loss(distiller: Distiller, record: dict[str, Any]) -> None:
+    """Stop with what to look at when an epoch's mean training loss is NaN or infinite: training on
+    would fill every later checkpoint, metric and `student.pt` with NaN and still exit 0. Raised
+    before the epoch's checkpoint is written, so the run directory keeps the last finite one."""
+    loss = record.get("train/loss")
+    if loss is None or math.isfinite(loss):
+        return
+    kept = f"; {distiller.checkpoint_path} holds the last epoch before it" if distiller.checkpoint_path else ""
+    raise TrainingDiverged(
+        f"{distiller.description}: the training loss is {loss} in epoch {record['epoch']}, so the student's weights "
+        "are no longer usable. Look for NaN or inf in the inputs or labels (or a zero std in a normalisation), or "
+        f"lower the learning rate or clip the gradients (grad_clip){kept}")
 
 
 class TrainingHooks:
@@ -130,7 +146,9 @@ class TrainingHooks:
 
     # an epoch's end -----------------------------------------------------------------------------------
     def epoch_end(self, distiller: Distiller, record: dict[str, Any], val: Any, step: int) -> None:
-        """Validation metrics into the record; best checkpoint; early stopping; history and log; on_epoch_end."""
+        """Validation metrics into the record; best checkpoint; early stopping; history and log; on_epoch_end.
+        A loss that is no longer finite stops the run first (read once an epoch: no per-step sync)."""
+        check_finite_loss(distiller, record)
         if val is not None:
             metrics = self.evaluate(distiller, val, record["epoch"], step)
             record.update({k: v for k, v in metrics.items() if k not in POSITION_KEYS})
