@@ -29,6 +29,12 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 OPT = OptimizerSettings(name="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4)
 
 
+def test_a_device_torch_does_not_know_is_named_with_the_choices():
+    for device in ("gpu", "cuda:x"):  # torch's own message lists its twenty-odd device types
+        with pytest.raises(ValueError, match=f"device: '{device}' is not a device; use auto, cpu, cuda"):
+            resolve_device(device)
+
+
 def test_a_gpu_beyond_the_machines_count_is_refused_with_the_fix(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

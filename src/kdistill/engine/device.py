@@ -23,7 +23,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
             check_gpu_index(local_rank, "auto")
             return torch.device("cuda", local_rank)
         return torch.device("cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):  # torch's message lists its twenty-odd device types
+        raise ValueError(f"device: '{device}' is not a device; use auto, cpu, cuda (or cuda:N) or mps") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device '{device}' was asked for, but CUDA is not available here")
     if resolved.type == "cuda":
