@@ -1,11 +1,11 @@
 """The one training loop around `DistillationLoss`.
 
-A step: batch -> device, augmentation -> teacher outputs (from the cache, or the teachers in eval
-mode under `torch.inference_mode`) -> student forward -> every method's loss terms -> weighted sum
--> backward -> optimiser and schedule. Methods add terms; they never own a loop. With no teacher
-and only `HardLabel`, the same loop trains a teacher or a student from scratch. The jobs around
-the step live in their own modules: loaders, cache set-up, checkpoints, interrupts, progress, evaluation;
-accumulation; callbacks, EMA, periodic evaluation and checkpoints, best checkpoint, early stopping.
+A step: batch -> device, augmentation -> teacher outputs (from the cache, or the teachers in eval mode under
+`torch.inference_mode`) -> student forward -> every method's loss terms -> weighted sum -> backward -> optimiser
+and schedule. Methods add terms; they never own a loop. With no teacher and only `HardLabel`, the same loop
+trains a teacher or a student from scratch. The jobs around the step live in their own modules: argument
+checks, loaders, cache set-up, checkpoints, interrupts, progress, evaluation; accumulation; callbacks, EMA,
+periodic evaluation and checkpoints, best checkpoint, early stopping.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from kdistill.data.transforms import Augment, Normalize
+from kdistill.engine import arguments
 from kdistill.engine.accumulation import check_steps, micro_batch_groups, no_sync, optimizer_steps
 from kdistill.engine.batch import batch_size_of, correct_count
 from kdistill.engine.cache import CacheSettings, TeacherCache
@@ -74,10 +75,10 @@ class Distiller:
         self,
         teacher: nn.Module | Sequence[nn.Module] | None,
         student: nn.Module,
-        methods: Sequence[Method] = (),
+        methods: Method | Sequence[Method] = (),
         *,
-        optimizer: OptimizerSettings | None = None,
-        schedule: ScheduleSettings | None = None,
+        optimizer: OptimizerSettings | dict | str | None = None,
+        schedule: ScheduleSettings | dict | str | None = None,
         batch_size: int = 128,
         eval_batch_size: int = 512,
         num_workers: int = 0,
@@ -94,7 +95,7 @@ class Distiller:
         progress: bool = True,
         description: str = "train",
         teacher_aggregator: Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor] | None = None,
-        teacher_cache: CacheSettings | None = None,
+        teacher_cache: CacheSettings | dict | str | Path | None = None,
         channels_last: bool = False,
         compile: bool | str = False,
         callbacks: Sequence[Callback] = (),
@@ -105,24 +106,24 @@ class Distiller:
         early_stopping: EarlyStoppingSettings | dict | None = None,
         ema: EMASettings | float | None = None,
     ) -> None:
+        arguments.check_numbers(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
+                                seed=seed, grad_clip=grad_clip, accumulate_steps=accumulate_steps,
+                                eval_every_steps=eval_every_steps, checkpoint_every_steps=checkpoint_every_steps)
         self.world = current_world()
         self.device = resolve_device(device)
         autocast_for(self.device, precision)  # validates the name
         self.precision = precision
-        self.loss = DistillationLoss(teacher, student, methods, student_normalization=student_normalization,
-                                     teacher_normalization=teacher_normalization,
-                                     teacher_aggregator=teacher_aggregator)
+        self.loss = DistillationLoss(teacher, student, arguments.methods(teacher, student, methods),
+                                     student_normalization=student_normalization,
+                                     teacher_normalization=teacher_normalization, teacher_aggregator=teacher_aggregator)
         self.loss.autocast = self._autocast
-        self.optimizer_settings = optimizer or OptimizerSettings()
-        self.schedule_settings = schedule or ScheduleSettings()
+        self.optimizer_settings, self.schedule_settings = arguments.optimizer(optimizer), arguments.schedule(schedule)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.drop_last, self.group_by_length = num_workers, drop_last, group_by_length
         self.evaluation_loaders = EvaluationLoaders()
-        self.grad_clip, self.seed = grad_clip, seed
-        self.augment = augment or Augment()
+        self.grad_clip, self.seed, self.augment = grad_clip, seed, augment or Augment()
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.progress, self.description = progress, description
-        self.channels_last = channels_last
+        self.progress, self.description, self.channels_last = progress, description, channels_last
         self.compile = compile  # torch.compile of the student's training forward; a string picks the backend
         self.history: list[dict[str, Any]] = []
         self.accumulate_steps = check_steps(accumulate_steps)  # optimiser step every N batches
@@ -140,9 +141,9 @@ class Distiller:
         self._method_parameters: list[nn.Parameter] = []
         self._begun_pass: BegunPass | None = None  # a user loader's epoch-0 pass, begun by the build
         self.train_loader: DataLoader | None = None  # during fit: a user's keeps its generators in checkpoints
-        self.cache_settings = teacher_cache
+        self.cache_settings = arguments.teacher_cache(teacher_cache)
         self.cache: TeacherCache | None = None
-        check_cache_use(teacher_cache, self.teachers, self.methods)
+        check_cache_use(self.cache_settings, self.teachers, self.methods)
 
     # what the loss holds --------------------------------------------------------------------------
     @property
@@ -295,6 +296,7 @@ class Distiller:
             resume: bool = False) -> list[dict[str, Any]]:
         """Train for `epochs` (fewer when early stopping ends it); with `resume`, continue from `run_dir`'s
         last checkpoint. Returns the epoch records."""
+        arguments.check_numbers(epochs=epochs)
         loader = self.train_loader = self.make_loader(train, train=True)
         if self.cache_settings is not None:  # data the teacher cache cannot key is refused before any work
             check_cacheable(loader.dataset, self.augment)

@@ -8,13 +8,16 @@ checkpoints, and never part of the exported student.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from kdistill.collectives import gather_batch
+from kdistill.errors import BadInput
 
 
 @dataclass
@@ -48,14 +51,35 @@ class StepContext:
         return self.teacher_logits[0]
 
 
+def require_number(name: str, value: Any) -> None:
+    """A method option given as a finite real number. Options come from Python and from configs alike,
+    and without this a string ("4") fails later as a bare TypeError in a comparison or in the loss, and
+    inf or NaN trains on a loss of inf / NaN."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        hint = f"; write {value.strip()}, without quotes" if isinstance(value, str) and _numeric(value) else ""
+        raise BadInput(f"{name}: must be a number (got {type(value).__name__} {value!r}){hint}")
+    if not math.isfinite(value):
+        raise BadInput(f"{name}: must be a finite number (got {value})")
+
+
 def require_positive(name: str, value: float) -> None:
+    require_number(name, value)
     if not value > 0:
-        raise ValueError(f"{name}: must be > 0 (got {value})")
+        raise BadInput(f"{name}: must be > 0 (got {value})")
 
 
 def require_non_negative(name: str, value: float) -> None:
+    require_number(name, value)
     if not value >= 0:
-        raise ValueError(f"{name}: must be >= 0 (got {value})")
+        raise BadInput(f"{name}: must be >= 0 (got {value})")
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class Method(nn.Module):
