@@ -129,6 +129,9 @@ class LayerTaps:
         """Outputs of the last forward pass, keyed by tap text; a tap that never ran is an error."""
         missing = self.missing()
         self.unrun = missing
+        if missing and not self.attached:  # the hooks were never registered: the modules may well have run
+            raise TapError(f"{self.owner}: taps are not attached, so tapped module(s) {missing} recorded "
+                           "nothing; attach them (`with taps:` or taps.attach()) before the forward pass")
         if missing:
             raise TapError(
                 f"{self.owner}: tapped module(s) {missing} did not run during the forward pass; "

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from kdistill.errors import BadInput
+
 _MASK32 = 0xFFFF_FFFF
 # a fixed odd constant per key part, so (seed, epoch, index) and its permutations hash apart
 _PART_SALTS = (0x9E37_79B9, 0x85EB_CA6B, 0xC2B2_AE35, 0x27D4_EB2F)
@@ -117,6 +119,9 @@ class Normalize(torch.nn.Module):
         self.enabled = mean is not None and std is not None
         self.register_buffer("mean", torch.tensor(mean or [0.0]).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std or [1.0]).view(1, -1, 1, 1), persistent=False)
+        if 1 < self.mean.numel() != self.std.numel() > 1:
+            raise BadInput(f"the normalisation has {self.mean.numel()} mean values but {self.std.numel()} std "
+                           "values; give as many of each (1, or one per channel)")
 
     def same_as(self, other: Normalize) -> bool:
         """True when both do the same thing (so one normalised tensor can serve both models)."""
@@ -131,6 +136,11 @@ class Normalize(torch.nn.Module):
             return inputs
         if inputs.dim() < 2:
             raise ValueError(f"normalisation needs a batch of shape (B, C, ...), got {tuple(inputs.shape)}")
+        values = max(self.mean.numel(), self.std.numel())
+        if values > 1 and values != inputs.shape[1]:  # would broadcast the batch to `values` channels
+            raise BadInput(f"the normalisation has {values} channel values (mean/std) for inputs with "
+                           f"{inputs.shape[1]} channel{'s' if inputs.shape[1] != 1 else ''}; give 1 value or one "
+                           f"per channel (inputs of shape {tuple(inputs.shape)})")
         shape = (1, -1) + (1,) * (inputs.dim() - 2)  # per channel (dim 1) for maps, vectors and sequences
         return (inputs - self.mean.view(shape).to(inputs.device)) / self.std.view(shape).to(inputs.device)
 

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdistill.errors import BadInput
+
 LABEL_KEYS = ("label", "labels", "target", "targets", "y")
 INDEX_KEYS = ("index", "indices", "idx")
 
@@ -91,11 +93,36 @@ def detach_clone(value: Any) -> Any:
     return value
 
 
+def class_labels(labels: Any) -> Any:
+    """Labels as the losses take them: integer class ids of any dtype as int64, a (B, 1) column as (B,),
+    float (B, C) rows kept as class probabilities (one-hot or soft, as `F.cross_entropy` reads them).
+    Float class ids (B,) are refused: they would be read as one probability row. Shape and dtype checks
+    alone (no device sync), so it runs on every batch; non-tensors pass through."""
+    if not torch.is_tensor(labels):
+        return labels
+    if labels.dim() == 2 and labels.shape[1] == 1:  # a column of class ids (per-position labels have T >= 2)
+        labels = labels.squeeze(1)
+    if labels.is_floating_point():
+        if labels.dim() < 2:
+            raise BadInput(f"labels must be integer class indices, got {labels.dtype} labels of shape "
+                           f"{tuple(labels.shape)}; cast them (labels.long()). Float labels are read as class "
+                           "probabilities only as rows of shape (B, C) (one-hot or soft labels)")
+        return labels
+    return labels if labels.dtype == torch.int64 else labels.long()
+
+
+def label_classes(labels: torch.Tensor) -> torch.Tensor:
+    """Class ids of `class_labels`' output: probability rows (B, C, ...) read as their argmax over C."""
+    return labels.argmax(1) if labels.is_floating_point() else labels
+
+
 def correct_count(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
     """Samples classified right, for `train/acc`. Per-position scores (B, C, T...) such as a language
-    model's count each sample as its share of right positions, ignoring labels of -100 (padding)."""
+    model's count each sample as its share of right positions, ignoring labels of -100 (padding).
+    Probability labels (float (B, C): one-hot or soft) count against each row's argmax."""
     if labels is None:
         return torch.zeros((), device=logits.device)
+    labels = label_classes(class_labels(labels))
     hits = logits.detach().argmax(1) == labels
     if labels.dim() == 1:
         return hits.sum()

@@ -1,7 +1,9 @@
 """Accuracy and cross-entropy of a model on a data set (the loop's validation and final test).
 
 `acc` is top-1 accuracy; with more than 5 classes `acc_top5` (the label among the 5 largest
-logits) comes alongside; `loss` is the mean cross-entropy.
+logits) comes alongside; `loss` is the mean cross-entropy. Labels are read as the training step reads
+them (`class_labels`): float (B, C) rows of class probabilities score against each row's argmax, and
+their cross-entropy is against the rows.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kdistill.data.transforms import Normalize, to_float
-from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
+from kdistill.engine.batch import call_model, class_labels, label_classes, logits_of, split_batch, to_device
 from kdistill.engine.progress import length_of, progress_task
 
 
@@ -38,14 +40,16 @@ def evaluate_model(
     with progress_task(progress, description, length_of(loader)) as advance:
         for batch in loader:
             inputs, labels, _ = split_batch(to_device(batch, device))
+            labels = class_labels(labels)
+            classes = label_classes(labels)
             if torch.is_tensor(inputs):
                 inputs = normalize(to_float(inputs))
             with autocast():
                 logits = logits_of(call_model(model, inputs)).float()
-            correct += float((logits.argmax(1) == labels).sum())
+            correct += float((logits.argmax(1) == classes).sum())
             if logits.shape[1] > 5:
                 top5 = True
-                correct_top5 += float((logits.topk(5, dim=1).indices == labels[:, None]).any(1).sum())
+                correct_top5 += float((logits.topk(5, dim=1).indices == classes[:, None]).any(1).sum())
             loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
             total += labels.shape[0]
             advance()

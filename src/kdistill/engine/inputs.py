@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from kdistill.data.transforms import Augment, to_float
-from kdistill.engine.batch import split_batch, to_device
+from kdistill.engine.batch import class_labels, split_batch, to_device
 from kdistill.engine.cache import CacheSettings, TeacherCache
 from kdistill.engine.loss import Participant, TeacherOutputs
 from kdistill.methods.base import Method
@@ -18,9 +18,11 @@ from kdistill.methods.base import Method
 
 def prepare_inputs(batch: Any, epoch: int, train: bool, *, device: torch.device, augment: Augment,
                    cache: TeacherCache | None, channels_last: bool) -> tuple[Any, Any, Any]:
-    """(inputs, labels, sample indices) of a batch, ready for the models."""
+    """(inputs, labels, sample indices) of a batch, ready for the models; labels as `class_labels` makes
+    them (int64 class ids, a (B, 1) column squeezed, float (B, C) rows kept as class probabilities)."""
     batch = to_device(batch, device, non_blocking=True)
     inputs, labels, indices = split_batch(batch)
+    labels = class_labels(labels)
     if torch.is_tensor(inputs):
         inputs = to_float(inputs)
         if train and augment.active:

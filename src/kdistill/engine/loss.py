@@ -29,10 +29,11 @@ import torch
 from torch import nn
 
 from kdistill.data.transforms import Normalize, as_normalize
-from kdistill.engine.batch import call_model, detach_clone, logits_of
+from kdistill.engine.batch import call_model, class_labels, detach_clone, logits_of
+from kdistill.errors import BadInput
 from kdistill.methods.base import Method, StepContext
 from kdistill.methods.logits import HardLabel
-from kdistill.taps import LayerTaps
+from kdistill.taps import LayerTaps, TapError
 
 Autocast = Callable[[], contextlib.AbstractContextManager]
 TeacherOutputs = tuple[list[torch.Tensor], list[dict[str, Any]]]
@@ -146,6 +147,9 @@ class DistillationLoss(nn.Module):
     def _run(self, participant: Participant, model_inputs: Any, module: nn.Module | None = None,
              ) -> tuple[torch.Tensor, dict[str, Any]]:
         if participant.taps is not None:
+            if not participant.taps.attached:  # the hooks would record nothing: say why, not "did not run"
+                raise TapError(f"{participant.taps.owner}: taps are not attached: call the loss inside `with "
+                               "loss_fn:` (or loss_fn.attach()); the layers the methods read are recorded only then")
             participant.taps.clear()
         output = call_model(module if module is not None else participant.model, model_inputs)
         features = participant.taps.collect() if participant.taps is not None else {}
@@ -172,7 +176,9 @@ class DistillationLoss(nn.Module):
                 epoch: int = 0, num_epochs: int = 1, epoch_progress: float | None = None,
                 num_samples: int | None = None) -> StepContext:
         """Run the models on one batch. `teacher` gives precomputed teacher outputs (a cache);
-        `student_module` is what to call for the student (its DDP or compiled wrapper)."""
+        `student_module` is what to call for the student (its DDP or compiled wrapper). Labels go
+        through `class_labels` (int64 ids, a (B, 1) column squeezed, float (B, C) probability rows kept)."""
+        labels = class_labels(labels)
         student_inputs = self.normalized(self.student, inputs)
         teacher_logits, teacher_features = teacher if teacher is not None else self.teacher_outputs(
             inputs, student_inputs)
@@ -212,6 +218,8 @@ class DistillationLoss(nn.Module):
         self.student.model.eval()
         try:
             ctx = self.context(inputs, labels, indices, **context)
+            check_label_space(ctx, self.methods, aggregated=self.teacher_aggregator is not None)
+            check_labels(ctx.student_logits, ctx.labels)
             for method in self.methods:
                 method.build(ctx)
         finally:
@@ -223,4 +231,48 @@ class DistillationLoss(nn.Module):
         return ctx
 
 
-__all__ = ["DistillationLoss", "LossOutput", "Participant"]
+def check_label_space(ctx: StepContext, methods: Sequence[Method], aggregated: bool = False) -> None:
+    """Logit methods compare teacher and student logits class by class: both must predict as many
+    classes (dim 1, as (B, C) and per-position (B, V, T) logits have them). Feature methods need not."""
+    if not ctx.teacher_logits or ctx.student_logits.dim() < 2 or ctx.teacher.dim() < 2:
+        return
+    teacher, student = ctx.teacher.shape[1], ctx.student_logits.shape[1]
+    logit_methods = [m.label for m in methods if m.needs_teacher and m.uses_logits]
+    if teacher == student or not logit_methods:
+        return
+    from kdistill.strategies.multi_teacher import feature_method_names  # the strategies import the engine
+
+    which = "the teachers (aggregated)" if aggregated else "teacher 0"
+    raise BadInput(f"methods {logit_methods} compare teacher and student logits class by class, but {which}: "
+                   f"{teacher} classes, student: {student} classes (logits {tuple(ctx.teacher.shape)} vs "
+                   f"{tuple(ctx.student_logits.shape)}); give both the data's class count. Feature methods "
+                   f"({', '.join(feature_method_names())}) can cross label spaces: a teacher trained on other "
+                   "classes teaches through those alone")
+
+
+def check_labels(student_logits: torch.Tensor, labels: torch.Tensor | None) -> None:
+    """Labels the student's logits can be scored against (once, at build: reading the ids syncs)."""
+    if labels is None or not torch.is_tensor(labels) or student_logits.dim() < 2:
+        return
+    classes, shape = student_logits.shape[1], tuple(student_logits.shape)
+    if labels.is_floating_point():
+        if labels.shape[1] != classes:
+            raise BadInput(f"the labels are rows of class probabilities with {labels.shape[1]} columns "
+                           f"{tuple(labels.shape)}, but the student predicts {classes} classes (logits {shape}); "
+                           "give one column per class, or integer class ids (B,)")
+        return
+    if labels.dim() == 2 and student_logits.dim() == 2:
+        raise BadInput(f"integer labels of shape {tuple(labels.shape)} for logits {shape}: give one class id per "
+                       "sample (B,), or rows of class probabilities (one-hot, soft) as floats (B, C)")
+    ids = labels[labels != -100]  # -100: positions the losses leave out (padding)
+    if ids.numel() == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if high >= classes:
+        raise BadInput(f"labels go up to {high}, but the student predicts {classes} classes (logits {shape}); "
+                       f"give the student the data's class count (at least {high + 1})")
+    if low < 0:
+        raise BadInput(f"labels hold {low}: class ids must be in [0, {classes}) (-100 marks positions left out)")
+
+
+__all__ = ["DistillationLoss", "LossOutput", "Participant", "check_label_space", "check_labels"]

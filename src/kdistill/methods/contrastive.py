@@ -100,7 +100,8 @@ entries whose stored label equals the anchor's label are masked out too, so the 
 pushes apart two images of the same class. The share of same-class negatives is 1/C for C balanced
 classes: 1 % on CIFAR-100, where CRD was tuned, but 10 % on CIFAR-10, so the choice matters ten
 times more there. It reads the batch's class labels (1-D integer labels, stored with the memory
-rows); runs without labels (a transfer set) must keep `all`.
+rows); runs without labels (a transfer set) must keep `all`, and labels given as rows of class
+probabilities (float (B, C): one-hot or soft) are refused: a soft row has no one class to exclude.
 """
 
 from __future__ import annotations
@@ -212,7 +213,8 @@ class CRD(FeatureMethod):
             got = "none" if labels is None else f"shape {tuple(labels.shape)}, {labels.dtype}"
             raise ValueError(
                 f"crd with negatives: other_classes needs one integer class label per sample (got {got}); "
-                "set negatives: all for data without class labels (a transfer set, soft or token labels)"
+                "set negatives: all for data without class labels (a transfer set, token labels, or rows of "
+                "class probabilities: one-hot or soft), or give class ids"
             )
         return labels.long()
 

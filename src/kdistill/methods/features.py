@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdistill.errors import BadInput
 from kdistill.methods.adapters import build_adapter, feature_tensor, resize_map
 from kdistill.methods.base import Method, StepContext, require_non_negative, require_positive
 
@@ -175,6 +176,7 @@ class AttentionTransfer(FeatureMethod):
     loss_pair = mean((Q_s - Q_t)^2) (RepDistiller's form of the paper's ||Q_s - Q_t||_2 term); the
     loss is the sum over pairs. When the spatial sizes differ, the larger map is average-pooled to
     the smaller size before the attention is taken. Channels may differ (attention sums them out).
+    A 1x1 map is refused at build: its normalised attention is constant, so the loss would be 0.
     Defaults p = 2 and weight 1000 are the CRD benchmark's. The paper's |A|^p is used (RepDistiller
     writes A^p; identical for p = 2).
     """
@@ -189,6 +191,13 @@ class AttentionTransfer(FeatureMethod):
                          layer_list("teacher_layers", teacher_layers), weight, teacher)
         require_positive("p", p)
         self.p = float(p)
+
+    def build(self, ctx: StepContext) -> None:  # one position's normalised attention is 1: a loss of 0 always
+        for fs, ft, s_tap, t_tap in self.pairs(ctx):
+            for x, where in ((fs, f"student tap '{s_tap}'"), (ft, f"teacher {self.teacher} tap '{t_tap}'")):
+                if x.dim() == 4 and x.shape[2] * x.shape[3] == 1:
+                    raise BadInput(f"{self.label}: {where} has a 1x1 spatial map {tuple(x.shape)}: its normalised "
+                                   "attention is constant, the loss 0; tap an earlier layer with a spatial map")
 
     def loss_terms(self, ctx: StepContext) -> torch.Tensor:
         total = None

@@ -99,7 +99,9 @@ class DKD(Method):
     paper's CIFAR settings for res32x4 -> res8x4 (beta 8); mdistiller uses beta 2 for res56 ->
     res20. Returns the terms `tckd` and `nckd` (already multiplied by alpha / beta and the
     warm-up factor). The cross-entropy on labels is not included: add `hard_label` (mdistiller
-    uses CE weight 1); the engine warns when a run has no label term.
+    uses CE weight 1); the engine warns when a run has no label term. Labels given as rows of class
+    probabilities (float (B, C): one-hot, or soft labels) set each sample's target class to the row's
+    argmax: exact for one-hot rows, the most probable class for soft ones.
     """
 
     name = "dkd"
@@ -134,7 +136,8 @@ class DKD(Method):
     def loss_terms(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         if ctx.labels is None:
             raise RuntimeError("dkd needs labels, but the batch has none")
-        tckd, nckd = dkd_terms(ctx.student_logits, ctx.teacher, ctx.labels, self.temperature)
+        labels = ctx.labels.argmax(1) if ctx.labels.is_floating_point() else ctx.labels  # probability rows
+        tckd, nckd = dkd_terms(ctx.student_logits, ctx.teacher, labels, self.temperature)
         factor = self.warmup_factor(ctx)
         return {"tckd": factor * self.alpha * tckd, "nckd": factor * self.beta * nckd}
 

@@ -136,7 +136,9 @@ class ConfidenceAggregator(Aggregator):
     distributions with those weights instead, so any logit method can read the result. Without
     labels (unlabelled transfer data), L is replaced by each teacher's prediction entropy (the
     cross-entropy with its own prediction), the entropy-based weighting of EBKD (Kwon et al. 2020).
-    One teacher gets weight 1.
+    Labels given as rows of class probabilities (float (B, C): one-hot or soft) give L as the
+    cross-entropy with those rows (for one-hot rows, the same as with the class ids). One teacher
+    gets weight 1.
     """
 
     name = "confidence"
@@ -153,7 +155,9 @@ class ConfidenceAggregator(Aggregator):
             return torch.ones(batch, 1, device=teacher_logits[0].device)
         stacked = torch.stack([z.float() for z in teacher_logits], dim=1)  # (B, K, C)
         log_p = F.log_softmax(stacked, dim=2)
-        if labels is not None:
+        if labels is not None and labels.is_floating_point() and labels.dim() == 2:  # probability rows (B, C)
+            losses = -(labels.float().unsqueeze(1) * log_p).sum(2)
+        elif labels is not None:
             index = labels.reshape(-1, 1, 1).long().expand(-1, k, 1)
             losses = -log_p.gather(2, index).squeeze(2)  # (B, K)
         else:
