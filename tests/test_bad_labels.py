@@ -154,3 +154,19 @@ def test_crd_other_class_negatives_refuse_probability_labels():
     with pytest.raises(ValueError, match="integer class label per sample.*probabilit"), loss_fn:
         loss_fn.build(x, F.one_hot(y, 10).float())
         loss_fn(x, F.one_hot(y, 10).float())
+
+
+def test_the_ensemble_and_the_diagnostics_read_one_hot_and_column_labels_as_class_ids(digits):
+    from kdistill.evaluate.diagnostics import predict_logits
+    from kdistill.strategies.born_again import evaluate_ensemble
+
+    bundle, data = _data(digits, n=100)
+    models = list(_models())
+    forms = {"ids": data, "one-hot": _relabelled(data, F.one_hot(data.labels, 10).float()),
+             "column": _relabelled(data, data.labels.view(-1, 1).int())}
+    scores = {name: evaluate_ensemble(models, form) for name, form in forms.items()}
+    assert scores["one-hot"] == pytest.approx(scores["ids"]) and scores["column"] == pytest.approx(scores["ids"])
+    for name, form in forms.items():
+        loader = torch.utils.data.DataLoader(form, batch_size=10, collate_fn=lambda b: b)
+        _, labels = predict_logits(models[1], loader, torch.device("cpu"))
+        assert torch.equal(labels, data.labels), name

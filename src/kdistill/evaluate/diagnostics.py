@@ -184,7 +184,7 @@ def predict_logits(model: nn.Module, loader: Any, device: torch.device, normaliz
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) of a model over a loader, in the loader's order, as float32 on the CPU."""
     from kdistill.data.transforms import Normalize, to_float
-    from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
+    from kdistill.engine.batch import call_model, class_labels, label_classes, logits_of, split_batch, to_device
 
     was_training = model.training
     model.eval().to(device)
@@ -195,6 +195,6 @@ def predict_logits(model: nn.Module, loader: Any, device: torch.device, normaliz
         if torch.is_tensor(inputs):
             inputs = normalize(to_float(inputs))
         outputs.append(logits_of(call_model(model, inputs)).float().cpu())
-        targets.append(labels.cpu())
+        targets.append(label_classes(class_labels(labels)).cpu())  # probability rows as their argmax
     model.train(was_training)
     return torch.cat(outputs), torch.cat(targets)

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from kdistill.data.base import as_in_memory, batch_collate
 from kdistill.data.transforms import as_normalize, to_float
 from kdistill.engine import Distiller
-from kdistill.engine.batch import call_model, logits_of, split_batch, to_device
+from kdistill.engine.batch import call_model, class_labels, label_classes, logits_of, split_batch, to_device
 from kdistill.methods.base import Method
 from kdistill.methods.logits import HardLabel, SoftTarget
 from kdistill.strategies.stages import ChainResult, ChainStage, MethodsFactory, run_chain
@@ -147,8 +147,8 @@ def ensemble_logits(models: Sequence[nn.Module], data: Dataset | DataLoader, nor
                 log_probs.append(F.log_softmax(logits_of(call_model(model, model_inputs)).float(), dim=1))
             stacked = torch.stack(log_probs)
             outputs.append(torch.logsumexp(stacked, dim=0) - torch.log(torch.tensor(float(len(models)))))
-            if labels is not None:
-                all_labels.append(labels)
+            if labels is not None:  # class ids; probability rows (one-hot, soft) read as their argmax
+                all_labels.append(label_classes(class_labels(labels)))
     finally:
         for model, mode in zip(models, modes, strict=True):
             model.train(mode)
