@@ -97,6 +97,15 @@ def test_a_label_term_silences_the_warning(digits, caplog):
     assert distiller.notes == [] and "label term" not in caplog.text
 
 
+def test_a_method_that_would_never_run_in_the_fit_is_noted(digits, caplog):
+    late = SoftTarget(weight=0.9)
+    late.start_epoch = 5  # a two-stage recipe's second stage, in a fit of 1 epoch
+    with caplog.at_level(logging.WARNING, logger="kdistill"):
+        distiller = _fit(digits, [late, HardLabel(weight=0.1)])
+    assert any("soft_target starts at epoch 5" in note and "never runs" in note for note in distiller.notes)
+    assert "never runs" in caplog.text
+
+
 def test_the_report_carries_the_warning(tmp_path):
     config = load_config(None, [f"output_dir={tmp_path / 'r'}", "teacher.training.epochs=2", "training.epochs=2",
                                 "methods=[{name: dkd}]"])

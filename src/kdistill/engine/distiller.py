@@ -256,7 +256,7 @@ class Distiller:
         ctx = self.loss.build(inputs, labels, indices, teacher=self.cached_teacher_outputs(indices, 0),
                               epoch=0, num_epochs=epochs, num_samples=self.num_samples)
         for message in recipe_notes(bool(self.teachers), self.methods, ctx.labels is not None, loader.dataset,
-                                    self.augment):
+                                    self.augment, epochs):
             self.note(message)
         self.optimizer = build_optimizer(self.trainable_parameters(), self.optimizer_settings)
         self.steps_per_epoch = optimizer_steps(batches_per_epoch(loader), self.accumulate_steps)

@@ -10,11 +10,15 @@ from kdistill.methods.base import Method
 
 
 def recipe_notes(has_teacher: bool, methods: Sequence[Method], labelled: bool, data: Any,
-                 augment: Augment) -> list[str]:
+                 augment: Augment, epochs: int | None = None) -> list[str]:
     """Distillation on labelled data with no loss on the labels departs from every paper's recipe
     (not on a transfer set, whose copies' labels are placeholders: `placeholder_labels`); a label
-    term under an augmentation that mixes images trains on each mixed image's first label."""
-    notes = []
+    term under an augmentation that mixes images trains on each mixed image's first label; a method
+    starting at or after the last epoch never runs (a config refuses it; in Python it is a note, as a
+    fit may be one of several that share the methods)."""
+    notes = [f"{m.label} starts at epoch {m.start_epoch} (start_epoch) but the fit has {epochs} epochs: it never "
+             "runs; lower start_epoch or train longer" for m in methods
+             if epochs is not None and m.start_epoch >= epochs]
     supervised = any(m.supervises_labels for m in methods)
     if has_teacher and labelled and not supervised and not getattr(data, "placeholder_labels", False):
         notes.append(f"methods {[m.label for m in methods]} have no label term: the student learns without "
