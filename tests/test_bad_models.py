@@ -11,7 +11,7 @@ from kdistill import DistillationLoss, Distiller, OptimizerSettings
 from kdistill.data.base import InMemoryDataset
 from kdistill.data.transforms import Normalize
 from kdistill.errors import BadInput
-from kdistill.methods import DIST, DKD, AttentionTransfer, HardLabel, Hint, SoftTarget
+from kdistill.methods import DIST, DKD, RKD, AttentionTransfer, HardLabel, Hint, SimilarityPreserving, SoftTarget
 from kdistill.models import build_model
 from kdistill.taps import LayerTaps, TapError
 
@@ -136,3 +136,15 @@ def test_attention_transfer_on_spatial_maps_builds():
     loss_fn.build(x)
     with loss_fn:
         assert loss_fn(x).loss.item() > 0
+
+
+@pytest.mark.parametrize("method", [
+    lambda: DIST(), lambda: SimilarityPreserving(student_layers=["features.1"], teacher_layers=["pool"]),
+    lambda: RKD(student_layer="features.1", teacher_layer="pool")])
+def test_methods_comparing_a_batchs_samples_refuse_a_batch_of_one(method):
+    # their loss on one sample is a constant (0 for sp and rkd, 1 for dist's intra-class term): nothing learnt
+    teacher, student = _pair(10, 10)
+    x, y = torch.randn(1, 1, 8, 8), torch.randint(0, 10, (1,))
+    with pytest.raises(BadInput, match=r"compare the samples of a batch with each other.*batch_size >= 2"):
+        DistillationLoss(teacher, student, [method(), HardLabel()]).build(x, y)
+    DistillationLoss(teacher, student, [method(), HardLabel()]).build(torch.randn(2, 1, 8, 8), y.repeat(2))

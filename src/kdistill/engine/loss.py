@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdistill.collectives import current_world
 from kdistill.data.transforms import Normalize, as_normalize
 from kdistill.engine.batch import call_model, class_labels, detach_clone, logits_of
 from kdistill.errors import BadInput
@@ -220,6 +221,7 @@ class DistillationLoss(nn.Module):
             ctx = self.context(inputs, labels, indices, **context)
             check_label_space(ctx, self.methods, aggregated=self.teacher_aggregator is not None)
             check_labels(ctx.student_logits, ctx.labels)
+            check_batch_of_many(ctx, self.methods)
             for method in self.methods:
                 method.build(ctx)
         finally:
@@ -250,6 +252,18 @@ def check_label_space(ctx: StepContext, methods: Sequence[Method], aggregated: b
                    "classes teaches through those alone")
 
 
+def check_batch_of_many(ctx: StepContext, methods: Sequence[Method]) -> None:
+    """Losses that compare a batch's samples with each other (similarity and distance matrices,
+    probability densities, correlations across the batch) are constant on a batch of one sample:
+    the student would learn nothing from them, silently."""
+    relational = [m.label for m in methods if m.compares_samples]
+    rows = ctx.student_logits.shape[0] * current_world().world_size if ctx.student_logits.dim() else 0
+    if relational and rows < 2:
+        raise BadInput(f"methods {relational} compare the samples of a batch with each other, and this batch has one "
+                       "sample: their loss is constant, so they teach nothing; use batch_size >= 2 (a larger batch "
+                       "gives them more pairs to compare)")
+
+
 def check_labels(student_logits: torch.Tensor, labels: torch.Tensor | None) -> None:
     """Labels the student's logits can be scored against (once, at build: reading the ids syncs)."""
     if labels is None or not torch.is_tensor(labels) or student_logits.dim() < 2:
@@ -275,4 +289,5 @@ def check_labels(student_logits: torch.Tensor, labels: torch.Tensor | None) -> N
         raise BadInput(f"labels hold {low}: class ids must be in [0, {classes}) (-100 marks positions left out)")
 
 
-__all__ = ["DistillationLoss", "LossOutput", "Participant", "check_label_space", "check_labels"]
+__all__ = ["DistillationLoss", "LossOutput", "Participant", "check_batch_of_many", "check_label_space",
+           "check_labels"]

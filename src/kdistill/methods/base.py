@@ -92,6 +92,7 @@ class Method(nn.Module):
     needs_labels: ClassVar[bool] = False
     uses_logits: ClassVar[bool] = True  # logit methods need matching label spaces
     supervises_labels: ClassVar[bool] = False  # a loss on the ground-truth labels (cross-entropy)
+    compares_samples: ClassVar[bool] = False  # a loss over the batch's samples against each other (SP, RKD, PKT)
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()

@@ -223,6 +223,7 @@ class SimilarityPreserving(FeatureMethod):
     """
 
     name = "sp"
+    compares_samples = True
     summary = "similarity preserving: match row-normalised B x B similarity matrices of layer pairs"
     reference = "Tung and Mori 2019, Similarity-Preserving Knowledge Distillation (arXiv:1907.09682)"
 
@@ -274,6 +275,7 @@ class RKD(FeatureMethod):
     """
 
     name = "rkd"
+    compares_samples = True
     summary = "relational KD: match normalised pairwise distances and triplet angles of embeddings"
     reference = "Park, Kim, Lu, Cho 2019, Relational Knowledge Distillation (arXiv:1904.05068)"
 
@@ -325,6 +327,7 @@ class PKT(FeatureMethod):
     """
 
     name = "pkt"
+    compares_samples = True
     summary = "probabilistic KT: KL between the cosine-similarity distributions of a batch"
     reference = ("Passalis and Tefas 2018, Learning Deep Representations with Probabilistic Knowledge "
                  "Transfer (ECCV 2018, arXiv:1803.10837)")

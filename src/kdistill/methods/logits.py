@@ -193,6 +193,7 @@ class DIST(Method):
     """
 
     name = "dist"
+    compares_samples = True
     summary = ("Pearson-correlation matching of predictions: inter-class (per sample) and intra-class "
                "(per class)")
     reference = ("Huang, You, Wang, Qian, Xu 2022, Knowledge Distillation from A Stronger Teacher "
