@@ -148,3 +148,14 @@ def test_methods_comparing_a_batchs_samples_refuse_a_batch_of_one(method):
     with pytest.raises(BadInput, match=r"compare the samples of a batch with each other.*batch_size >= 2"):
         DistillationLoss(teacher, student, [method(), HardLabel()]).build(x, y)
     DistillationLoss(teacher, student, [method(), HardLabel()]).build(torch.randn(2, 1, 8, 8), y.repeat(2))
+
+
+def test_a_dict_batch_without_an_input_key_says_its_keys_went_to_the_model_as_arguments(digits):
+    _, train, _ = digits
+    samples = [{"image": train.inputs[i].float(), "label": train.labels[i]} for i in range(64)]
+    torch.manual_seed(0)
+    run = Distiller(None, build_model("mlp", 10, (1, 8, 8)), [HardLabel()], progress=False, device="cpu")
+    with pytest.raises(BadInput, match=r"without an 'input' key, so its other keys \['image'\] went to MLP.forward"):
+        run.fit(samples, epochs=1)
+    renamed = [{"input": s["image"], "label": s["label"]} for s in samples]
+    assert run.fit(renamed, epochs=1)

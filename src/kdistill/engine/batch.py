@@ -50,10 +50,20 @@ def split_batch(batch: Any) -> tuple[Any, torch.Tensor | None, torch.Tensor | No
 
 
 def call_model(model: nn.Module, inputs: Any) -> Any:
-    """Dict inputs are keyword arguments (`input_ids=..., attention_mask=...`); others positional."""
-    if isinstance(inputs, Mapping):
+    """Dict inputs are keyword arguments (`input_ids=..., attention_mask=...`); others positional.
+    A dict batch without an `input` key is such a dict: when the model refuses its keys, say so, since
+    the user's data set (`{"image": x, "label": y}`) may never have meant them as arguments."""
+    if not isinstance(inputs, Mapping):
+        return model(inputs)
+    try:
         return model(**inputs)
-    return model(inputs)
+    except TypeError as error:
+        if "keyword argument" not in str(error) and "required positional argument" not in str(error):
+            raise
+        raise BadInput(f"the batch is a dict without an 'input' key, so its other keys {sorted(inputs)} went to "
+                       f"{type(model).__name__}.forward as keyword arguments (as a Hugging Face model takes "
+                       f"input_ids=...), which refused them ({error}); name the model's input 'input' in each "
+                       "sample, or yield (inputs, labels)") from error
 
 
 def logits_of(output: Any) -> torch.Tensor:
