@@ -205,6 +205,15 @@ def test_the_leading_trials_are_trained_again_with_other_seeds(tmp_path, monkeyp
     assert again.best_params == result.best_params
 
 
+def test_trials_whose_training_diverges_are_pruned_and_the_search_goes_on(tmp_path):
+    # a NaN training loss stops a run (TrainingDiverged); in a search it is the trial's result, not the search's end
+    raw = experiment(trials=2)
+    raw["training"]["optimizer"] = {"name": "sgd", "lr": 0.01}
+    raw["tune"]["space"] = {"training.optimizer.lr": {"low": 1e5, "high": 1e6, "log": True}}
+    result = run_search(raw, tmp_path / "search")
+    assert [t.state for t in result.study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
+
+
 def test_a_confirmation_run_that_diverges_ranks_its_trial_last(tmp_path, monkeypatch):
     raw = experiment(trials=2, confirm_top=2, confirm_seeds=2)
     real = kdistill.experiment.run_experiment

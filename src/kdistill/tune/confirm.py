@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kdistill.engine.checkpoint import atomic_write_text
-from kdistill.errors import BadInput
+from kdistill.errors import BadInput, TrainingDiverged
 from kdistill.tune.objective import trial_raw
 from kdistill.tune.pruning import active_trial
 from kdistill.tune.spec import TuneSpec
@@ -81,7 +81,7 @@ def score_with_seed(base: dict[str, Any], trial: Any, seed: int, spec: TuneSpec,
     with active_trial(_Unpruned(trial.number), spec.metric) as handle:
         try:
             run_experiment(validate(raw), where, resume=False, progress=progress)
-        except optuna.TrialPruned:  # the metric went NaN: the training diverged with this seed
+        except (optuna.TrialPruned, TrainingDiverged):  # the loss or the metric went NaN with this seed
             handle.values.append(math.nan)
     if not handle.values:
         raise BadInput(f"tune.confirm_top: trial {trial.number} with seed {seed} made no validation evaluation")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kdistill.errors import BadInput
+from kdistill.errors import BadInput, TrainingDiverged, first_line
 from kdistill.tune.pruning import active_trial, callback_spec
 from kdistill.tune.space import SearchDimension, with_params
 from kdistill.tune.spec import TuneSpec
@@ -66,6 +66,10 @@ def make_objective(base: dict[str, Any], dimensions: Sequence[SearchDimension], 
             except KeyboardInterrupt:
                 trial.set_user_attr("interrupted", True)  # re-run with the same values on --resume
                 raise
+            except TrainingDiverged as error:  # these values diverge: a result of the search, not its end
+                import optuna
+
+                raise optuna.TrialPruned(f"the training diverged: {first_line(error)}") from error
         if not handle.values:
             raise BadInput(f"tune.metric: trial {trial.number} made no validation evaluation; tuning needs a "
                            "validation split (data.val_fraction > 0)")
