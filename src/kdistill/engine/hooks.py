@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from kdistill.engine.callbacks import StepInfo, callbacks_state, fire, load_callbacks_state
@@ -47,18 +48,34 @@ LOG = logging.getLogger("kdistill")
 POSITION_KEYS = ("stage", "epoch", "step")  # of an evaluation's metrics, besides the metrics themselves
 
 
-def check_finite_loss(distiller: Distiller, record: dict[str, Any]) -> None:
-    """Stop with what to look at when an epoch's mean training loss is NaN or infinite: training on
-    would fill every later checkpoint, metric and `student.pt` with NaN and still exit 0. Raised
-    before the epoch's checkpoint is written, so the run directory keeps the last finite one."""
-    loss = record.get("train/loss")
+def check_finite_loss(distiller: Distiller, loss: float | None, when: str) -> None:
+    """Stop with what to look at when the mean training loss is NaN or infinite: training on would
+    fill every later checkpoint, metric and `student.pt` with NaN and still exit 0. Checked before
+    every checkpoint the loop writes (an epoch's, and a periodic one), so none holds those weights.
+    Under fp16's loss scaler a non-finite step is skipped, not taken: there the weights decide."""
     if loss is None or math.isfinite(loss):
         return
-    kept = f"; {distiller.checkpoint_path} holds the last epoch before it" if distiller.checkpoint_path else ""
+    if distiller.scaler is not None and finite_weights(distiller.student.model):
+        return
+    path = distiller.checkpoint_path
+    kept = (f"; {path}, written before, is intact" if path is not None and path.exists() else
+            "; no checkpoint was written before it")
     raise TrainingDiverged(
-        f"{distiller.description}: the training loss is {loss} in epoch {record['epoch']}, so the student's weights "
-        "are no longer usable. Look for NaN or inf in the inputs or labels (or a zero std in a normalisation), or "
-        f"lower the learning rate or clip the gradients (grad_clip){kept}")
+        f"{distiller.description}: the training loss is {loss} {when}, so the student's weights are no longer "
+        "usable. Look for NaN or inf in the inputs or labels (or a zero std in a normalisation), or lower the "
+        f"learning rate or clip the gradients (grad_clip){kept}")
+
+
+def finite_weights(model: nn.Module) -> bool:
+    flags = [torch.isfinite(p).all() for p in model.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def running_loss(sums: dict[str, Any]) -> float | None:
+    """The mean loss of an epoch so far, from the loop's running sums (`loss` summed per sample)."""
+    if "loss" not in sums or "samples" not in sums:
+        return None
+    return float(sums["loss"]) / max(float(sums["samples"]), 1.0)
 
 
 class TrainingHooks:
@@ -136,7 +153,9 @@ class TrainingHooks:
                 with open(log, "a") as handle:
                     handle.write(json.dumps(metrics) + "\n")
         if self.checkpoint_every_steps and info.global_step % self.checkpoint_every_steps == 0:
-            distiller.save_checkpoint(info.epoch, info.batch, reduce_sums(running, distiller.device))
+            sums = reduce_sums(running, distiller.device)
+            check_finite_loss(distiller, running_loss(sums), f"in epoch {info.epoch + 1} (step {info.global_step})")
+            distiller.save_checkpoint(info.epoch, info.batch, sums)
 
     def evaluate(self, distiller: Distiller, val: Any, epoch: float, step: int) -> dict[str, Any]:
         metrics = {"stage": distiller.description, "epoch": epoch, "step": step}
@@ -148,7 +167,7 @@ class TrainingHooks:
     def epoch_end(self, distiller: Distiller, record: dict[str, Any], val: Any, step: int) -> None:
         """Validation metrics into the record; best checkpoint; early stopping; history and log; on_epoch_end.
         A loss that is no longer finite stops the run first (read once an epoch: no per-step sync)."""
-        check_finite_loss(distiller, record)
+        check_finite_loss(distiller, record.get("train/loss"), f"in epoch {record['epoch']}")
         if val is not None:
             metrics = self.evaluate(distiller, val, record["epoch"], step)
             record.update({k: v for k, v in metrics.items() if k not in POSITION_KEYS})
