@@ -80,3 +80,20 @@ def test_a_users_loader_over_a_kdistill_data_set_needs_its_collate_and_says_so(d
     with pytest.raises(BadInput, match="collate_fn=kdistill.data.batch_collate"):
         run().fit(DataLoader(Subset(train, PICK.tolist()), batch_size=32), epochs=1)
     assert run().fit(DataLoader(train, batch_size=32, shuffle=True, collate_fn=batch_collate), epochs=2)
+
+
+def test_a_subclass_keeps_its_batches_joined_or_picked_by_its_own_subset():
+    # a text data set's batches carry attention masks, which a plain in-memory copy would drop
+    from kdistill.text.tokenize import TextDataset
+
+    def text(n, seed):
+        generator = torch.Generator().manual_seed(seed)
+        ids, lengths = torch.randint(1, 50, (n, 6), generator=generator), torch.randint(2, 7, (n,), generator=generator)
+        return TextDataset(ids, lengths, torch.randint(0, 2, (n,), generator=generator), ["a", "b"], pad_id=0,
+                           pad_to=6)
+
+    joined = ConcatDataset([text(8, 0), text(8, 1)])
+    assert as_in_memory(joined) is joined
+    picked = as_in_memory(Subset(text(8, 0), [1, 3, 5]))
+    assert type(picked) is TextDataset and len(picked) == 3
+    assert set(picked.__getitems__([0, 1])["input"]) == {"input_ids", "attention_mask"}

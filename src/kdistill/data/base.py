@@ -74,9 +74,9 @@ def as_in_memory(data: Dataset) -> Dataset:
     out of range for what is sized to the whole (CRD's memory), repeated across a ConcatDataset's
     parts (two samples sharing one memory row), and not what the teacher cache keys by. The copy
     numbers the samples from 0 and has a fingerprint."""
-    if isinstance(data, ConcatDataset):
-        parts = [as_in_memory(part) for part in data.datasets]
-        if not parts or not all(isinstance(part, InMemoryDataset) for part in parts):
+    if isinstance(data, ConcatDataset):  # plain in-memory parts only: a subclass's batches carry more
+        parts = [as_in_memory(part) for part in data.datasets]  # (a text set's attention masks, clean labels)
+        if not parts or not all(type(part) is InMemoryDataset for part in parts):
             return data
         if len({(tuple(p.inputs.shape[1:]), p.inputs.dtype) for p in parts}) > 1:
             return data  # parts of other shapes cannot be one tensor; torch's own path reports it
@@ -89,7 +89,9 @@ def as_in_memory(data: Dataset) -> Dataset:
         indices = own if indices is None else own[indices]
         base = base.dataset
     base = as_in_memory(base) if isinstance(base, ConcatDataset) else base
-    if indices is None or not isinstance(base, InMemoryDataset):
+    keeps_its_kind = type(base) is InMemoryDataset or (  # a subclass that defines its own subset keeps its batches
+        isinstance(base, InMemoryDataset) and type(base).subset is not InMemoryDataset.subset)
+    if indices is None or not keeps_its_kind:
         return data
     return base.subset(indices)
 
