@@ -159,3 +159,13 @@ def test_a_dict_batch_without_an_input_key_says_its_keys_went_to_the_model_as_ar
         run.fit(samples, epochs=1)
     renamed = [{"input": s["image"], "label": s["label"]} for s in samples]
     assert run.fit(renamed, epochs=1)
+
+
+def test_an_embedding_student_taught_by_feature_methods_alone_is_not_held_to_the_classes(digits):
+    # RKD is a metric-learning method: a 4-d embedding student on labelled data is valid
+    _, train, _ = digits
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    run = Distiller(teacher, student, [RKD(student_layer="3", teacher_layer="3")], progress=False, device="cpu")
+    assert torch.isfinite(torch.tensor(run.fit(train, epochs=1)[-1]["train/loss"]))

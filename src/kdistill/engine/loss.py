@@ -220,7 +220,8 @@ class DistillationLoss(nn.Module):
         try:
             ctx = self.context(inputs, labels, indices, **context)
             check_label_space(ctx, self.methods, aggregated=self.teacher_aggregator is not None)
-            check_labels(ctx.student_logits, ctx.labels)
+            if any(m.needs_labels or m.supervises_labels for m in self.methods):  # scored against the student's
+                check_labels(ctx.student_logits, ctx.labels)  # classes (an embedding student need not have them)
             check_batch_of_many(ctx, self.methods)
             for method in self.methods:
                 method.build(ctx)
