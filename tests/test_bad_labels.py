@@ -170,3 +170,26 @@ def test_the_ensemble_and_the_diagnostics_read_one_hot_and_column_labels_as_clas
         loader = torch.utils.data.DataLoader(form, batch_size=10, collate_fn=lambda b: b)
         _, labels = predict_logits(models[1], loader, torch.device("cpu"))
         assert torch.equal(labels, data.labels), name
+
+
+class _PerPosition(torch.nn.Module):
+    """(B, T) ids -> (B, V, T) scores, kdistill's convention for a language model's logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(11, 11)
+
+    def forward(self, ids):
+        return self.embedding(ids).transpose(1, 2)
+
+
+@pytest.mark.parametrize("positions", [2, 1])
+def test_per_position_labels_of_one_position_stay_per_position(positions):
+    # a (B, 1) column is squeezed for (B, C) logits only: here it is one position of (B, V, 1) scores
+    torch.manual_seed(0)
+    ids, labels = torch.randint(0, 11, (4, positions)), torch.randint(0, 11, (4, positions))
+    loss_fn = DistillationLoss(None, _PerPosition(), [HardLabel()])
+    ctx = loss_fn.build(ids, labels)
+    assert ctx.labels.shape == (4, positions)
+    expected = F.cross_entropy(ctx.student_logits, labels)
+    assert loss_fn.weighted_terms(ctx).loss.item() == pytest.approx(expected.item())

@@ -103,14 +103,16 @@ def detach_clone(value: Any) -> Any:
     return value
 
 
-def class_labels(labels: Any) -> Any:
-    """Labels as the losses take them: integer class ids of any dtype as int64, a (B, 1) column as (B,),
-    float (B, C) rows kept as class probabilities (one-hot or soft, as `F.cross_entropy` reads them).
-    Float class ids (B,) are refused: they would be read as one probability row. Shape and dtype checks
-    alone (no device sync), so it runs on every batch; non-tensors pass through."""
+def class_labels(labels: Any, logits: torch.Tensor | None = None) -> Any:
+    """Labels as the losses take them: integer class ids of any dtype as int64, a (B, 1) column as (B,)
+    where the logits they are scored against are (B, C) (given `logits`; per-position logits (B, C, 1)
+    keep their (B, 1) labels), float (B, C) rows kept as class probabilities (one-hot or soft, as
+    `F.cross_entropy` reads them). Float class ids (B,) are refused: they would be read as one
+    probability row. Shape and dtype checks alone (no device sync), so it runs on every batch;
+    non-tensors pass through."""
     if not torch.is_tensor(labels):
         return labels
-    if labels.dim() == 2 and labels.shape[1] == 1:  # a column of class ids (per-position labels have T >= 2)
+    if labels.dim() == 2 and labels.shape[1] == 1 and logits is not None and logits.dim() == 2:
         labels = labels.squeeze(1)
     if labels.is_floating_point():
         if labels.dim() < 2:
@@ -132,7 +134,7 @@ def correct_count(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Te
     Probability labels (float (B, C): one-hot or soft) count against each row's argmax."""
     if labels is None:
         return torch.zeros((), device=logits.device)
-    labels = label_classes(class_labels(labels))
+    labels = label_classes(class_labels(labels, logits))
     hits = logits.detach().argmax(1) == labels
     if labels.dim() == 1:
         return hits.sum()

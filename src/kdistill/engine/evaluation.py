@@ -40,12 +40,12 @@ def evaluate_model(
     with progress_task(progress, description, length_of(loader)) as advance:
         for batch in loader:
             inputs, labels, _ = split_batch(to_device(batch, device))
-            labels = class_labels(labels)
-            classes = label_classes(labels)
             if torch.is_tensor(inputs):
                 inputs = normalize(to_float(inputs))
             with autocast():
                 logits = logits_of(call_model(model, inputs)).float()
+            labels = class_labels(labels, logits)
+            classes = label_classes(labels)
             correct += float((logits.argmax(1) == classes).sum())
             if logits.shape[1] > 5:
                 top5 = True

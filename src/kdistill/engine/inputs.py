@@ -19,7 +19,8 @@ from kdistill.methods.base import Method
 def prepare_inputs(batch: Any, epoch: int, train: bool, *, device: torch.device, augment: Augment,
                    cache: TeacherCache | None, channels_last: bool) -> tuple[Any, Any, Any]:
     """(inputs, labels, sample indices) of a batch, ready for the models; labels as `class_labels` makes
-    them (int64 class ids, a (B, 1) column squeezed, float (B, C) rows kept as class probabilities)."""
+    them (int64 class ids, float (B, C) rows kept as class probabilities; a (B, 1) column is squeezed
+    where the logits are known, in `DistillationLoss.context`)."""
     batch = to_device(batch, device, non_blocking=True)
     inputs, labels, indices = split_batch(batch)
     labels = class_labels(labels)

@@ -178,15 +178,16 @@ class DistillationLoss(nn.Module):
                 num_samples: int | None = None) -> StepContext:
         """Run the models on one batch. `teacher` gives precomputed teacher outputs (a cache);
         `student_module` is what to call for the student (its DDP or compiled wrapper). Labels go
-        through `class_labels` (int64 ids, a (B, 1) column squeezed, float (B, C) probability rows kept)."""
-        labels = class_labels(labels)
+        through `class_labels` (int64 ids, a (B, 1) column squeezed for (B, C) logits, float (B, C)
+        probability rows kept)."""
         student_inputs = self.normalized(self.student, inputs)
         teacher_logits, teacher_features = teacher if teacher is not None else self.teacher_outputs(
             inputs, student_inputs)
-        if self.teacher_aggregator is not None and teacher_logits:
-            teacher_logits = [self.teacher_aggregator(teacher_logits, labels), *teacher_logits]
         with self.autocast():
             student_logits, student_features = self._run(self.student, student_inputs, student_module)
+        labels = class_labels(labels, student_logits)  # the aggregator (no RNG) reads them as the methods do
+        if self.teacher_aggregator is not None and teacher_logits:
+            teacher_logits = [self.teacher_aggregator(teacher_logits, labels), *teacher_logits]
         return StepContext(student_logits, labels, teacher_logits, student_features, teacher_features, indices,
                            epoch, num_epochs, num_samples, float(epoch) if epoch_progress is None else epoch_progress)
 

@@ -195,6 +195,6 @@ def predict_logits(model: nn.Module, loader: Any, device: torch.device, normaliz
         if torch.is_tensor(inputs):
             inputs = normalize(to_float(inputs))
         outputs.append(logits_of(call_model(model, inputs)).float().cpu())
-        targets.append(label_classes(class_labels(labels)).cpu())  # probability rows as their argmax
+        targets.append(label_classes(class_labels(labels, outputs[-1])).cpu())  # probability rows: their argmax
     model.train(was_training)
     return torch.cat(outputs), torch.cat(targets)

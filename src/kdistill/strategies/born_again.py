@@ -148,7 +148,7 @@ def ensemble_logits(models: Sequence[nn.Module], data: Dataset | DataLoader, nor
             stacked = torch.stack(log_probs)
             outputs.append(torch.logsumexp(stacked, dim=0) - torch.log(torch.tensor(float(len(models)))))
             if labels is not None:  # class ids; probability rows (one-hot, soft) read as their argmax
-                all_labels.append(label_classes(class_labels(labels)))
+                all_labels.append(label_classes(class_labels(labels, outputs[-1])))
     finally:
         for model, mode in zip(models, modes, strict=True):
             model.train(mode)
