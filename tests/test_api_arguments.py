@@ -169,8 +169,16 @@ def test_the_student_cannot_be_a_teacher():
         distiller(model, model, [SoftTarget()])
     with pytest.raises(BadInput, match=r"^teacher 1 and the student are the same module"):
         distiller([mlp(2), model], model, [SoftTarget()])
-    with pytest.raises(BadInput, match=r"^teacher and the student share parameters"):
+    with pytest.raises(BadInput, match=r"^teacher and the student share trainable parameters"):
         distiller(model, nn.Sequential(model, nn.Linear(10, 10)), [SoftTarget()])
+
+
+def test_a_student_may_share_a_frozen_stem_with_its_teacher(digits):
+    _, train, _ = digits
+    torch.manual_seed(0)
+    stem = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU()).requires_grad_(False)
+    teacher, student = nn.Sequential(stem, nn.Linear(32, 10)), nn.Sequential(stem, nn.Linear(32, 10))
+    trains_one_epoch(distiller(teacher, student, [SoftTarget(), HardLabel()]), train)
 
 
 # 7. epochs ----------------------------------------------------------------------------------------

@@ -135,8 +135,9 @@ def methods(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module,
             value: Method | Iterable[Method]) -> list[Method]:
     """The methods as a list (one Method is taken for a list of one). No methods trains on the
     labels alone (HardLabel), which a run with a teacher never means: it is refused. Checked with
-    them: the student is none of the teachers, nor shares their parameters, since teachers are
-    frozen during the fit (the student would have nothing left to train)."""
+    them: the student is none of the teachers, nor shares trainable parameters with them, since
+    teachers are frozen during the fit (those would silently stop training). A shared layer that is
+    frozen already (a common stem) is fine."""
     if isinstance(value, Method):
         value = [value]
     elif isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
@@ -153,7 +154,8 @@ def methods(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module,
         raise BadInput("methods: none given, so the student would train on the labels alone and the teacher "
                        "would go unused; give at least one method, e.g. [SoftTarget(), HardLabel()] (or teacher=None "
                        "to train without one)")
-    student_parameters = {id(p) for p in student.parameters()} if isinstance(student, nn.Module) else set()
+    student_parameters = {id(p) for p in student.parameters() if p.requires_grad} if isinstance(student, nn.Module) \
+        else set()
     for index, model in enumerate(teachers):
         if model is student:
             raise BadInput(f"teacher{f' {index}' if len(teachers) > 1 else ''} and the student are the same module; "
@@ -161,9 +163,10 @@ def methods(teacher: nn.Module | Sequence[nn.Module] | None, student: nn.Module,
                            "a separate student (e.g. a fresh model, or copy.deepcopy(teacher) to start from its "
                            "weights)")
         if isinstance(model, nn.Module) and any(id(p) in student_parameters for p in model.parameters()):
-            raise BadInput(f"teacher{f' {index}' if len(teachers) > 1 else ''} and the student share parameters "
-                           "(one holds the other, or layers are shared); the teacher is frozen during the fit, so "
-                           "those would not train: give the student its own copy (copy.deepcopy)")
+            raise BadInput(f"teacher{f' {index}' if len(teachers) > 1 else ''} and the student share trainable "
+                           "parameters (one holds the other, or layers are shared); the teacher is frozen during the "
+                           "fit, so those would not train: give the student its own copy (copy.deepcopy), or freeze "
+                           "the shared layers (requires_grad_(False)) if they are meant to stay fixed")
     return listed
 
 
