@@ -143,6 +143,43 @@ def test_a_trial_left_running_by_a_killed_process_is_queued_again_once(tmp_path)
     assert requeue_interrupted(study) == []  # and only once
 
 
+def test_a_resumed_search_tries_the_values_the_uninterrupted_one_tries(tmp_path, monkeypatch):
+    real = kdistill.experiment.run_experiment
+    whole = run_search(experiment(), tmp_path / "whole")
+    calls = []
+
+    def interrupt_second(config, where, **kwargs):
+        calls.append(where)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the second of three trials
+        return real(config, where, **kwargs)
+
+    monkeypatch.setattr(kdistill.experiment, "run_experiment", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(experiment(), tmp_path / "cut")
+    monkeypatch.setattr(kdistill.experiment, "run_experiment", real)
+    resumed = run_search(None, tmp_path / "cut", resume=True)
+    tried = [(t.params, t.value) for t in finished(resumed.study)]
+    assert tried == [(t.params, t.value) for t in finished(whole.study)]
+    assert resumed.best_params == whole.best_params
+
+
+def test_a_search_stopped_while_its_teacher_trains_resumes(tmp_path, monkeypatch):
+    import kdistill.tune.study as study_module
+
+    real = study_module.pretrain_teachers
+
+    def stop_in_teacher(*args, **kwargs):
+        raise KeyboardInterrupt  # the shared teacher trains before the study exists
+
+    monkeypatch.setattr(study_module, "pretrain_teachers", stop_in_teacher)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(experiment(trials=1), tmp_path / "search")
+    assert not (tmp_path / "search" / "study.db").exists()
+    monkeypatch.setattr(study_module, "pretrain_teachers", real)
+    assert len(finished(run_search(None, tmp_path / "search", resume=True).study)) == 1
+
+
 def test_a_resumed_search_draws_new_values(tmp_path):
     spec, dimensions = search_plan(experiment())
 

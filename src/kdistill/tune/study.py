@@ -27,6 +27,7 @@ import yaml
 
 from kdistill.config_error import ConfigError
 from kdistill.engine.checkpoint import atomic_write_text
+from kdistill.engine.seed import derive_seed
 from kdistill.errors import BadInput
 from kdistill.tune.confirm import confirm, confirmation_lines
 from kdistill.tune.data import tuning_raw
@@ -151,9 +152,9 @@ def run_search(raw: dict[str, Any] | None, run_dir: Path, trials: int | None = N
                progress: bool = False, announce: Callable[[str], None] | None = None) -> SearchResult:
     """Run (or resume) the search of `raw` in `run_dir` until `trials` trials have finished."""
     run_dir = Path(run_dir)
-    if resume:
-        if not (run_dir / DATABASE).is_file() or not (run_dir / EXPERIMENT_FILE).is_file():
-            raise BadInput(f"--resume {run_dir}: not a tuning run directory (no {DATABASE} or {EXPERIMENT_FILE})")
+    if resume:  # the study is made after the shared teacher trains: a stop during that leaves no database yet
+        if not (run_dir / EXPERIMENT_FILE).is_file():
+            raise BadInput(f"--resume {run_dir}: not a tuning run directory (no {EXPERIMENT_FILE})")
         raw = yaml.safe_load((run_dir / EXPERIMENT_FILE).read_text())
     elif raw is None:
         raise BadInput("tune: give the experiment file to search")
@@ -168,7 +169,8 @@ def run_search(raw: dict[str, Any] | None, run_dir: Path, trials: int | None = N
     if not resume:
         atomic_write_text(run_dir / EXPERIMENT_FILE, yaml.safe_dump(raw, sort_keys=False))
     base = tuning_raw(pretrain_teachers(raw, dimensions, run_dir, progress))
-    study = open_study(run_dir, spec, int(raw.get("seed", 0) or 0))
+    seed = int(raw.get("seed", 0) or 0)
+    study = open_study(run_dir, spec, seed)
     if is_accuracy(spec.metric) and VALIDATION_SAMPLES not in study.user_attrs:
         study.set_user_attr(VALIDATION_SAMPLES, validation_samples(base))
     requeued = requeue_interrupted(study)
@@ -176,12 +178,21 @@ def run_search(raw: dict[str, Any] | None, run_dir: Path, trials: int | None = N
         announce(f"trials {requeued} were cut short: their values are queued again")
     remaining = target - len(finished_trials(study))
     if remaining > 0:
-        objective = make_objective(base, dimensions, spec, run_dir, progress, announce)
-        study.optimize(objective, n_trials=remaining)
+        run_trials(study, make_objective(base, dimensions, spec, run_dir, progress, announce), remaining, spec, seed)
     if not spec.confirm_top:
         return write_outcome(study, raw, run_dir, spec)
     write_outcome(study, raw, run_dir, spec)  # the search's own outcome first: an interrupted confirmation keeps it
     return write_outcome(study, raw, run_dir, spec, confirm(study, base, spec, run_dir, progress, announce))
+
+
+def run_trials(study: Any, objective: Callable[[Any], float], count: int, spec: TuneSpec, seed: int) -> None:
+    """`count` more trials, each drawn by a sampler seeded from (seed, trials finished before it): the
+    values a trial tries depend on the search's history alone, not on where a run of it stopped. One
+    sampler for the whole search drew a resumed search's trials from another stream (an interrupted
+    search tried other values than the uninterrupted one); queued values (a trial cut short) draw nothing."""
+    for _ in range(count):
+        study.sampler = _sampler(spec, derive_seed(seed, len(finished_trials(study))))
+        study.optimize(objective, n_trials=1)
 
 
 def validation_samples(base: dict[str, Any]) -> int | None:
