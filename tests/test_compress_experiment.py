@@ -30,6 +30,14 @@ def test_the_distilled_student_is_compressed_after_the_strategy(tmp_path):
     assert (tmp_path / "run" / "compress" / "compress.md").read_text().startswith("| stage |")
     resumed = run_experiment(config_with(COMPRESS), tmp_path / "run", resume=True, progress=False)
     assert resumed.by_role("compressed: recover 50% (pytorch)").accuracy == recovered.accuracy  # read, not redone
+    # stopped before the compression finished (its table is the last thing written, after quantize / export
+    # files): a resume compresses again, and gets the same rows
+    (tmp_path / "run" / "compress" / "compress.md").unlink()
+    (tmp_path / "run" / "compress" / "model.onnx").write_bytes(b"half an export")
+    again = run_experiment(config_with(COMPRESS), tmp_path / "run", resume=True, progress=False)
+    assert again.by_role("compressed: recover 50% (pytorch)").accuracy == recovered.accuracy
+    assert (tmp_path / "run" / "compress" / "compress.md").is_file()
+    assert not (tmp_path / "run" / "compress" / "model.onnx").exists()
 
 
 @pytest.mark.parametrize(("compress", "expected"), [

@@ -149,8 +149,9 @@ def _run(args: argparse.Namespace, console: Console, world) -> int:
         with deterministic_algorithms(config.training.deterministic):
             result = run_experiment(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     except TrainingInterrupted as interrupted:
-        console.print(f"\ninterrupted; a resumable checkpoint is at {interrupted.checkpoint}\n"
-                      f"continue with: kdistill run --resume {run_dir}", highlight=False)
+        kept = (f"a resumable checkpoint is at {interrupted.checkpoint}" if interrupted.checkpoint is not None else
+                "finished stages are kept (the stage it stopped in starts again)")  # e.g. compression's recovery
+        console.print(f"\ninterrupted; {kept}\ncontinue with: kdistill run --resume {run_dir}", highlight=False)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:  # outside a training loop (loading data, building a cache, profiling)
         if world.is_main and not args.resume and remove_debris(run_dir, created):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from typing import Any
 
 from torch import nn
@@ -36,9 +37,11 @@ def compress_after_strategy(ctx: Any, student: nn.Module | None, spec: CompressS
     out = ctx.run_dir / FOLDER
     if ctx.resume and (out / "compress.md").exists():  # finished before: its rows, not a second compression
         stage_rows = [StageRow(**row) for row in json.loads((out / "compress.json").read_text())["rows"]]
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(out.iterdir()) and not ctx.resume:
         raise ConfigError([f"compress: {out} holds an unfinished compression; remove it to compress again"])
-    else:
+    else:  # on resume an unfinished compression (stopped in quantize or export) is done again: it is seeded
+        if out.exists():
+            shutil.rmtree(out)
         # the choices read the experiment's validation split (or one held out of ctx.train without one)
         pipeline = CompressionPipeline(spec.model_copy(update={"stages": stages}), copy.deepcopy(student),
                                        ctx.train, ctx.bundle.test, ctx.student_norm, out, seed=ctx.config.seed,
