@@ -155,7 +155,7 @@ def test_a_dict_batch_without_an_input_key_says_its_keys_went_to_the_model_as_ar
     samples = [{"image": train.inputs[i].float(), "label": train.labels[i]} for i in range(64)]
     torch.manual_seed(0)
     run = Distiller(None, build_model("mlp", 10, (1, 8, 8)), [HardLabel()], progress=False, device="cpu")
-    with pytest.raises(BadInput, match=r"without an 'input' key, so its other keys \['image'\] went to MLP.forward"):
+    with pytest.raises(BadInput, match=r"MLP.forward does not take the batch's inputs \['image'\] as keyword"):
         run.fit(samples, epochs=1)
     renamed = [{"input": s["image"], "label": s["label"]} for s in samples]
     assert run.fit(renamed, epochs=1)
@@ -169,3 +169,18 @@ def test_an_embedding_student_taught_by_feature_methods_alone_is_not_held_to_the
     student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
     run = Distiller(teacher, student, [RKD(student_layer="3", teacher_layer="3")], progress=False, device="cpu")
     assert torch.isfinite(torch.tensor(run.fit(train, epochs=1)[-1]["train/loss"]))
+
+
+def test_a_type_error_inside_a_model_is_the_models_own_not_blamed_on_the_data():
+    class Broken(torch.nn.Module):
+        def forward(self, input_ids):
+            return torch.zeros(len(input_ids), 10) + helper(input_ids)  # a bug: helper needs two arguments
+
+    def helper(a, b):
+        return 0
+
+    from kdistill.engine.batch import call_model
+
+    with pytest.raises(TypeError, match="helper\\(\\) missing 1 required positional argument") as error:
+        call_model(Broken(), {"input_ids": torch.zeros(2, 3)})
+    assert not isinstance(error.value, BadInput)

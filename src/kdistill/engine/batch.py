@@ -7,6 +7,7 @@ their logits by one small rule set.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,19 +52,23 @@ def split_batch(batch: Any) -> tuple[Any, torch.Tensor | None, torch.Tensor | No
 
 def call_model(model: nn.Module, inputs: Any) -> Any:
     """Dict inputs are keyword arguments (`input_ids=..., attention_mask=...`); others positional.
-    A dict batch without an `input` key is such a dict: when the model refuses its keys, say so, since
-    the user's data set (`{"image": x, "label": y}`) may never have meant them as arguments."""
+    When a model refuses a dict's keys as its arguments, say so: the dict may be a data set's sample
+    without an `input` key (`{"image": x, "label": y}`), or an `input` that is itself a dict (a text
+    data set's) given to a model that takes one tensor. Only a refusal by `forward`'s own signature
+    is translated; a TypeError raised inside the model is its own."""
     if not isinstance(inputs, Mapping):
         return model(inputs)
     try:
         return model(**inputs)
     except TypeError as error:
-        if "keyword argument" not in str(error) and "required positional argument" not in str(error):
-            raise
-        raise BadInput(f"the batch is a dict without an 'input' key, so its other keys {sorted(inputs)} went to "
-                       f"{type(model).__name__}.forward as keyword arguments (as a Hugging Face model takes "
-                       f"input_ids=...), which refused them ({error}); name the model's input 'input' in each "
-                       "sample, or yield (inputs, labels)") from error
+        try:
+            inspect.signature(model.forward).bind(**inputs)
+        except TypeError:
+            raise BadInput(f"{type(model).__name__}.forward does not take the batch's inputs {sorted(inputs)} as "
+                           f"keyword arguments ({error}): a dict of inputs goes to the model that way (as a Hugging "
+                           "Face model takes input_ids=...); give each sample its model input under 'input' (or yield "
+                           "(inputs, labels)), or use a model that takes these keys") from error
+        raise
 
 
 def logits_of(output: Any) -> torch.Tensor:
