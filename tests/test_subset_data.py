@@ -97,3 +97,16 @@ def test_a_subclass_keeps_its_batches_joined_or_picked_by_its_own_subset():
     picked = as_in_memory(Subset(text(8, 0), [1, 3, 5]))
     assert type(picked) is TextDataset and len(picked) == 3
     assert set(picked.__getitems__([0, 1])["input"]) == {"input_ids", "attention_mask"}
+
+
+def test_inputs_and_labels_given_as_a_pair_are_the_data_set_of_those_tensors(digits):
+    # read as a data set the pair would be two samples: a shape error from torch's collate
+    bundle, train, _ = digits
+    pair, own = run(), run()
+    pair.fit((train.inputs, train.labels), epochs=2)
+    own.fit(train, epochs=2)
+    for name, value in own.student.model.state_dict().items():
+        assert torch.equal(pair.student.model.state_dict()[name], value), name
+    assert pair.evaluate((bundle.test.inputs, bundle.test.labels)) == pair.evaluate(bundle.test)
+    with pytest.raises(BadInput, match="labels must be one integer class id per input"):
+        run().fit((train.inputs, train.labels.float()), epochs=1)

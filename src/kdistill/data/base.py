@@ -67,6 +67,21 @@ def batch_collate(batch: object) -> object:
     return default_collate(batch)
 
 
+def tensors_pair(data: object) -> InMemoryDataset | None:
+    """`(inputs, labels)` given where a data set belongs (`fit((X, y))`, as scikit-learn takes them): the
+    in-memory data set of those tensors; None for anything else. Read as a data set, the pair would be
+    two samples, and fail in torch's collate with a shape error far from the cause. Labels must be one
+    integer class id per input; other labels are refused with the fix."""
+    if not isinstance(data, tuple) or len(data) != 2 or not all(torch.is_tensor(t) for t in data):
+        return None
+    inputs, labels = data
+    if labels.dim() != 1 or labels.is_floating_point() or len(inputs) != len(labels):
+        raise BadInput(f"(inputs, labels) given as the data: labels must be one integer class id per input (got "
+                       f"inputs {tuple(inputs.shape)}, labels {tuple(labels.shape)} {labels.dtype}); for other "
+                       "labels pass a Dataset (e.g. torch.utils.data.TensorDataset(inputs, labels))")
+    return InMemoryDataset(inputs, labels)
+
+
 def as_in_memory(data: Dataset) -> Dataset:
     """torch's `Subset` (what `random_split` returns) and `ConcatDataset` of kdistill's in-memory data
     sets, nested or not, as the `InMemoryDataset` of their samples; anything else as it is. Through
@@ -74,6 +89,9 @@ def as_in_memory(data: Dataset) -> Dataset:
     out of range for what is sized to the whole (CRD's memory), repeated across a ConcatDataset's
     parts (two samples sharing one memory row), and not what the teacher cache keys by. The copy
     numbers the samples from 0 and has a fingerprint."""
+    pair = tensors_pair(data)
+    if pair is not None:
+        return pair
     if isinstance(data, ConcatDataset):  # plain in-memory parts only: a subclass's batches carry more
         parts = [as_in_memory(part) for part in data.datasets]  # (a text set's attention masks, clean labels)
         if not parts or not all(type(part) is InMemoryDataset for part in parts):
