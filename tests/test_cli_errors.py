@@ -44,6 +44,12 @@ def test_first_line_quotes_one_bounded_line_of_any_error() -> None:
      ["kdistill: no space left on device: cannot write runs/a/report.md; free space, then run again"]),
     (PermissionError(13, "Permission denied", "/data/runs"), EXIT_STORAGE,
      ["kdistill: permission denied: cannot write /data/runs; choose a writable --output-dir or fix the permissions"]),
+    (NotADirectoryError(20, "Not a directory", "cfg.yaml/trials"), EXIT_BAD_INPUT,  # a file as --output-dir
+     ["kdistill: cfg.yaml/trials: a part of it is a file, not a directory; give another path (an output directory "
+      "must be a directory or not exist yet)"]),
+    (FileNotFoundError(2, "No such file or directory", "/nonexist/x.html"), EXIT_BAD_INPUT,
+     ["kdistill: /nonexist/x.html: no such file or directory; give another path (an output directory must be a "
+      "directory or not exist yet)"]),
     (RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)\nsecond line"), EXIT_FAILURE,
      ["kdistill: RuntimeError: mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)",
       "kdistill: run with --debug to see where it was raised"]),
@@ -180,3 +186,17 @@ def test_thread_defaults_do_not_oversubscribe(monkeypatch):
     monkeypatch.setenv("KDISTILL_THREADS", "0")
     with pytest.raises(BadInput, match="KDISTILL_THREADS: must be a whole number"):
         choose_threads(None)
+
+
+def test_report_on_another_commands_output_says_whose_it_is(tmp_path, capsys):
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "tune.md").write_text("# search\n")
+    assert main(["report", str(tmp_path / "search")]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "no results.json, so not a finished kdistill run (it is the output of kdistill tune: read" in err
+    assert "BadInput" not in err  # one message, not one wrapped in another
+
+
+def test_a_device_that_is_not_there_is_bad_input_not_a_failure(capsys):
+    assert main(["eval", "mlp", "--device", "gpu"]) == EXIT_BAD_INPUT
+    assert "device: 'gpu' is not a device; use auto, cpu, cuda" in capsys.readouterr().err

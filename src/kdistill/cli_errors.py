@@ -20,6 +20,9 @@ STORAGE_ERRNOS = {"ENOSPC": "no space left on device", "EROFS": "read-only file 
                   "EACCES": "permission denied", "EPERM": "operation not permitted",
                   "EDQUOT": "disk quota exceeded", "EFBIG": "file size limit exceeded"}
 FULL = ("ENOSPC", "EDQUOT", "EFBIG")
+# what it says of a path the user gave that is not what the command needs (a file given as an output folder)
+PATH_ERRNOS = {"ENOTDIR": "a part of it is a file, not a directory", "EISDIR": "it is a directory, not a file",
+               "ENOENT": "no such file or directory", "EEXIST": "it exists already"}
 
 
 @contextlib.contextmanager
@@ -61,10 +64,14 @@ def say(line: str) -> None:
     print(f"{prefix}: {line}", file=sys.stderr, flush=True)
 
 
-def _storage_errno(error: OSError) -> str | None:
+def errno_name(error: OSError) -> str | None:
     import errno
 
-    name = errno.errorcode.get(error.errno or 0)
+    return errno.errorcode.get(error.errno or 0)
+
+
+def _storage_errno(error: OSError) -> str | None:
+    name = errno_name(error)
     return name if name in STORAGE_ERRNOS else None
 
 
@@ -88,6 +95,11 @@ def report(error: BaseException) -> int:
         fix = "free space, then run again" if name in FULL else "choose a writable --output-dir or fix the permissions"
         say(f"{STORAGE_ERRNOS[name]}: cannot write {what}; {fix}")
         return EXIT_STORAGE
+    path_errno = errno_name(error) if isinstance(error, OSError) else None
+    if path_errno in PATH_ERRNOS and error.filename:
+        say(f"{error.filename}: {PATH_ERRNOS[path_errno]}; give another path (an output directory must be a "
+            "directory or not exist yet)")
+        return EXIT_BAD_INPUT
     say(f"{type(error).__name__}: {first_line(error)}")
     say("run with --debug to see where it was raised")
     return EXIT_FAILURE

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from kdistill.config import ExperimentConfig, dump_config
-from kdistill.errors import BadInput
+from kdistill.errors import BadInput, first_line
 from kdistill.evaluate.profile_report import profile_section
 from kdistill.report_sections import compression_lines, diagnostics_lines, label_noise_lines, read_json
 from kdistill.results import ExperimentResult, ModelResult
@@ -127,15 +127,28 @@ def render_reports(run_dir: Path, name: str, config_yaml: str, result: Experimen
 def read_result(run_dir: Path) -> ExperimentResult:
     """The results table a finished run saved (`results.json`)."""
     path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise BadInput(f"{run_dir}: no results.json, so not a finished kdistill run{other_output(run_dir)}; give the "
+                       "directory of a run that finished (kdistill run writes it at the end)")
     try:
         payload = read_json(path)
         if not isinstance(payload, dict) or not isinstance(payload.get("rows"), list):
-            raise BadInput(f"{run_dir}: no results.json of a finished run; give the directory of a run that "
-                           f"finished (kdistill run writes it at the end)")
+            raise TypeError("no table of rows")
         return ExperimentResult(Path(run_dir), [ModelResult(**row) for row in payload["rows"]])
     except (ValueError, TypeError) as error:  # JSONDecodeError is a ValueError; TypeError: rows of another form
-        raise BadInput(f"{path}: not the results of a kdistill run ({type(error).__name__}: "
-                       f"{str(error).splitlines()[0]}); rerun the experiment, or give another run directory") from None
+        raise BadInput(f"{path}: not the results of a kdistill run ({first_line(error, with_type=True)})"
+                       f"{other_output(run_dir)}; rerun the experiment, or give another run directory") from None
+
+
+OTHER_OUTPUTS = {"tune.md": "kdistill tune", "compress.md": "kdistill compress", "pair.md": "kdistill pair"}
+
+
+def other_output(run_dir: Path) -> str:
+    """What a directory holds when it is not a `kdistill run` directory: another command's output."""
+    for name, command in OTHER_OUTPUTS.items():
+        if (Path(run_dir) / name).is_file():
+            return f" (it is the output of {command}: read {Path(run_dir) / name})"
+    return ""
 
 
 def rebuild_reports(run_dir: Path) -> Path:

@@ -26,9 +26,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):  # torch's message lists its twenty-odd device types
-        raise ValueError(f"device: '{device}' is not a device; use auto, cpu, cuda (or cuda:N) or mps") from None
+        raise BadInput(f"device: '{device}' is not a device; use auto, cpu, cuda (or cuda:N) or mps") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' was asked for, but CUDA is not available here")
+        raise BadInput(f"device '{device}' was asked for, but CUDA is not available here; use cpu or auto")
     if resolved.type == "cuda":
         check_gpu_index(resolved.index, str(device))
     return resolved
@@ -37,7 +37,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """torch.autocast for bf16 / fp16, nothing for fp32."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)} (got '{precision}')")
+        raise BadInput(f"precision: must be one of {', '.join(PRECISIONS)} (got '{precision}')")
     dtype = PRECISIONS[precision]
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
@@ -48,9 +48,9 @@ def check_gpu_index(index: int | None, asked: str) -> None:
     count = torch.cuda.device_count()
     if index is not None and index >= count:
         processes = current_world().world_size
-        raise ValueError(f"device '{asked}' means GPU {index}, but this machine has {count} GPU(s)"
-                         + (f" for {processes} processes: run with --nproc {count} or fewer, or --device cpu"
-                            if processes > 1 else ": use cuda:0..cuda:" + str(count - 1)))
+        raise BadInput(f"device '{asked}' means GPU {index}, but this machine has {count} GPU(s)"
+                       + (f" for {processes} processes: run with --nproc {count} or fewer, or --device cpu"
+                          if processes > 1 else ": use cuda:0..cuda:" + str(count - 1)))
 
 
 def move_model(model: nn.Module, device: torch.device | str) -> nn.Module:
