@@ -96,6 +96,9 @@ def test_candidates_parse_and_scale():
     assert scaled_student({"name": "wrn", "options": {"depth": 16}}, 2)["options"] == {"depth": 16, "width": 4}
     with pytest.raises(BadInput, match="no width option"):
         scaled_student({"name": "resnet8"}, 2)
+    for width in (0, -0.5, float("nan")):  # 0 trained a 1-unit mlp labelled "mlp", exit 0
+        with pytest.raises(BadInput, match=r"--widths: each must be a number > 0"):
+            scaled_student({"name": "mlp"}, width)
 
 
 def test_cli_bad_candidate_is_one_line(tmp_path, capsys):

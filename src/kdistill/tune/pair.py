@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -313,6 +314,8 @@ def scaled_student(spec: dict[str, Any], width: float) -> dict[str, Any]:
     """`spec` with its width scaled by `width` (mlp hidden sizes, cnn channels, wrn width factor)."""
     from kdistill.models import MODELS
 
+    if not (isinstance(width, int | float) and math.isfinite(width) and width > 0):
+        raise BadInput(f"--widths: each must be a number > 0, a multiplier of the student's width (got {width})")
     scaled = copy.deepcopy(spec)
     options = dict(scaled.get("options") or {})
     name = str(spec["name"])
