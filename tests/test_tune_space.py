@@ -99,6 +99,11 @@ def test_the_metric_must_be_a_validation_metric():
         validate(experiment({"methods[0].temperature": {"low": 1, "high": 8}}, metric="test/acc"))
     assert caught.value.problems == [caught.value.problems[0]] and "tune.metric" in caught.value.problems[0]
     assert "never scores on the test set" in caught.value.problems[0]
+    # a misspelt one was found only after a whole trial (teacher included) had trained
+    with pytest.raises(ConfigError) as caught:
+        validate(experiment({"methods[0].temperature": {"low": 1, "high": 8}}, metric="val/accuracy"))
+    assert "'val/accuracy' is not a metric of the validation evaluation; did you mean val/acc?" in \
+        caught.value.problems[0]
 
 
 def test_no_tune_section_is_bad_input():

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdistill.engine.callbacks import Callback
+from kdistill.errors import BadInput
 
 
 @dataclass
@@ -67,7 +68,7 @@ class ReportToTrial(Callback):
         value = metrics.get(handle.metric)
         if value is None:
             known = ", ".join(sorted(k for k in metrics if k.startswith("val/"))) or "none"
-            raise ValueError(f"tune.metric: the evaluation has no {handle.metric} (it has: {known})")
+            raise BadInput(f"tune.metric: the evaluation has no {handle.metric} (it has: {known})")
         value = float(value)
         if math.isnan(value):
             import optuna

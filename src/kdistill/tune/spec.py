@@ -16,6 +16,7 @@ needs the whole raw config.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -56,6 +57,9 @@ class Dimension(BaseModel):
         return self
 
 
+VALIDATION_METRICS = ("val/acc", "val/acc_top5", "val/loss")  # what engine.evaluation.evaluate_model returns
+
+
 class TuneSpec(BaseModel):
     """How `kdistill tune` searches; `kdistill run` ignores this section."""
 
@@ -82,6 +86,11 @@ class TuneSpec(BaseModel):
         if not value.startswith("val/"):
             raise ValueError(f"must be a validation metric such as val/acc or val/loss (got {value!r}); "
                              "tuning never scores on the test set")
+        if value not in VALIDATION_METRICS:  # else found only after a whole trial has trained
+            close = difflib.get_close_matches(value, VALIDATION_METRICS, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ValueError(f"{value!r} is not a metric of the validation evaluation; {hint}it gives "
+                             f"{', '.join(VALIDATION_METRICS)} (acc_top5 with more than 5 classes)")
         return value
 
     def resolved_direction(self) -> str:

@@ -83,7 +83,7 @@ def open_study(run_dir: Path, spec: TuneSpec, seed: int) -> Any:
     """The search's study in `run_dir` (created, or loaded with every trial it holds)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial ends the search with its own one-line error
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=spec.warmup_epochs)
               if spec.pruner == "median" else optuna.pruners.NopPruner())
     storage = optuna.storages.RDBStorage(storage_url(run_dir))
