@@ -104,6 +104,9 @@ def test_the_metric_must_be_a_validation_metric():
         validate(experiment({"methods[0].temperature": {"low": 1, "high": 8}}, metric="val/accuracy"))
     assert "'val/accuracy' is not a metric of the validation evaluation; did you mean val/acc?" in \
         caught.value.problems[0]
+    with_callback = experiment({"methods[0].temperature": {"low": 1, "high": 8}}, metric="val/f1")
+    with_callback["training"]["callbacks"] = ["helpers:StageSteps"]  # a callback may add val/f1
+    validate(with_callback)
 
 
 def test_no_tune_section_is_bad_input():

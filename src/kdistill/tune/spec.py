@@ -60,6 +60,18 @@ class Dimension(BaseModel):
 VALIDATION_METRICS = ("val/acc", "val/acc_top5", "val/loss")  # what engine.evaluation.evaluate_model returns
 
 
+def metric_problem(metric: str, has_callbacks: bool) -> str | None:
+    """A `tune.metric` the validation evaluation does not give, found with the config (else after a
+    whole trial has trained). A callback may add metrics (`val/f1`): with callbacks, any name goes."""
+    if metric in VALIDATION_METRICS or has_callbacks or not metric.startswith("val/"):
+        return None
+    close = difflib.get_close_matches(metric, VALIDATION_METRICS, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return (f"tune.metric: {metric!r} is not a metric of the validation evaluation; {hint}it gives "
+            f"{', '.join(VALIDATION_METRICS)} (acc_top5 with more than 5 classes; a callback in training.callbacks "
+            "may add others)")
+
+
 class TuneSpec(BaseModel):
     """How `kdistill tune` searches; `kdistill run` ignores this section."""
 
@@ -86,11 +98,6 @@ class TuneSpec(BaseModel):
         if not value.startswith("val/"):
             raise ValueError(f"must be a validation metric such as val/acc or val/loss (got {value!r}); "
                              "tuning never scores on the test set")
-        if value not in VALIDATION_METRICS:  # else found only after a whole trial has trained
-            close = difflib.get_close_matches(value, VALIDATION_METRICS, n=1)
-            hint = f"did you mean {close[0]}? " if close else ""
-            raise ValueError(f"{value!r} is not a metric of the validation evaluation; {hint}it gives "
-                             f"{', '.join(VALIDATION_METRICS)} (acc_top5 with more than 5 classes)")
         return value
 
     def resolved_direction(self) -> str:
