@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,4 +81,27 @@ def test_the_installed_command_reports_a_missing_plan(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"kdistill: {tmp_path / 'none.yaml'}: no such config file; check the "
-                                                "path (or run without a file for the demo)"]
+                                                "path"]  # compress has no demo to run without a file
+
+
+def test_an_experiment_file_or_a_misspelt_plan_key_is_named_against_the_plan(tmp_path, checkpoint, capsys):
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(yaml.safe_dump({"student": {"name": "mlp"}, "methods": [{"name": "soft_target"}]}))
+    assert main(["compress", str(experiment)]) == 2
+    assert "this is an experiment file (it has student / methods), not a compress plan" in capsys.readouterr().err
+    plan = yaml.safe_load(Path(write_plan(tmp_path, checkpoint)).read_text())
+    plan["modle"] = plan.pop("model")
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(plan))
+    assert main(["compress", str(tmp_path / "typo.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "modle: unknown key; remove it or check its spelling (did you mean 'model'?)" in err
+
+
+def test_a_missing_compress_extra_is_said_before_any_stage_runs(tmp_path, checkpoint, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    assert main(["compress", write_plan(tmp_path, checkpoint), "--out", str(tmp_path / "out")]) == 2
+    assert 'need onnxscript, which is not installed: pip install "kdistill[compress]"' in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

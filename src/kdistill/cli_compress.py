@@ -45,7 +45,7 @@ def load_plan(path: str, overrides: list[str]) -> Any:
     from kdistill.config_files import read_config_file
     from kdistill.config_overrides import apply_override
 
-    raw = read_config_file(path)
+    raw = read_config_file(path, run_hints=False)
     for assignment in overrides:
         apply_override(raw, assignment)
     return validate_plan(raw)

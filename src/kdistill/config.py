@@ -320,7 +320,10 @@ def _format_location(loc: tuple[Any, ...]) -> str:
     return text or "config"
 
 
-def _pydantic_problems(error: ValidationError) -> list[str]:
+def _pydantic_problems(error: ValidationError, schema: type[BaseModel] | None = None) -> list[str]:
+    """Pydantic's errors as `field: fix` lines; unknown keys are matched against `schema`'s own keys
+    (the experiment file's by default; a compress plan passes its own)."""
+    schema = schema or ExperimentConfig
     problems = []
     items = [(_field_location(item["loc"]), item) for item in error.errors()]
     for loc, item in items:
@@ -334,7 +337,7 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
             # the refused key itself may look like a marker (batch-size, BatchSize): keep it as written
             section, key = _field_location(item["loc"][:-1]), item["loc"][-1]
             loc = (*section, key)
-            hint = unknown_key_hint(str(key), ExperimentConfig, section)
+            hint = unknown_key_hint(str(key), schema, section)
             message = f"unknown key; remove it or check its spelling{hint}"
         elif item["type"] == "missing":
             message = "required; add it"

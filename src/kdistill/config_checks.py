@@ -90,6 +90,10 @@ def semantic_problems(config: ExperimentConfig) -> list[str]:
             # "key: why" names an option; anything else is about the method as a whole
             problems.append(f"methods[{index}].{text}" if re.match(r"^\w+: ", text) else f"methods[{index}]: {text}")
     problems += method_schedule_problems(built, config.training.epochs, len(built) == len(config.methods))
+    if config.compress is not None:
+        from kdistill.compress.spec import extra_problem
+
+        problems += [p for p in [extra_problem(config.compress)] if p]
     if config.tune is not None:
         from kdistill.tune.spec import metric_problem
 

@@ -45,13 +45,14 @@ def unset_references(value: Any, where: str = "") -> list[tuple[str, str]]:
     return []
 
 
-def read_text(path: Path) -> str:
-    """The file as text; a binary or non-UTF-8 file is named as not a text file (not a YAML error)."""
+def read_text(path: Path, run_hints: bool = True) -> str:
+    """The file as text; a binary or non-UTF-8 file is named as not a text file (not a YAML error).
+    `run_hints`: the messages may point to `kdistill run`'s own ways (--resume for a run directory)."""
     try:
         data = path.read_bytes()
     except IsADirectoryError:
-        raise ConfigError([f"{path}: is a directory, not a config file; give the experiment's YAML file "
-                           "(to continue a run directory use --resume)"]) from None
+        hint = " (to continue a run directory use --resume)" if run_hints else ""
+        raise ConfigError([f"{path}: is a directory, not a config file; give the YAML file{hint}"]) from None
     except PermissionError:
         raise UnreadableFile(path, "permission denied reading the config file; check its permissions") from None
     if b"\x00" in data:
@@ -98,12 +99,14 @@ def parse_yaml(text: str, path: Path | str) -> dict[str, Any]:
     return raw
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The raw mapping of an experiment file, `${VAR}` references expanded (an unset one is an error)."""
+def read_config_file(path: str | Path, run_hints: bool = True) -> dict[str, Any]:
+    """The raw mapping of an experiment file, `${VAR}` references expanded (an unset one is an error).
+    `run_hints`: the messages may point to `kdistill run`'s demo and --resume (other commands: False)."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError([f"{path}: no such config file; check the path (or run without a file for the demo)"])
-    raw = parse_yaml(read_text(path), path)
+        hint = " (or run without a file for the demo)" if run_hints else ""
+        raise ConfigError([f"{path}: no such config file; check the path{hint}"])
+    raw = parse_yaml(read_text(path, run_hints), path)
     unset = unset_references(raw)
     if unset:
         raise ConfigError([f"{path}: {field} uses ${{{name}}}, but {name} is unset; set it in the environment or "

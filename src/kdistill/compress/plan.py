@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from kdistill.compress.spec import CompressSpec, Strict
+from kdistill.compress.spec import CompressSpec, Strict, extra_problem
 from kdistill.config import DataSpec, ModelSpec, _pydantic_problems
 from kdistill.config_error import ConfigError
 
@@ -38,7 +38,17 @@ class CompressPlan(Strict):
 
 
 def validate_plan(raw: dict[str, Any]) -> CompressPlan:
+    """The plan, or every problem as a `field: fix` line: an experiment file given instead is named as
+    one, and the `compress` extra's packages the stages need are checked before any stage runs."""
+    if isinstance(raw, dict) and "model" not in raw and ("student" in raw or "methods" in raw):
+        raise ConfigError(["this is an experiment file (it has student / methods), not a compress plan: give it a "
+                           "compress: section and run it with kdistill run, or write a plan with model: {name, "
+                           "checkpoint} (see kdistill compress --help)"])
     try:
-        return CompressPlan.model_validate(raw)
+        plan = CompressPlan.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(_pydantic_problems(error)) from None
+        raise ConfigError(_pydantic_problems(error, CompressPlan)) from None
+    problem = extra_problem(plan.compress)
+    if problem:
+        raise ConfigError([problem])
+    return plan

@@ -64,6 +64,25 @@ class TrainSpec(Strict):
     train_limit: int | None = Field(None, gt=0)  # a random subset of the training set (said in the report)
 
 
+def missing_packages(stages: list[str], quantize_runtime: str) -> list[str]:
+    """The `compress` extra's packages these stages import and this environment lacks: said before any
+    stage trains, not as a ModuleNotFoundError once prune and recover have run."""
+    import importlib.util
+
+    needed = ["torch_pruning"] if "prune" in stages else []
+    if "export" in stages or ("quantize" in stages and quantize_runtime == "onnxruntime"):
+        needed += ["onnx", "onnxruntime", "onnxscript"]
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
+def extra_problem(spec: CompressSpec) -> str | None:
+    missing = missing_packages(list(spec.stages), spec.quantize.runtime)
+    if not missing:
+        return None
+    return (f"compress: the stages {', '.join(spec.stages)} need {', '.join(missing)}, which is not installed: "
+            'pip install "kdistill[compress]"')
+
+
 class QuantizeSpec(Strict):
     """dynamic: int8 weights of Linear / recurrent layers; static: int8 weights and activations
     calibrated on `calibration_samples` training inputs (CNNs); qat: fake-quantised training
