@@ -38,6 +38,14 @@ def test_layers_unknown_model_is_a_clear_error(capsys):
     assert "unknown model 'resnet21'" in capsys.readouterr().err
 
 
+def test_layers_of_a_path_that_is_no_model_says_what_it_is(tmp_path, capsys):
+    # both were "unknown model '...'; known: bilstm, cnn, ..." (with a did-you-mean for some)
+    assert main(["layers", str(tmp_path)]) == 2
+    assert "a folder without config.json, so not a Hugging Face model folder" in capsys.readouterr().err
+    assert main(["layers", str(tmp_path / "no" / "model")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
 def test_layers_with_an_input_shape_the_model_cannot_take_names_the_option(capsys):
     assert main(["layers", "resnet20", "--input-shape", "3,32"]) == 2
     err = capsys.readouterr().err

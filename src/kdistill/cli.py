@@ -130,6 +130,11 @@ def command_layers(args: argparse.Namespace, console: Console) -> int:
         return command_text_layers(args, console)
     if Path(args.model).is_file():
         return _checkpoint_layers(Path(args.model), console)
+    if Path(args.model).is_dir():  # a Hugging Face model folder is one with config.json (is_text_model above)
+        raise BadInput(f"{args.model}: a folder without config.json, so not a Hugging Face model folder; give a "
+                       "model folder, a checkpoint file or a model name (kdistill layers --help)")
+    if "/" in args.model or args.model.endswith((".pt", ".pth", ".th", ".safetensors")):
+        raise BadInput(f"{args.model}: no such file or folder; give a model folder, a checkpoint file or a model name")
     input_shape = args.input_shape or "3,32,32"
     try:
         shape = tuple(int(s) for s in input_shape.split(","))
