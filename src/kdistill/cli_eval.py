@@ -188,6 +188,10 @@ def evaluate_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     run_dir = Path(args.run)
     if not (run_dir / "config.yaml").is_file():
         raise BadInput(f"--run {run_dir}: not a run directory (no config.yaml)")
+    from kdistill.lm.detect import is_lm_run, lm_run_problem
+
+    if is_lm_run(run_dir):
+        raise BadInput(f"--run {lm_run_problem(run_dir, 'kdistill eval')}")
     config = load_config(run_dir / "config.yaml")
     bundle, train, val = _data(config.data.name, config.data.root, config.data.options, config.data.val_fraction,
                                config.data.train_limit, config.seed)

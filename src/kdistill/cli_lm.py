@@ -9,8 +9,10 @@ The config is an ordinary kdistill experiment file; the command prints held-out 
 parameters and tokens per second of the teacher, the scratch student (with `baseline: true`) and
 the distilled student, and writes them to `results.json` in the run directory. `--resume RUN_DIR`
 continues an interrupted run from its own `config.yaml` (finished stages loaded, the interrupted
-one from its checkpoint); `--set` is then accepted only for the fields `kdistill run --resume`
-accepts (device, loader workers), which cannot change what a finished stage computed. `--nproc N`
+one from its checkpoint); `--set` is then accepted for the fields `kdistill run --resume`
+accepts (device, loader workers), which cannot change what a finished stage computed, and for the
+settings of stages not started yet (`student.*`, `methods`, `baseline`, `training.*`: see
+`kdistill.lm.resume`). `--nproc N`
 re-runs the command under torchrun, as `kdistill run --nproc` does: the run directory is fixed
 first, rank 0 alone writes files and prints.
 """
@@ -107,23 +109,30 @@ def _config(args: argparse.Namespace, world: Any) -> tuple[Any, Path, Path | Non
     --resume, else the file's, in a new directory that rank 0 picks and creates (the other
     processes take its answer)."""
     from kdistill.collectives import broadcast_object
-    from kdistill.config import load_config
+    from kdistill.config import ConfigError, load_config
     from kdistill.errors import BadInput
+    from kdistill.lm.detect import is_lm_data, not_text_corpus_problem
+    from kdistill.lm.resume import load_lm_resumed_config
     from kdistill.run.directory import create_run_dir, new_run_dir
-    from kdistill.run.resume import load_resumed_config
 
     if args.resume:
         if args.config or args.output_dir:
             raise BadInput("--resume takes the run's own config and directory; drop the config file and --output-dir")
         run_dir = Path(args.resume)
-        return load_resumed_config(run_dir, args.overrides), run_dir, None
+        return load_lm_resumed_config(run_dir, args.overrides), run_dir, None
     if not args.config:
         raise BadInput("kdistill lm: give an experiment YAML, or --resume RUN_DIR to continue a run")
     values = {"output_dir": args.output_dir} if args.output_dir else None
     config = load_config(args.config, args.overrides, values)
+    if ":" not in config.data.name and not is_lm_data(config.data.name):  # a built-in classification data set
+        raise BadInput(not_text_corpus_problem(config.data.name))
     run_dir, created = None, None
     if world.is_main:
-        run_dir = new_run_dir(config)
+        try:
+            run_dir = new_run_dir(config)
+        except ConfigError as error:  # its hint names `kdistill run --resume`; this run resumes with `kdistill lm`
+            raise ConfigError([p.replace("kdistill run --resume", "kdistill lm --resume") for p in error.problems]) \
+                from None
         created = create_run_dir(run_dir)
     return config, Path(str(broadcast_object(str(run_dir) if run_dir is not None else None))), created
 

@@ -127,6 +127,10 @@ def render_reports(run_dir: Path, name: str, config_yaml: str, result: Experimen
 def read_result(run_dir: Path) -> ExperimentResult:
     """The results table a finished run saved (`results.json`)."""
     path = Path(run_dir) / "results.json"
+    from kdistill.lm.detect import is_lm_run, lm_run_problem
+
+    if is_lm_run(run_dir):  # its results.json holds perplexities, not this table
+        raise BadInput(lm_run_problem(run_dir, "kdistill report / compare"))
     if not path.is_file():
         raise BadInput(f"{run_dir}: no results.json, so not a finished kdistill run{other_output(run_dir)}; give the "
                        "directory of a run that finished (kdistill run writes it at the end)")

@@ -17,12 +17,13 @@ from kdistill.lm.corpus import (
                                 train_tokenizer,
 )
 from kdistill.lm.data import TextCorpus, text_corpus
+from kdistill.lm.detect import is_lm_run
 from kdistill.lm.metrics import perplexity, training_tokens_per_second
 from kdistill.lm.models import CausalLMScores, causal_lm, count_parameters, token_scores, unwrap
 from kdistill.lm.sequence_kd import generate_blocks
 from kdistill.lm.topk_cache import TopKCache, fill_temperature, open_topk_cache, teacher_identity, use_cache
 
 __all__ = ["IGNORE_INDEX", "CausalLMScores", "TextCorpus", "TokenBlocks", "TopKCache", "causal_lm", "count_parameters",
-           "encode_stream", "fill_temperature", "generate_blocks", "load_tokenizer", "open_topk_cache", "perplexity",
-           "read_lines", "special_ids", "split_blocks", "teacher_identity", "text_corpus", "token_scores",
+           "encode_stream", "fill_temperature", "generate_blocks", "is_lm_run", "load_tokenizer", "open_topk_cache",
+           "perplexity", "read_lines", "special_ids", "split_blocks", "teacher_identity", "text_corpus", "token_scores",
            "train_tokenizer", "training_tokens_per_second", "unwrap", "use_cache"]

@@ -5,8 +5,10 @@ and `cache`, `student`, `methods`, `training`, `baseline`, `seed`); only the sta
 scores differ: token blocks instead of a classification bundle, held-out perplexity instead of
 accuracy. Stages, each trained by the same `Distiller`:
 
-1. the teacher: loaded from `teacher.checkpoint` (a state dict of the same model), else trained
-   with the language-model loss (`teacher.training`, else `training`);
+1. the teacher: loaded from `teacher.checkpoint` (a state dict of the same model: a stage's
+   `student.pt`, or the Hugging Face model's own; one that does not fit is named as `kdistill run`
+   names it, `lm.models.load_lm_weights`), else trained with the language-model loss
+   (`teacher.training`, else `training`);
 2. with `baseline: true`, the student from scratch (the language-model loss, `training`);
 3. the distilled student: the config's `methods` (forward_kl, reverse_kl, jsd, hard_label, ...),
    the teacher live, or from its top-k cache when `teacher.cache` is on (`top_k`, `dtype`,
@@ -19,12 +21,13 @@ saved with `save_pretrained` (`teacher/`, `student-scratch/`, `student/`: loadab
 transformers alone), each stage's training records, and `results.json` (held-out perplexity,
 parameters, tokens per second).
 
-Resume (`kdistill lm --resume RUN_DIR`): every stage goes through `strategies.stages.fit_or_load`,
-the rule every `kdistill run` stage follows: a finished stage (its `student.pt`) is loaded, the
-interrupted one continues from its checkpoint (mid-epoch included), later ones start fresh, and a
-stage whose `stage.json` (teacher weights, data, epochs, methods, seed) disagrees is refused. Each
-model is built under the seed alone and the teacher's text and top-k cache are pure functions of
-the teacher and the seed, so a resumed run ends with the weights of an uninterrupted one.
+Resume (`kdistill lm --resume RUN_DIR`; the `--set` it accepts: `kdistill.lm.resume`): every stage
+goes through `strategies.stages.fit_or_load`, the rule every `kdistill run` stage follows: a
+finished stage (its `student.pt`) is loaded, the interrupted one continues from its checkpoint
+(mid-epoch included), later ones start fresh, and a stage whose `stage.json` (teacher weights,
+data, epochs, methods, seed) disagrees is refused. Each model is built under the seed alone and
+the teacher's text and top-k cache are pure functions of the teacher and the seed, so a resumed
+run ends with the weights of an uninterrupted one.
 
 Under DDP (`kdistill lm --nproc N`) every process runs every stage (the Distiller shards the
 blocks); the top-k cache is built in shares; rank 0 alone writes files. The token-level losses
@@ -35,6 +38,7 @@ dropout draws differ between 1 and N processes, as in every DDP run.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from pathlib import Path
@@ -50,8 +54,16 @@ from kdistill.engine.device import resolve_device
 from kdistill.engine.distiller import Distiller
 from kdistill.errors import BadInput
 from kdistill.lm.data import TextCorpus
+from kdistill.lm.detect import is_text_corpus_loader, not_text_corpus_problem
 from kdistill.lm.metrics import perplexity, training_tokens_per_second
-from kdistill.lm.models import CausalLMScores, count_parameters, unwrap
+from kdistill.lm.models import (
+    CausalLMScores,
+    causal_lm,
+    check_config_keys,
+    count_parameters,
+    load_lm_weights,
+    unwrap,
+)
 from kdistill.lm.sequence_kd import generate_blocks
 from kdistill.lm.topk_cache import fill_temperature, open_topk_cache, use_cache
 from kdistill.methods import HardLabel, build_method
@@ -69,31 +81,50 @@ def load_corpus(config: ExperimentConfig) -> tuple[TextCorpus, str]:
     student_text = options.pop("student_text", "real")
     if student_text not in STUDENT_TEXTS:
         raise BadInput(f"data.options.student_text: {student_text!r} is not one of {', '.join(STUDENT_TEXTS)}")
-    options.setdefault("seed", config.seed)  # the held-out share of the blocks, when no held-out file is given
+    loader = DATASETS.get(config.data.name)
+    if not is_text_corpus_loader(loader) and ":" not in config.data.name:
+        raise BadInput(not_text_corpus_problem(config.data.name))  # a built-in classification data set
+    if is_text_corpus_loader(loader) or "seed" in inspect.signature(loader).parameters:
+        options.setdefault("seed", config.seed)  # the held-out share of the blocks, when no held-out file is given
     try:
-        corpus = DATASETS.get(config.data.name)(config.data.root, **options)
+        corpus = loader(config.data.root, **options)
     except TypeError as error:
+        if not is_text_corpus_loader(loader):
+            raise BadInput(f"{not_text_corpus_problem(config.data.name)} ({error})") from None
         raise BadInput(f"data.options: {error}; text_corpus takes train, held_out, held_out_fraction, vocab_size, "
                        "block_size, encoding, student_text") from None
     if not isinstance(corpus, TextCorpus):
-        raise BadInput(f"data.name: '{config.data.name}' is not a text corpus; use kdistill.lm:text_corpus")
+        raise BadInput(not_text_corpus_problem(config.data.name))
     return corpus, student_text
+
+
+def check_lm_options(spec: Any, where: str) -> None:
+    """A `kdistill.lm:causal_lm` spec's config keys, checked before any stage trains (the student is
+    built only after the teacher's stage)."""
+    from kdistill.models import MODELS
+
+    if MODELS.get(spec.name) is not causal_lm:
+        return
+    options = dict(spec.options)
+    try:
+        check_config_keys(options.pop("architecture", "gpt2"), options)
+    except BadInput as error:
+        raise BadInput(str(error).replace("model options:", f"{where}.options:", 1)) from None
 
 
 def build_lm(spec: Any, corpus: TextCorpus, where: str, seed: int) -> CausalLMScores:
     from kdistill.models import MODELS
 
     torch.manual_seed(seed)
-    model = MODELS.get(spec.name)(num_classes=corpus.vocab_size, input_shape=(corpus.train.block_size,),
-                                  **spec.options)
+    try:
+        model = MODELS.get(spec.name)(num_classes=corpus.vocab_size, input_shape=(corpus.train.block_size,),
+                                      **spec.options)
+    except BadInput as error:  # the factory's "model options: ..." said of this model's options
+        raise BadInput(str(error).replace("model options:", f"{where}.options:", 1)) from None
     if not isinstance(model, CausalLMScores):
         raise BadInput(f"{where}.name: '{spec.name}' is not a causal LM; use kdistill.lm:causal_lm")
     if getattr(spec, "checkpoint", None) is not None:
-        try:
-            model.load_state_dict(torch.load(spec.checkpoint, map_location="cpu", weights_only=True))
-        except (RuntimeError, OSError) as error:
-            raise BadInput(f"{where}.checkpoint: {spec.checkpoint} does not load into this model "
-                           f"({str(error).splitlines()[0]})") from None
+        load_lm_weights(model, spec.checkpoint, where)
     return model
 
 
@@ -130,8 +161,8 @@ class LMExperiment:
         try:
             outcome = fit_or_load(stage_dir, student, make_distiller, train, None, training.epochs,
                                   resume=self.resume, record=record)
-        except (StageExists, StageMismatch) as error:
-            raise BadInput(str(error)) from None
+        except (StageExists, StageMismatch) as error:  # a stage's own hint names `kdistill run --resume`
+            raise BadInput(str(error).replace("kdistill run --resume", "kdistill lm --resume")) from None
         notes_file = stage_dir / "notes.json"
         notes = made[0].notes if made else (json.loads(notes_file.read_text()) if notes_file.is_file() else [])
         return outcome.history, notes
@@ -154,8 +185,10 @@ class LMExperiment:
 
     def run(self) -> list[dict[str, Any]]:
         config = self.config
-        corpus, student_text = load_corpus(config)
         # everything the config can get wrong is checked before the first stage trains
+        for where, spec in (("teacher", config.teacher), ("student", config.student)):
+            check_lm_options(spec, where)
+        corpus, student_text = load_corpus(config)
         methods = [build_method(spec.name, spec.options()) for spec in config.methods]
         needs_teacher = any(m.needs_teacher for m in methods)
         settings = config.teacher.cache_spec() if needs_teacher else None

@@ -35,6 +35,11 @@ def load_data(config: ExperimentConfig) -> tuple[DataBundle, Any, Any]:
 
         check_transfer_combination(config)
     loader = DATASETS.get(config.data.name)
+    if getattr(loader, "__module__", "").startswith("kdistill.lm"):  # a text corpus: a `kdistill lm` config
+        from kdistill.lm.detect import is_text_corpus_loader, lm_config_problem
+
+        if is_text_corpus_loader(loader):
+            raise ConfigError([lm_config_problem(config.data.name)])
     kwargs = dict(config.data.options)
     params = inspect.signature(loader).parameters
     if "root" in params:
@@ -60,6 +65,10 @@ def load_data(config: ExperimentConfig) -> tuple[DataBundle, Any, Any]:
         raise ConfigError([f"data.name: data function '{config.data.name}' raised {first_line(error, with_type=True)}"
                            f"{DEBUG_HINT}"]) from error
     if not isinstance(bundle, DataBundle):
+        if type(bundle).__module__.startswith("kdistill.lm"):  # a user's function returning a `TextCorpus`
+            from kdistill.lm.detect import lm_config_problem
+
+            raise ConfigError([lm_config_problem(config.data.name)])
         raise ConfigError([f"data.name: '{config.data.name}' returned {type(bundle).__name__}, not a DataBundle; "
                            "return kdistill.data.DataBundle(name, train, test, num_classes, ...)"])
     train, val = bundle.train, bundle.val

@@ -28,12 +28,21 @@ def held_out(source: str, source_options: dict[str, Any] | None = None, val_frac
              train_limit: int | None = None, seed: int = 0, root: Path | None = None) -> DataBundle:
     """`source`'s training data as (train, validation), the validation split also standing in as test."""
     loader = DATASETS.get(source)
+    if getattr(loader, "__module__", "").startswith("kdistill.lm"):  # a text corpus: a `kdistill lm` config
+        from kdistill.lm.detect import is_text_corpus_loader, lm_config_problem
+
+        if is_text_corpus_loader(loader):
+            raise BadInput(lm_config_problem(source))
     kwargs = dict(source_options or {})
     if root is not None:
         if "root" not in inspect.signature(loader).parameters:
             raise BadInput(f"data.root: dataset '{source}' takes no root; remove it")
         kwargs["root"] = root
     bundle = loader(**kwargs)
+    if type(bundle).__module__.startswith("kdistill.lm"):  # a user's function returning a `TextCorpus`
+        from kdistill.lm.detect import lm_config_problem
+
+        raise BadInput(lm_config_problem(source))
     train, val = bundle.train, bundle.val  # bundle.test is never read
     if val is None:
         if not isinstance(train, InMemoryDataset):
