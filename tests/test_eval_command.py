@@ -81,6 +81,17 @@ def test_a_runs_stages_score_what_the_run_reported(tmp_path, capsys):
     assert rows["student-scratch"]["acc"] == pytest.approx(reported["student (scratch)"])
     assert rows["student-distilled"]["acc"] == pytest.approx(reported["student (distilled)"])
 
+    # a stage that has not finished is said to be missing from the table (it was left out silently)
+    distilled = tmp_path / "run" / "student-distilled"
+    (distilled / "student.pt").rename(distilled / "kept.pt")
+    (distilled / "checkpoints").mkdir(exist_ok=True)
+    (distilled / "checkpoints" / "last.pt").write_bytes(b"")
+    assert cli_eval.run(parse("--run", str(tmp_path / "run"), "--json", "--device", "cpu"), Console()) == 0
+    captured = capsys.readouterr()
+    assert {json.loads(line)["model"] for line in captured.out.splitlines() if line.startswith("{")} == {
+        "teacher", "student-scratch"}
+    assert "stages student-distilled have not finished and are not scored" in captured.err
+
 
 @pytest.mark.parametrize("argv, expected", [
     (["nosuch"], "MODEL: unknown model 'nosuch'"),

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from kdistill.cli_errors import say
 from kdistill.errors import BadInput
 
 SPLITS = ("test", "val", "train")
@@ -192,13 +193,25 @@ def evaluate_run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     if is_lm_run(run_dir):
         raise BadInput(f"--run {lm_run_problem(run_dir, 'kdistill eval')}")
-    config = load_config(run_dir / "config.yaml")
-    bundle, train, val = _data(config.data.name, config.data.root, config.data.options, config.data.val_fraction,
-                               config.data.train_limit, config.seed)
+    try:
+        config = load_config(run_dir / "config.yaml")
+        bundle, train, val = _data(config.data.name, config.data.root, config.data.options,
+                                   config.data.val_fraction, config.data.train_limit, config.seed)
+    except BadInput as error:  # a run's config keeps its paths as written: relative to where it was started
+        if not any("does not exist" in problem for problem in error.problems):
+            raise
+        raise BadInput([*error.problems, f"--run {run_dir}: its config.yaml keeps the paths the run was given; a "
+                        "relative one is read from the directory the run was started in: run eval from there"]) \
+            from None
     data = _split(bundle, train, val, args.split)
     stages = sorted(p.parent for p in run_dir.rglob(FINAL_WEIGHTS))
     if not stages:
         raise BadInput(f"--run {run_dir}: no finished stage (no {FINAL_WEIGHTS}); nothing to evaluate yet")
+    unfinished = sorted({p.parent.parent.relative_to(run_dir).as_posix() for p in run_dir.rglob("checkpoints/last.pt")
+                         if not (p.parent.parent / FINAL_WEIGHTS).exists()})
+    if unfinished:  # scored are the finished stages only: say which are missing from the table
+        say(f"--run {run_dir}: stages {', '.join(unfinished)} have not finished and are not scored; "
+            f"`kdistill run --resume {run_dir}` finishes them")
     student_norm, student_text = normalization_choice(config.student, bundle)
     rows = []
     for stage in stages:
