@@ -173,7 +173,22 @@ def test_a_broken_results_file_is_bad_input(noisy_run, tmp_path, capsys):
     shutil.copytree(noisy_run, copy, ignore=shutil.ignore_patterns("*.pt"))
     (copy / "results.json").write_text('{"rows": [')
     assert main(["report", str(copy)]) == 2
+    assert "results.json: damaged, not readable JSON" in capsys.readouterr().err
+    (copy / "results.json").write_text('{"rows": [{"role": "x"}]}')  # readable, but not a table of results
+    assert main(["report", str(copy)]) == 2
     assert "not the results of a kdistill run" in capsys.readouterr().err
+
+
+def test_a_torn_metrics_line_or_a_damaged_diagnostics_file_is_named(noisy_run, tmp_path, capsys):
+    copy = tmp_path / "torn"
+    shutil.copytree(noisy_run, copy, ignore=shutil.ignore_patterns("*.pt"))
+    for metrics in copy.rglob("metrics.jsonl"):
+        metrics.write_text(metrics.read_text() + '{"epoch": 9, "tr')  # a write cut short: skipped, as training does
+    assert main(["report", str(copy)]) == 0
+    capsys.readouterr()
+    (copy / "diagnostics.json").write_text('{"models": [1')
+    assert main(["report", str(copy)]) == 2
+    assert "diagnostics.json: damaged, not readable JSON" in capsys.readouterr().err
 
 
 def test_a_failing_html_report_or_diagnostics_does_not_fail_a_finished_run(tmp_path, monkeypatch, caplog):

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from kdistill.config import ExperimentConfig, dump_config
+from kdistill.engine.metrics_log import read_records
 from kdistill.errors import BadInput, first_line
 from kdistill.evaluate.profile_report import profile_section
 from kdistill.report_sections import compression_lines, diagnostics_lines, label_noise_lines, read_json
@@ -104,7 +105,7 @@ def render_reports(run_dir: Path, name: str, config_yaml: str, result: Experimen
     lines += compression_lines(run_dir)
     lines += ["## Stages (last epoch)", ""]
     for metrics_file in sorted(run_dir.rglob("metrics.jsonl")):
-        records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+        records = read_records(metrics_file)  # a torn last line (a killed write) is skipped
         if records:
             last = records[-1]
             shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items()
@@ -139,6 +140,8 @@ def read_result(run_dir: Path) -> ExperimentResult:
         if not isinstance(payload, dict) or not isinstance(payload.get("rows"), list):
             raise TypeError("no table of rows")
         return ExperimentResult(Path(run_dir), [ModelResult(**row) for row in payload["rows"]])
+    except BadInput:  # already one message (a damaged file, named)
+        raise
     except (ValueError, TypeError) as error:  # JSONDecodeError is a ValueError; TypeError: rows of another form
         raise BadInput(f"{path}: not the results of a kdistill run ({first_line(error, with_type=True)})"
                        f"{other_output(run_dir)}; rerun the experiment, or give another run directory") from None

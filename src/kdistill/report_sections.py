@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kdistill.data.label_noise import LABEL_NOISE_FILE
+from kdistill.errors import BadInput, first_line
 from kdistill.evaluate.paired import ALPHA
 
 # a compression run's table (kdistill compress writes compress.json: {"rows": [...], "files": ...}); rendered
@@ -22,7 +23,15 @@ CONFUSION_MAX_CLASSES = 20  # larger confusion matrices only as plots in report.
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
+    """A run file's JSON (None where absent); a damaged one (a copy cut short) is named, not a bare
+    JSONDecodeError."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BadInput(f"{path}: damaged, not readable JSON ({first_line(error)}); restore it from the run, or "
+                       "delete it and run the experiment again to write it anew") from None
 
 
 def percent(value: float | None) -> str:
