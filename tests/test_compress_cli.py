@@ -97,6 +97,14 @@ def test_an_experiment_file_or_a_misspelt_plan_key_is_named_against_the_plan(tmp
     assert "modle: unknown key; remove it or check its spelling (did you mean 'model'?)" in err
 
 
+def test_a_plan_without_data_is_refused_not_run_on_the_default_digits(tmp_path, checkpoint, capsys):
+    plan = yaml.safe_load(Path(write_plan(tmp_path, checkpoint)).read_text())
+    del plan["data"]
+    (tmp_path / "nodata.yaml").write_text(yaml.safe_dump(plan))
+    assert main(["compress", str(tmp_path / "nodata.yaml")]) == 2
+    assert "data: required in a compress plan: the data the model was trained on" in capsys.readouterr().err
+
+
 def test_a_missing_compress_extra_is_said_before_any_stage_runs(tmp_path, checkpoint, capsys, monkeypatch):
     import importlib.util
 

@@ -96,6 +96,7 @@ def test_a_runs_stages_score_what_the_run_reported(tmp_path, capsys):
 @pytest.mark.parametrize("argv, expected", [
     (["nosuch"], "MODEL: unknown model 'nosuch'"),
     (["mlp", "--checkpoint", "absent.pt"], "--checkpoint: file does not exist"),
+    (["mlp", "--checkpoint", "."], "--checkpoint: . is a directory, not a weights file"),
     (["mlp", "--options", "{hidden: [8"], "--options: not valid YAML"),
     (["mlp", "--data", "nodata"], "--data: unknown dataset 'nodata'"),
     (["--run", "."], "not a run directory"),

@@ -39,6 +39,7 @@ def test_classification_commands_name_kdistill_lm_for_an_lm_config(tmp_path, cap
     assert main(["pair", config, "--students", "kdistill.lm:causal_lm"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert LM_CONFIG in err and "AttributeError" not in err
+    assert not (tmp_path / "runs").exists()  # refused before its work directory is made
     assert main(["eval", "mlp", "--data", "kdistill.lm:text_corpus", "--data-root", str(tmp_path),
                  "--data-options", "{train: train.txt}"]) == EXIT_BAD_INPUT
     assert "--data: this is a language-model config" in capsys.readouterr().err

@@ -139,6 +139,10 @@ def evaluate_model_spec(args: argparse.Namespace) -> list[dict[str, Any]]:
     except (TypeError, ValueError) as error:
         raise BadInput(f"--options: {error}") from error
     if args.checkpoint is not None:
+        if Path(args.checkpoint).is_dir():
+            run = " (a run directory: score its stages with --run, without MODEL)" if (
+                Path(args.checkpoint) / "config.yaml").is_file() else ""
+            raise BadInput(f"--checkpoint: {args.checkpoint} is a directory, not a weights file{run}")
         if not Path(args.checkpoint).is_file():
             raise BadInput(f"--checkpoint: file does not exist: {args.checkpoint}")
         try:

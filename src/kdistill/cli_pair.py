@@ -96,6 +96,10 @@ def _plan_from_args(args: argparse.Namespace) -> dict[str, Any]:
         config = validate(raw)
     except ConfigError as error:
         raise BadInput(error.problems[0]) from error
+    from kdistill.lm.detect import is_lm_data, lm_config_problem
+
+    if is_lm_data(config.data.name):  # before the work directory is made (it was left behind, empty)
+        raise BadInput(lm_config_problem(config.data.name))
     teachers = [parse_candidate(t, "--teachers") for t in args.teachers]
     if not teachers:
         teachers = [spec.model_dump(mode="json", exclude_defaults=True) for spec in config.teacher_specs()]

@@ -44,6 +44,9 @@ def validate_plan(raw: dict[str, Any]) -> CompressPlan:
         raise ConfigError(["this is an experiment file (it has student / methods), not a compress plan: give it a "
                            "compress: section and run it with kdistill run, or write a plan with model: {name, "
                            "checkpoint} (see kdistill compress --help)"])
+    if isinstance(raw, dict) and "data" not in raw:  # the schema's default (digits) fits few checkpoints
+        raise ConfigError(["data: required in a compress plan: the data the model was trained on (its validation "
+                           "split makes every choice), e.g. data: {name: image-folder, root: cifar10.tar.gz}"])
     try:
         plan = CompressPlan.model_validate(raw)
     except ValidationError as error:
