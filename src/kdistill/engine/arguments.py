@@ -62,37 +62,34 @@ def _validated(argument: str, cls: type[SettingsT], fields: dict[str, Any]) -> S
         raise BadInput(problems) from None
 
 
+def _named_settings(argument: str, cls: type[SettingsT], value: Any, refusal: str) -> SettingsT:
+    """`cls` from itself, a dict of its fields or a name; None: its defaults; anything else `refusal`."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict | str):
+        return _validated(argument, cls, value if isinstance(value, dict) else {"name": value})
+    raise BadInput(f"{argument}: {refusal} (got {given(value)})")
+
+
 def optimizer(value: OptimizerSettings | dict | str | None) -> OptimizerSettings:
     """The optimiser's settings: OptimizerSettings, a dict of its fields, or a name (lr then takes
     OptimizerSettings' default). Never a torch optimiser: kdistill builds it itself, over the student's
     and the methods' parameters, so that it can checkpoint and resume it."""
-    if value is None:
-        return OptimizerSettings()
-    if isinstance(value, OptimizerSettings):
-        return value
-    if isinstance(value, dict):
-        return _validated("optimizer", OptimizerSettings, value)
-    if isinstance(value, str):
-        return _validated("optimizer", OptimizerSettings, {"name": value})
-    raise BadInput(f"optimizer: give kdistill.OptimizerSettings(name=..., lr=...) or a dict of its fields "
-                   f"({{'name': 'adam', 'lr': 1e-3}}); kdistill builds the optimizer itself so that it can "
-                   f"checkpoint and resume it (got {given(value)})")
+    return _named_settings("optimizer", OptimizerSettings, value,
+                           "give kdistill.OptimizerSettings(name=..., lr=...) or a dict of its fields ({'name': "
+                           "'adam', 'lr': 1e-3}); kdistill builds the optimizer itself so that it can checkpoint and "
+                           "resume it")
 
 
 def schedule(value: ScheduleSettings | dict | str | None) -> ScheduleSettings:
     """The learning-rate schedule's settings: ScheduleSettings, a dict of its fields, or a name.
     Never a torch scheduler: kdistill builds it once the optimiser and the run's length exist."""
-    if value is None:
-        return ScheduleSettings()
-    if isinstance(value, ScheduleSettings):
-        return value
-    if isinstance(value, dict):
-        return _validated("schedule", ScheduleSettings, value)
-    if isinstance(value, str):
-        return _validated("schedule", ScheduleSettings, {"name": value})
-    raise BadInput(f"schedule: give kdistill.ScheduleSettings(name=..., ...), a dict of its fields "
-                   f"({{'name': 'cosine', 'warmup_epochs': 1}}) or a schedule's name ('cosine'); kdistill builds the "
-                   f"scheduler itself, once the optimizer and the run's length exist (got {given(value)})")
+    return _named_settings("schedule", ScheduleSettings, value,
+                           "give kdistill.ScheduleSettings(name=..., ...), a dict of its fields ({'name': 'cosine', "
+                           "'warmup_epochs': 1}) or a schedule's name ('cosine'); kdistill builds the scheduler "
+                           "itself, once the optimizer and the run's length exist")
 
 
 def teacher_cache(value: CacheSettings | dict | str | Path | bool | None) -> CacheSettings | None:
